@@ -1,0 +1,60 @@
+//! One file per subcommand: parse arguments → call the library → map the outcome to an exit
+//! code. Errors print one line `error: …` (plus an optional `hint: …`).
+
+pub mod check_health;
+pub mod fetch_federation;
+pub mod gen_ca;
+pub mod generate;
+pub mod migrate;
+pub mod serve;
+pub mod spec_check;
+
+use std::path::PathBuf;
+
+use crate::cli::GlobalOpts;
+use crate::config::Config;
+
+/// Stable exit codes (DESIGN.md §4).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const IO: u8 = 3;
+}
+
+/// A failed command: what to print and which exit code to use.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { code: exit::USAGE, message: message.into(), hint: None }
+    }
+    pub fn io(message: impl Into<String>) -> Self {
+        Self { code: exit::IO, message: message.into(), hint: None }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self { code: exit::FAILED, message: message.into(), hint: None }
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type CmdResult = Result<u8, CliError>;
+
+/// Load the configuration named by the global options; config errors are usage errors (2).
+pub fn load_config(global: &GlobalOpts) -> Result<(Config, Option<PathBuf>), CliError> {
+    Config::load(global.config.as_deref()).map_err(|e| CliError::usage(e.to_string()))
+}

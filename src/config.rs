@@ -1,0 +1,1004 @@
+//! The one YAML configuration file, its defaults, environment overrides and validation.
+//!
+//! Every key has a default so that `timproxy serve` runs with no file at all (the embedded
+//! default: SQLite under `./data/`, a generated dev CA under `./certificates/`).
+//!
+//! Environment overrides: `TIMPROXY_<SECTION>__<KEY>` (double underscore between levels,
+//! case-insensitive), e.g. `TIMPROXY_DATABASE__URL=postgres://…` or
+//! `TIMPROXY_OUTBOUND__CA__CERT_FILE=/etc/timproxy/ca.crt`. The value is read as a YAML scalar
+//! or flow value, so `TIMPROXY_FEDERATION__TRUST_ANCHORS='[a.pem, b.pem]'` sets a list.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "TIMPROXY_";
+/// File looked up in the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "timproxy.yaml";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Inbound listener: Matrix client-server API and inbound federation.
+    pub inbound: InboundConfig,
+    /// Outbound listener: the forward proxy the homeserver uses for federation.
+    pub outbound: OutboundConfig,
+    /// Admin listener: liveness, readiness, Prometheus metrics.
+    pub admin: AdminConfig,
+    /// TI-Messenger information API.
+    pub info_api: InfoApiConfig,
+    /// The homeserver behind the proxy.
+    pub homeserver: HomeserverConfig,
+    /// The registration service (federation list, well-known support).
+    pub registration_service: RegistrationServiceConfig,
+    /// Federation list: source, verification, refresh, expiry.
+    pub federation: FederationConfig,
+    /// Database (SQLite or PostgreSQL).
+    pub database: DatabaseConfig,
+    /// TIM rules.
+    pub policy: PolicyConfig,
+    /// Raw-data (performance) reports.
+    pub raw_data: RawDataConfig,
+    /// Orphaned-room cleanup (A_28564-01).
+    pub cleanup: CleanupConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Address the inbound listener binds (plain HTTP unless `tls` is set).
+    pub listen: SocketAddr,
+    /// Optional TLS for the inbound listener (PEM files).
+    pub tls: Option<TlsFiles>,
+    /// Port written into the self-served `/.well-known/matrix/server` answer.
+    pub well_known_server_port: u16,
+    /// Largest request body a rule reads (createRoom, invite, state, …); larger → 413.
+    pub max_body_bytes: u64,
+    /// Access-token → user cache (tokens are stored only as hashes).
+    pub whoami_cache: CacheConfig,
+    /// Forward `/_synapse/admin/…` through the public inbound port (never do this in production).
+    pub expose_synapse_admin: bool,
+    /// Most concurrent client connections; further connections wait in the accept queue.
+    pub max_connections: usize,
+    /// Time allowed for a client to send the request head (slow-loris protection).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Extra (method, path template) pairs allowed besides Matrix v1.11, e.g. SSO callbacks.
+    pub extra_endpoints: Vec<String>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 8090).into(),
+            tls: None,
+            well_known_server_port: 443,
+            max_body_bytes: 1024 * 1024,
+            whoami_cache: CacheConfig {
+                max_entries: 100_000,
+                ttl: Duration::from_secs(300),
+            },
+            expose_synapse_admin: false,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            extra_endpoints: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most entries kept.
+    pub max_entries: u64,
+    /// How long an entry lives.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Address of the forward proxy (`HTTPS_PROXY` of the homeserver). Keep it private.
+    pub listen: SocketAddr,
+    /// Check federation destinations; absent = `federation.enforce`.
+    pub enforce: Option<bool>,
+    /// Interception CA (PEM). `serve` generates a dev CA here when both files are missing
+    /// and the paths are the defaults.
+    pub ca: CaConfig,
+    /// Minted leaf certificates per host.
+    pub cert_cache: CacheConfig,
+    /// Validity of minted leaves; the cache TTL must be shorter.
+    #[serde(with = "humantime_serde")]
+    pub leaf_validity: Duration,
+    /// Hosts always allowed as destinations (besides the federation list).
+    pub allow_hosts: Vec<String>,
+    /// SSO hosts the homeserver may reach through the proxy without X-Matrix.
+    pub sso_hosts: Vec<String>,
+    /// Allow upstream connections to loopback/private/link-local addresses (tests only).
+    pub allow_private_destinations: bool,
+    /// DANGER: accept any upstream certificate. For local tests only; logged loudly.
+    pub danger_accept_invalid_upstream_certs: bool,
+    /// Upstream TCP + TLS connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Upstream response timeout (time to response head).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Idle pooled upstream connections kept per host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8093).into(),
+            enforce: None,
+            ca: CaConfig::default(),
+            cert_cache: CacheConfig {
+                max_entries: 10_000,
+                ttl: Duration::from_secs(12 * 3600),
+            },
+            leaf_validity: Duration::from_secs(7 * 24 * 3600),
+            allow_hosts: Vec::new(),
+            sso_hosts: Vec::new(),
+            allow_private_destinations: false,
+            danger_accept_invalid_upstream_certs: false,
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(120),
+            max_idle_per_host: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaConfig {
+    /// CA certificate (PEM).
+    pub cert_file: PathBuf,
+    /// CA private key (PEM, PKCS#8).
+    pub key_file: PathBuf,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: PathBuf::from("certificates/ca.crt"),
+            key_file: PathBuf::from("certificates/ca.key"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener. Never expose it publicly.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 1233).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfoApiConfig {
+    /// Serve the TI-Messenger information API.
+    pub enabled: bool,
+    /// Address of the information API listener.
+    pub listen: SocketAddr,
+    /// `title` of `GET /tim-information`.
+    pub title: String,
+    /// `description` of `GET /tim-information`.
+    pub description: Option<String>,
+    /// `contact` of `GET /tim-information`.
+    pub contact: Option<String>,
+    /// OpenID token → user cache.
+    pub token_cache: CacheConfig,
+}
+
+impl Default for InfoApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: ([0, 0, 0, 0], 7777).into(),
+            title: "Contact Information API des TI-Messengers".to_owned(),
+            description: None,
+            contact: None,
+            token_cache: CacheConfig {
+                max_entries: 10_000,
+                ttl: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Base URL of the homeserver's plain HTTP listener.
+    pub url: Url,
+    /// The homeserver's Matrix server name (`M-Dom`, inbound `destination` check).
+    pub server_name: String,
+    /// Path probed for readiness.
+    pub health_path: String,
+    /// Base URL of the admin API (default: `url`).
+    pub admin_url: Option<Url>,
+    /// Admin API access token (prefer `admin_token_file` or the environment override).
+    pub admin_token: Option<String>,
+    /// File holding the admin API access token (read when needed, so it may appear later).
+    pub admin_token_file: Option<PathBuf>,
+    /// Most pooled idle connections to the homeserver.
+    pub max_idle_connections: usize,
+    /// TCP connect timeout to the homeserver.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time to the response head from the homeserver (long-polling `/sync` needs more).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HomeserverConfig {
+    fn default() -> Self {
+        Self {
+            url: Url::parse("http://127.0.0.1:8083").unwrap_or_else(|_| unreachable!()),
+            server_name: "localhost".to_owned(),
+            health_path: "/health".to_owned(),
+            admin_url: None,
+            admin_token: None,
+            admin_token_file: None,
+            max_idle_connections: 256,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl HomeserverConfig {
+    pub fn admin_base(&self) -> &Url {
+        self.admin_url.as_ref().unwrap_or(&self.url)
+    }
+
+    /// The admin token from `admin_token` or `admin_token_file`, read now.
+    pub fn admin_token(&self) -> Option<String> {
+        if let Some(token) = &self.admin_token {
+            return Some(token.clone());
+        }
+        let path = self.admin_token_file.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let token = text.trim();
+        (!token.is_empty()).then(|| token.to_owned())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationServiceConfig {
+    /// Base URL of the registration service.
+    pub url: Url,
+    /// Path of the federation list.
+    pub federation_list_path: String,
+    /// Path prefix of the well-known support document (`…/{serverName}`).
+    pub well_known_support_path: String,
+    /// Server name used for the support lookup (default: `homeserver.server_name`).
+    pub support_server_name: Option<String>,
+    /// Timeout of one call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RegistrationServiceConfig {
+    fn default() -> Self {
+        Self {
+            url: Url::parse("http://127.0.0.1:8080").unwrap_or_else(|_| unreachable!()),
+            federation_list_path: "/backend/federation".to_owned(),
+            well_known_support_path: "/backend/well-known-support".to_owned(),
+            support_server_name: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the federation list comes from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FederationSource {
+    /// `GET {registration_service.url}{federation_list_path}?version=N`.
+    #[default]
+    RegistrationService,
+    /// A VZD-signed JWS list at `federation.vzd_url`, verified against `trust_anchors`.
+    VzdJws,
+    /// A local file (`federation.list_file`): registration-service JSON or a JWS.
+    File,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Enforce federation membership and permission checks (false = test mode).
+    pub enforce: bool,
+    /// Source of the list.
+    pub source: FederationSource,
+    /// URL of the VZD `federationList.jws` (source `vzd_jws`).
+    pub vzd_url: Option<Url>,
+    /// Bearer token for the VZD (prefer the environment override).
+    pub vzd_token: Option<String>,
+    /// List file (source `file`), registration-service JSON or JWS.
+    pub list_file: Option<PathBuf>,
+    /// PEM trust anchors for the JWS signer chain.
+    pub trust_anchors: Vec<PathBuf>,
+    /// Accept `ES256` (P-256) signatures besides `BP256R1`.
+    pub allow_es256: bool,
+    /// Poll interval.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Random extra delay added to each poll (spreads replicas).
+    #[serde(with = "humantime_serde")]
+    pub refresh_jitter: Duration,
+    /// A list older than this is expired: federation fails closed.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Refresh once before refusing an unknown domain (A_25537).
+    pub refresh_on_miss: bool,
+    /// At most one refresh-on-miss per this period.
+    #[serde(with = "humantime_serde")]
+    pub min_refresh_gap: Duration,
+    /// Extra PEM CA files trusted for upstream federation TLS (besides system roots).
+    pub trusted_ca_files: Vec<PathBuf>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enforce: true,
+            source: FederationSource::RegistrationService,
+            vzd_url: None,
+            vzd_token: None,
+            list_file: None,
+            trust_anchors: Vec::new(),
+            allow_es256: false,
+            refresh_interval: Duration::from_secs(60),
+            refresh_jitter: Duration::from_secs(10),
+            max_age: Duration::from_secs(72 * 3600),
+            refresh_on_miss: true,
+            min_refresh_gap: Duration::from_secs(60),
+            trusted_ca_files: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (embedded default) or `postgres://…` (production).
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/timproxy.db".to_owned(),
+            max_connections: 8,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// Which TI-Messenger flavour the homeserver is (selects the permission-config type).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavour {
+    /// TI-M Pro: `de.gematik.tim.account.permissionconfig.pro.v1`.
+    #[default]
+    Pro,
+    /// TI-M ePA: `de.gematik.tim.account.permissionconfig.epa.v1`, no public rooms.
+    Epa,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Deployment flavour.
+    pub flavour: Flavour,
+    /// Evaluate the invitee's permission config on invites (A_26021-01).
+    pub invite_permission_check: bool,
+    /// Default for invitees without a permission config: `allow all` or `block all`.
+    pub default_permission: String,
+    /// Room versions allowed for createRoom and upgrades (A_26202, A_26203).
+    pub allowed_room_versions: Vec<String>,
+    /// Room version injected when createRoom names none.
+    pub default_room_version: String,
+    /// Redactions of events older than this are refused (A_28358).
+    #[serde(with = "humantime_serde")]
+    pub redaction_max_age: Duration,
+    /// Longest presence `status_msg` in characters.
+    pub presence_status_max: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            flavour: Flavour::Pro,
+            invite_permission_check: true,
+            default_permission: "allow all".to_owned(),
+            allowed_room_versions: vec!["9".to_owned(), "10".to_owned()],
+            default_room_version: "10".to_owned(),
+            redaction_max_age: Duration::from_secs(24 * 3600),
+            presence_status_max: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDataConfig {
+    /// Produce raw-data reports.
+    pub enabled: bool,
+    /// Collector endpoint.
+    pub url: Url,
+    /// `Inst-ID` of the reports.
+    pub instance_id: String,
+    /// `profOID`.
+    pub profession_oid: String,
+    /// `tID`.
+    pub telematik_id: String,
+    /// Reports sent per sender round.
+    pub batch_size: u32,
+    /// First retry delay after a failed delivery (doubles up to `retry_max`).
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Undelivered reports older than this are dropped (and counted).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Readiness turns false above this many undelivered reports.
+    pub max_backlog: u64,
+}
+
+impl Default for RawDataConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: Url::parse("http://127.0.0.1:9020/add-performance-data")
+                .unwrap_or_else(|_| unreachable!()),
+            instance_id: String::new(),
+            profession_oid: String::new(),
+            telematik_id: String::new(),
+            batch_size: 100,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_backlog: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CleanupConfig {
+    /// Run the orphaned-room cleanup (needs an admin token).
+    pub enabled: bool,
+    /// Run interval.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rooms whose newest state is younger than this are kept.
+    #[serde(with = "humantime_serde")]
+    pub min_age: Duration,
+    /// Only record and log decisions; delete nothing.
+    pub dry_run: bool,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(24 * 3600),
+            min_age: Duration::from_secs(14 * 24 * 3600),
+            dry_run: false,
+        }
+    }
+}
+
+/// A configuration problem, printed as one line naming file, position and key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
+    #[error("environment {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{file}: {key}: {message}")]
+    Semantic {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Resolve which file to load: an explicit path must exist; otherwise `timproxy.yaml` in
+    /// the working directory if present; otherwise built-in defaults.
+    pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
+        match explicit {
+            Some(path) => Some(path.to_path_buf()),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                default.exists().then_some(default)
+            }
+        }
+    }
+
+    /// Load (file or defaults) + environment overrides, then validate.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = Self::resolve_path(explicit);
+        let text = match &path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Unreadable {
+                file: p.display().to_string(),
+                reason: e.to_string(),
+            })?,
+            None => String::new(),
+        };
+        let name = path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".to_owned());
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let config = Self::from_yaml_with_env(&text, &name, &env)?;
+        config.validate(&name)?;
+        Ok((config, path))
+    }
+
+    /// Parse YAML text (empty = defaults) and apply `TIMPROXY_*` overrides from `env`.
+    pub fn from_yaml_with_env(
+        text: &str,
+        name: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let parsed: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| yaml_error(name, &e))?
+        };
+        let overrides: Vec<&(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.len() > ENV_PREFIX.len())
+            .collect();
+        if overrides.is_empty() {
+            return Ok(parsed);
+        }
+        let mut tree = serde_yaml::to_value(&parsed).map_err(|e| ConfigError::Invalid {
+            location: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        for (var, raw) in overrides {
+            apply_override(&mut tree, var, raw)?;
+        }
+        serde_yaml::from_value(tree).map_err(|e| {
+            let var = env
+                .iter()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            ConfigError::Env {
+                var,
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// Checks serde cannot express: port clashes, URL schemes, readable files, value ranges.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let semantic = |key: &str, message: String| ConfigError::Semantic {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let mut listeners: Vec<(&str, SocketAddr)> = vec![
+            ("inbound.listen", self.inbound.listen),
+            ("outbound.listen", self.outbound.listen),
+            ("admin.listen", self.admin.listen),
+        ];
+        if self.info_api.enabled {
+            listeners.push(("info_api.listen", self.info_api.listen));
+        }
+        for (i, (key_a, addr_a)) in listeners.iter().enumerate() {
+            for (key_b, addr_b) in listeners.iter().skip(i + 1) {
+                if addr_a.port() != 0 && addr_a.port() == addr_b.port() && overlaps(addr_a, addr_b)
+                {
+                    return Err(semantic(
+                        key_b,
+                        format!("port {} is already used by {key_a}", addr_b.port()),
+                    ));
+                }
+            }
+        }
+        for (key, url) in [
+            ("homeserver.url", &self.homeserver.url),
+            ("registration_service.url", &self.registration_service.url),
+            ("raw_data.url", &self.raw_data.url),
+        ] {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(semantic(
+                    key,
+                    format!("URL scheme must be http or https, got `{}`", url.scheme()),
+                ));
+            }
+        }
+        if let Some(url) = &self.homeserver.admin_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(semantic(
+                "homeserver.admin_url",
+                "URL scheme must be http or https".to_owned(),
+            ));
+        }
+        if !(self.database.url.starts_with("sqlite:")
+            || self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            return Err(semantic(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://".to_owned(),
+            ));
+        }
+        if !matches!(
+            self.policy.default_permission.as_str(),
+            "allow all" | "block all"
+        ) {
+            return Err(semantic(
+                "policy.default_permission",
+                format!(
+                    "must be `allow all` or `block all`, got `{}`",
+                    self.policy.default_permission
+                ),
+            ));
+        }
+        if self.policy.allowed_room_versions.is_empty() {
+            return Err(semantic(
+                "policy.allowed_room_versions",
+                "must name at least one room version".to_owned(),
+            ));
+        }
+        if !self
+            .policy
+            .allowed_room_versions
+            .contains(&self.policy.default_room_version)
+        {
+            return Err(semantic(
+                "policy.default_room_version",
+                format!(
+                    "`{}` is not in policy.allowed_room_versions",
+                    self.policy.default_room_version
+                ),
+            ));
+        }
+        if self.outbound.cert_cache.ttl >= self.outbound.leaf_validity {
+            return Err(semantic(
+                "outbound.cert_cache.ttl",
+                "must be shorter than outbound.leaf_validity".to_owned(),
+            ));
+        }
+        if self.homeserver.server_name.trim().is_empty() {
+            return Err(semantic(
+                "homeserver.server_name",
+                "must not be empty".to_owned(),
+            ));
+        }
+        if self.federation.source == FederationSource::VzdJws && self.federation.vzd_url.is_none()
+        {
+            return Err(semantic(
+                "federation.vzd_url",
+                "is required when federation.source is vzd_jws".to_owned(),
+            ));
+        }
+        if self.federation.source == FederationSource::File && self.federation.list_file.is_none()
+        {
+            return Err(semantic(
+                "federation.list_file",
+                "is required when federation.source is file".to_owned(),
+            ));
+        }
+        let mut files: Vec<(&str, &Path)> = Vec::new();
+        if let Some(tls) = &self.inbound.tls {
+            files.push(("inbound.tls.cert_file", &tls.cert_file));
+            files.push(("inbound.tls.key_file", &tls.key_file));
+        }
+        if self.outbound.ca != CaConfig::default() {
+            files.push(("outbound.ca.cert_file", &self.outbound.ca.cert_file));
+            files.push(("outbound.ca.key_file", &self.outbound.ca.key_file));
+        }
+        for path in &self.federation.trust_anchors {
+            files.push(("federation.trust_anchors", path));
+        }
+        for path in &self.federation.trusted_ca_files {
+            files.push(("federation.trusted_ca_files", path));
+        }
+        if let Some(path) = &self.federation.list_file {
+            files.push(("federation.list_file", path));
+        }
+        for (key, path) in files {
+            if let Err(e) = std::fs::File::open(path) {
+                return Err(semantic(
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for extra in &self.inbound.extra_endpoints {
+            let mut parts = extra.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(method), Some(path), None)
+                    if http::Method::from_bytes(method.as_bytes()).is_ok()
+                        && path.starts_with('/') =>
+                {
+                    if !seen.insert(extra.clone()) {
+                        return Err(semantic(
+                            "inbound.extra_endpoints",
+                            format!("`{extra}` is listed twice"),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(semantic(
+                        "inbound.extra_endpoints",
+                        format!("`{extra}` must be `METHOD /path/template`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether outbound destinations are checked.
+    pub fn outbound_enforce(&self) -> bool {
+        self.outbound.enforce.unwrap_or(self.federation.enforce)
+    }
+}
+
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+}
+
+fn yaml_error(name: &str, error: &serde_yaml::Error) -> ConfigError {
+    let location = match error.location() {
+        Some(loc) => format!("{name}:{}:{}", loc.line(), loc.column()),
+        None => name.to_owned(),
+    };
+    // serde_norway appends " at line L column C" to the message; the location prefix says it.
+    let message = error.to_string();
+    let message = match message.find(" at line ") {
+        Some(idx) => message[..idx].to_owned(),
+        None => message,
+    };
+    ConfigError::Invalid { location, message }
+}
+
+fn apply_override(
+    tree: &mut serde_yaml::Value,
+    var: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|s| s.is_empty()) {
+        return Err(ConfigError::Env {
+            var: var.to_owned(),
+            message: "empty key segment (use `__` only between keys)".to_owned(),
+        });
+    }
+    let value: serde_yaml::Value = serde_yaml::from_str(raw)
+        .unwrap_or_else(|_| serde_yaml::Value::String(raw.to_owned()));
+    let mut node = tree;
+    for (i, key) in path.iter().enumerate() {
+        let map = match node {
+            serde_yaml::Value::Mapping(map) => map,
+            serde_yaml::Value::Null => {
+                *node = serde_yaml::Value::Mapping(Default::default());
+                match node {
+                    serde_yaml::Value::Mapping(map) => map,
+                    _ => unreachable!(),
+                }
+            }
+            _ => {
+                return Err(ConfigError::Env {
+                    var: var.to_owned(),
+                    message: format!("`{}` is not a section", path[..i].join(".")),
+                });
+            }
+        };
+        let key_value = serde_yaml::Value::String(key.clone());
+        if !map.contains_key(&key_value) {
+            return Err(ConfigError::Env {
+                var: var.to_owned(),
+                message: format!("unknown key `{}`", path[..=i].join(".")),
+            });
+        }
+        if i + 1 == path.len() {
+            map.insert(key_value, value);
+            return Ok(());
+        }
+        node = map
+            .get_mut(&key_value)
+            .unwrap_or_else(|| unreachable!("checked above"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::from_yaml_with_env(text, "t.yaml", &[])?;
+        c.validate("t.yaml")?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_file_parses_and_names_every_key() {
+        let text = include_str!("../timproxy.example.yaml");
+        let example: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+        let defaults = serde_yaml::to_value(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        collect_missing(&defaults, &example, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "timproxy.example.yaml lacks keys: {missing:?}"
+        );
+        let parsed: Config = serde_yaml::from_str(text).unwrap();
+        parsed.validate("timproxy.example.yaml").unwrap();
+    }
+
+    fn collect_missing(
+        defaults: &serde_yaml::Value,
+        example: &serde_yaml::Value,
+        prefix: &str,
+        missing: &mut Vec<String>,
+    ) {
+        if let serde_yaml::Value::Mapping(map) = defaults {
+            for (k, v) in map {
+                let key = k.as_str().unwrap_or_default();
+                let full = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match example.get(key) {
+                    None => missing.push(full),
+                    Some(ex) => collect_missing(v, ex, &full, missing),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_location_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("inbound:\n  lisen: 0.0.0.0:1\n", "t.yaml:2:3: inbound: unknown field `lisen`"),
+            ("nonsense: 1\n", "t.yaml:1:1: unknown field `nonsense`"),
+            ("inbound:\n  max_body_bytes: lots\n", "t.yaml:2:19: inbound.max_body_bytes: invalid type"),
+            ("homeserver:\n  url: not a url\n", "t.yaml:2:8: homeserver.url: relative URL without a base"),
+            ("homeserver:\n  url: ftp://x\n", "t.yaml: homeserver.url: URL scheme must be http or https"),
+            ("admin:\n  listen: 0.0.0.0:8090\n", "t.yaml: admin.listen: port 8090 is already used by inbound.listen"),
+            ("inbound:\n  tls:\n    cert_file: /nonexistent/c.pem\n    key_file: /nonexistent/k.pem\n", "t.yaml: inbound.tls.cert_file: cannot read /nonexistent/c.pem"),
+            ("database:\n  url: mysql://x\n", "t.yaml: database.url: must start with"),
+            ("policy:\n  default_permission: maybe\n", "t.yaml: policy.default_permission: must be"),
+            ("policy:\n  default_room_version: '11'\n", "t.yaml: policy.default_room_version: `11` is not in"),
+            ("federation:\n  max_age: forever\n", "t.yaml:2:12: federation.max_age: "),
+            ("federation:\n  source: vzd_jws\n", "t.yaml: federation.vzd_url: is required"),
+            ("inbound:\n  extra_endpoints: ['GET']\n", "t.yaml: inbound.extra_endpoints: `GET` must be"),
+            ("inbound: [1, 2\n", "t.yaml:1:"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(
+                err.starts_with(expected),
+                "config {text:?}\n  got:      {err}\n  expected: {expected}…"
+            );
+        }
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_lists() {
+        let env = vec![
+            (
+                "TIMPROXY_DATABASE__URL".to_owned(),
+                "postgres://db/x".to_owned(),
+            ),
+            (
+                "TIMPROXY_OUTBOUND__CA__CERT_FILE".to_owned(),
+                "/tmp/ca.crt".to_owned(),
+            ),
+            (
+                "TIMPROXY_FEDERATION__MAX_AGE".to_owned(),
+                "48h".to_owned(),
+            ),
+            (
+                "TIMPROXY_OUTBOUND__ALLOW_HOSTS".to_owned(),
+                "[a.example, b.example]".to_owned(),
+            ),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ];
+        let c = Config::from_yaml_with_env("database:\n  url: sqlite://x\n", "t", &env).unwrap();
+        assert_eq!(c.database.url, "postgres://db/x");
+        assert_eq!(c.outbound.ca.cert_file, PathBuf::from("/tmp/ca.crt"));
+        assert_eq!(c.federation.max_age, Duration::from_secs(48 * 3600));
+        assert_eq!(c.outbound.allow_hosts, vec!["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn env_override_of_unknown_key_names_the_variable() {
+        let env = vec![("TIMPROXY_DATABASE__URI".to_owned(), "x".to_owned())];
+        let err = Config::from_yaml_with_env("", "t", &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment TIMPROXY_DATABASE__URI: unknown key `database.uri`"
+        );
+    }
+
+    #[test]
+    fn env_override_with_wrong_type_is_an_error() {
+        let env = vec![(
+            "TIMPROXY_INBOUND__MAX_BODY_BYTES".to_owned(),
+            "many".to_owned(),
+        )];
+        let err = Config::from_yaml_with_env("", "t", &env).unwrap_err();
+        assert!(err.to_string().contains("TIMPROXY_INBOUND__MAX_BODY_BYTES"));
+    }
+
+    #[test]
+    fn optional_sections_can_be_set_from_env() {
+        let env = vec![(
+            "TIMPROXY_HOMESERVER__ADMIN_TOKEN_FILE".to_owned(),
+            "/run/secret".to_owned(),
+        )];
+        let c = Config::from_yaml_with_env("", "t", &env).unwrap();
+        assert_eq!(
+            c.homeserver.admin_token_file,
+            Some(PathBuf::from("/run/secret"))
+        );
+    }
+}

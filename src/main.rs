@@ -1,0 +1,56 @@
+//! `timproxy`: parse arguments, set up logging, dispatch, map errors to exit codes.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use timproxy::cli::{Cli, Command, LogFormat};
+use timproxy::commands::{self, CliError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global.log_level, cli.global.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return report(CliError::io(format!("cannot start the async runtime: {e}"))),
+    };
+    let global = cli.global.clone();
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => commands::serve::run(args, &global).await,
+            Command::GenCa(args) => commands::gen_ca::run(args, &global).await,
+            Command::FetchFederation(args) => commands::fetch_federation::run(args, &global).await,
+            Command::CheckHealth(args) => commands::check_health::run(args, &global).await,
+            Command::Migrate(args) => commands::migrate::run(args, &global).await,
+            Command::SpecCheck(args) => commands::spec_check::run(args, &global).await,
+            Command::Generate(args) => commands::generate::run(args, &global).await,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => report(err),
+    }
+}
+
+fn report(err: CliError) -> ExitCode {
+    eprintln!("error: {}", err.message);
+    if let Some(hint) = &err.hint {
+        eprintln!("hint: {hint}");
+    }
+    ExitCode::from(err.code)
+}
+
+fn init_tracing(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

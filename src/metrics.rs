@@ -1,0 +1,172 @@
+//! Prometheus metrics shared by all listeners and background jobs.
+//!
+//! Label values are bounded sets (listener names, endpoint templates, rule ids, status
+//! codes) — never raw paths, user ids or tokens — so the series count stays bounded.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: &'static str,
+    pub endpoint: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub listener: &'static str,
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// All metrics of one process.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by listener, endpoint template and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Rejections by listener and TIM rule id.
+    pub rejections: Family<RejectionLabels, Counter>,
+    /// Upstream latency (time to response head) by listener.
+    pub upstream_seconds: Family<ListenerLabels, Histogram>,
+    /// Leaf certificates currently cached.
+    pub cert_cache_size: Gauge,
+    /// Leaf certificates minted.
+    pub cert_mints: Counter,
+    /// Federation list version, age and size.
+    pub federation_list_version: Gauge,
+    pub federation_list_age_seconds: Gauge,
+    pub federation_list_domains: Gauge,
+    /// Federation list fetches by outcome (updated, not_modified, rejected, error).
+    pub federation_fetches: Family<OutcomeLabels, Counter>,
+    /// Raw-data outbox: undelivered reports, and reports by outcome.
+    pub outbox_depth: Gauge,
+    pub outbox_reports: Family<OutcomeLabels, Counter>,
+    /// whoami cache lookups by outcome (hit, miss).
+    pub whoami_cache: Family<OutcomeLabels, Counter>,
+    /// Orphaned-room cleanup decisions by outcome.
+    pub cleanup_rooms: Family<OutcomeLabels, Counter>,
+    /// Open client connections by listener.
+    pub open_connections: Family<ListenerLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("timproxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests by listener, endpoint template and status", requests.clone());
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register("rejections", "Requests rejected by a TIM rule", rejections.clone());
+        let upstream_seconds = Family::<ListenerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register("upstream_seconds", "Upstream time to response head", upstream_seconds.clone());
+        let cert_cache_size = Gauge::default();
+        registry.register("cert_cache_size", "Leaf certificates cached", cert_cache_size.clone());
+        let cert_mints = Counter::default();
+        registry.register("cert_mints", "Leaf certificates minted", cert_mints.clone());
+        let federation_list_version = Gauge::default();
+        registry.register("federation_list_version", "Version of the loaded federation list", federation_list_version.clone());
+        let federation_list_age_seconds = Gauge::default();
+        registry.register("federation_list_age_seconds", "Age of the loaded federation list", federation_list_age_seconds.clone());
+        let federation_list_domains = Gauge::default();
+        registry.register("federation_list_domains", "Domains in the loaded federation list", federation_list_domains.clone());
+        let federation_fetches = Family::<OutcomeLabels, Counter>::default();
+        registry.register("federation_fetches", "Federation list fetches by outcome", federation_fetches.clone());
+        let outbox_depth = Gauge::default();
+        registry.register("outbox_depth", "Undelivered raw-data reports", outbox_depth.clone());
+        let outbox_reports = Family::<OutcomeLabels, Counter>::default();
+        registry.register("outbox_reports", "Raw-data reports by outcome", outbox_reports.clone());
+        let whoami_cache = Family::<OutcomeLabels, Counter>::default();
+        registry.register("whoami_cache", "Access-token cache lookups by outcome", whoami_cache.clone());
+        let cleanup_rooms = Family::<OutcomeLabels, Counter>::default();
+        registry.register("cleanup_rooms", "Orphaned-room cleanup decisions", cleanup_rooms.clone());
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register("open_connections", "Open client connections", open_connections.clone());
+        Arc::new(Self {
+            registry,
+            requests,
+            rejections,
+            upstream_seconds,
+            cert_cache_size,
+            cert_mints,
+            federation_list_version,
+            federation_list_age_seconds,
+            federation_list_domains,
+            federation_fetches,
+            outbox_depth,
+            outbox_reports,
+            whoami_cache,
+            cleanup_rooms,
+            open_connections,
+        })
+    }
+
+    /// Count a rejection by rule.
+    pub fn reject(&self, listener: &'static str, rule: &'static str) {
+        self.rejections
+            .get_or_create(&RejectionLabels { listener, rule })
+            .inc();
+    }
+
+    /// Count a finished request.
+    pub fn request(&self, listener: &'static str, endpoint: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener,
+                endpoint: endpoint.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
+        family.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_is_exposed_with_rule_label() {
+        let m = Metrics::new();
+        m.reject("inbound", "A_25368-01");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"timproxy_rejections_total{listener="inbound",rule="A_25368-01"} 1"#),
+            "{text}"
+        );
+    }
+}
