@@ -1,10 +1,93 @@
-//! (in progress)
-use crate::cli::GlobalOpts;
-use super::{CmdResult, CliError};
+//! `timproxy check-health`: probe a running instance's admin listener.
+//!
+//! Made for container HEALTHCHECKs and scripts: exit 0 healthy, 1 unhealthy, 3 unreachable.
+
+use std::time::Duration;
+
+use crate::cli::{GlobalOpts, OutputFormat};
+
+use super::{CliError, CmdResult, exit, load_config};
 
 #[derive(Debug, clap::Args)]
-pub struct CheckHealthArgs {}
+pub struct CheckHealthArgs {
+    /// Admin base URL [default: http://<admin.listen from the config>]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Give up after this long (e.g. 500ms, 3s)
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Check readiness (all components) instead of liveness
+    #[arg(long)]
+    pub ready: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
 
-pub async fn run(_args: CheckHealthArgs, _global: &GlobalOpts) -> CmdResult {
-    Err(CliError::usage("in progress"))
+pub async fn run(args: CheckHealthArgs, global: &GlobalOpts) -> CmdResult {
+    let base = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let (config, _) = load_config(global)?;
+            let addr = config.admin.listen;
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else if addr.is_ipv6() {
+                format!("[{}]", addr.ip())
+            } else {
+                addr.ip().to_string()
+            };
+            format!("http://{host}:{}", addr.port())
+        }
+    };
+    let path = if args.ready { "/health/ready" } else { "/health/live" };
+    let url = format!("{base}{path}");
+    if let Err(e) = url::Url::parse(&url) {
+        return Err(CliError::usage(format!("--url `{base}` is not a valid URL: {e}")));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(args.timeout)
+        .no_proxy()
+        .build()
+        .map_err(|e| CliError::io(format!("cannot build HTTP client: {e}")))?;
+    let response = client.get(&url).send().await.map_err(|e| {
+        CliError::io(format!(
+            "{url} unreachable: {}",
+            crate::admin::error_chain(&e)
+        ))
+    })?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .unwrap_or_else(|_| serde_json::json!({}));
+    let healthy = status.is_success();
+    match args.format {
+        OutputFormat::Json => {
+            let out = serde_json::json!({
+                "url": url,
+                "http_status": status.as_u16(),
+                "healthy": healthy,
+                "report": body,
+            });
+            println!("{out}");
+        }
+        OutputFormat::Text => {
+            let what = if args.ready { "ready" } else { "live" };
+            println!(
+                "{}: {} (HTTP {})",
+                what,
+                if healthy { "yes" } else { "no" },
+                status.as_u16()
+            );
+            if let Some(components) = body.get("components").and_then(|c| c.as_object()) {
+                for (name, c) in components {
+                    let ok = c.get("ready").and_then(|r| r.as_bool()).unwrap_or(false);
+                    let reason = c.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+                    println!("  {name}: {} — {reason}", if ok { "ok" } else { "FAIL" });
+                }
+            }
+        }
+    }
+    Ok(if healthy { exit::OK } else { exit::FAILED })
 }

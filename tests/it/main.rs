@@ -1,0 +1,4 @@
+//! Integration tests: real listeners on 127.0.0.1:0, real HTTP, small fakes next to the tests.
+
+mod serve;
+mod support;

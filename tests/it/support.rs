@@ -1,0 +1,136 @@
+//! Helpers for tests that run the real `timproxy` binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `timproxy serve` child, killed on drop.
+pub struct Served {
+    pub child: Child,
+    /// Fields of the JSON "timproxy started" log line (listener addresses, …).
+    pub started: serde_json::Value,
+    #[allow(dead_code)]
+    pub stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Served {
+    /// Start `timproxy --config <config> serve` in `dir` and wait (bounded) for the startup line.
+    pub fn start(dir: &Path, config: &Path, extra_env: &[(&str, &str)]) -> Served {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_timproxy"));
+        cmd.current_dir(dir)
+            .arg("--log-format")
+            .arg("json")
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn timproxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                        && v["fields"]["message"] == "timproxy started"
+                    {
+                        return Served {
+                            child,
+                            started: v["fields"].clone(),
+                            stderr_lines: rx,
+                        };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("timproxy did not start within 30 s; stderr:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    pub fn addr(&self, listener: &str) -> String {
+        self.started[listener]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `{listener}` in startup line {}", self.started))
+            .to_owned()
+    }
+
+    /// SIGTERM and wait (bounded) for the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `timproxy ARGS` to completion (bounded) and return (exit code, stdout, stderr).
+pub fn run_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_timproxy"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn timproxy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("timproxy {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config with every listener on 127.0.0.1:0 and SQLite in `dir`.
+pub fn loopback_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        "inbound:\n  listen: 127.0.0.1:0\noutbound:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ninfo_api:\n  listen: 127.0.0.1:0\ndatabase:\n  url: sqlite://{}/tp.db\n{extra}",
+        dir.display()
+    );
+    let path = dir.join("timproxy.yaml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
