@@ -77,7 +77,7 @@ database:
 cleanup:
   enabled: false
 YAML
-  "$BIN" --log-level "${TIMPROXY_E2E_LOG:-info}" --config "$E2E_DIR/timproxy-$h.yaml" serve >"$E2E_DIR/timproxy-$h.log" 2>&1 &
+  "$BIN" --log-level "${TIMPROXY_E2E_LOG:-debug,timproxy=trace}" --config "$E2E_DIR/timproxy-$h.yaml" serve >"$E2E_DIR/timproxy-$h.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do
     if "$BIN" check-health --url "http://127.0.0.1:$admin" --timeout 1s >/dev/null 2>&1; then return 0; fi
@@ -96,6 +96,18 @@ for flow in "happy" "tim-rules" "blocked-invite" "refused --from hs3"; do
   echo "== flow.py $flow"
   # shellcheck disable=SC2086
   if ! "$E2E_PYTHON" "$HARNESS/flow.py" $flow; then failed=1; fi
+done
+
+# No access token (Synapse tokens start with `syt_`) or admin token may appear in timproxy's
+# logs, even at trace level.
+for h in hs1 hs2; do
+  H=$(printf '%s' "$h" | tr '[:lower:]' '[:upper:]')
+  eval "token_file=\$${H}_ADMIN_TOKEN_FILE"
+  leaked=0
+  grep -q 'syt_' "$E2E_DIR/timproxy-$h.log" && leaked=1
+  [ -s "$token_file" ] && grep -qF "$(cat "$token_file")" "$E2E_DIR/timproxy-$h.log" && leaked=1
+  if [ "$leaked" = 1 ]; then echo "e2e: FAIL secrets: a token appears in the timproxy $h log"; failed=1
+  else echo "e2e: secrets: no token in the timproxy $h log ($(wc -l <"$E2E_DIR/timproxy-$h.log") lines)"; fi
 done
 
 # The rejections are visible to operators by rule id.
