@@ -106,8 +106,8 @@ for h in hs1 hs2; do
   leaked=0
   grep -q 'syt_' "$E2E_DIR/timproxy-$h.log" && leaked=1
   [ -s "$token_file" ] && grep -qF "$(cat "$token_file")" "$E2E_DIR/timproxy-$h.log" && leaked=1
-  if [ "$leaked" = 1 ]; then echo "e2e: FAIL secrets: a token appears in the timproxy $h log"; failed=1
-  else echo "e2e: secrets: no token in the timproxy $h log ($(wc -l <"$E2E_DIR/timproxy-$h.log") lines)"; fi
+  if [ "$leaked" = 1 ]; then echo "secrets: FAIL: a token appears in the timproxy $h log"; failed=1
+  else echo "secrets: no token in the timproxy $h log ($(wc -l <"$E2E_DIR/timproxy-$h.log") lines)"; fi
 done
 
 # The rejections are visible to operators by rule id.
