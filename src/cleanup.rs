@@ -116,7 +116,11 @@ impl Admin {
         Ok(url)
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, what: &str, url: Url) -> Result<T, CleanupError> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        url: Url,
+    ) -> Result<T, CleanupError> {
         let response = self
             .client
             .get(url)
@@ -264,7 +268,10 @@ pub async fn run_once(
     store: &Store,
     metrics: &Metrics,
 ) -> Result<CleanupSummary, CleanupError> {
-    let token = config.homeserver.admin_token().ok_or(CleanupError::NoToken)?;
+    let token = config
+        .homeserver
+        .admin_token()
+        .ok_or(CleanupError::NoToken)?;
     let client = reqwest::Client::builder()
         .timeout(ADMIN_TIMEOUT)
         .connect_timeout(config.homeserver.connect_timeout)
@@ -279,35 +286,14 @@ pub async fn run_once(
     let min_age_ms = duration_ms(config.cleanup.min_age);
     let dry_run = config.cleanup.dry_run;
     let mut summary = CleanupSummary::default();
+    // List every room first: purging while paging by offset would shift later pages and
+    // skip rooms.
+    let mut rooms = Vec::new();
     let mut from = 0u64;
     loop {
         let page = admin.list_rooms(from).await?;
-        for room in &page.rooms {
-            summary.scanned += 1;
-            if room.joined_members > 1 {
-                summary.active += 1;
-                Metrics::outcome(&metrics.cleanup_rooms, "active");
-                continue;
-            }
-            match inspect_and_act(&admin, store, room, min_age_ms, dry_run).await {
-                Ok(RoomDecision::Keep) => {
-                    summary.kept += 1;
-                    Metrics::outcome(&metrics.cleanup_rooms, "kept");
-                }
-                Ok(RoomDecision::Delete) => {
-                    summary.deleted += 1;
-                    Metrics::outcome(&metrics.cleanup_rooms, "deleted");
-                }
-                Ok(RoomDecision::WouldDelete) => {
-                    summary.would_delete += 1;
-                    Metrics::outcome(&metrics.cleanup_rooms, "would_delete");
-                }
-                Ok(RoomDecision::DeleteFailed) | Err(_) => {
-                    summary.errors += 1;
-                    Metrics::outcome(&metrics.cleanup_rooms, "error");
-                }
-            }
-        }
+        let empty = page.rooms.is_empty();
+        rooms.extend(page.rooms);
         // `next_batch` is a number in Synapse; tolerate a string too.
         let next = match &page.next_batch {
             Some(Value::Number(n)) => n.as_u64(),
@@ -315,8 +301,34 @@ pub async fn run_once(
             _ => None,
         };
         match next {
-            Some(n) if n > from && !page.rooms.is_empty() => from = n,
+            Some(n) if n > from && !empty => from = n,
             _ => break,
+        }
+    }
+    for room in &rooms {
+        summary.scanned += 1;
+        if room.joined_members > 1 {
+            summary.active += 1;
+            Metrics::outcome(&metrics.cleanup_rooms, "active");
+            continue;
+        }
+        match inspect_and_act(&admin, store, room, min_age_ms, dry_run).await {
+            Ok(RoomDecision::Keep) => {
+                summary.kept += 1;
+                Metrics::outcome(&metrics.cleanup_rooms, "kept");
+            }
+            Ok(RoomDecision::Delete) => {
+                summary.deleted += 1;
+                Metrics::outcome(&metrics.cleanup_rooms, "deleted");
+            }
+            Ok(RoomDecision::WouldDelete) => {
+                summary.would_delete += 1;
+                Metrics::outcome(&metrics.cleanup_rooms, "would_delete");
+            }
+            Ok(RoomDecision::DeleteFailed) | Err(_) => {
+                summary.errors += 1;
+                Metrics::outcome(&metrics.cleanup_rooms, "error");
+            }
         }
     }
     tracing::info!(
@@ -351,7 +363,9 @@ async fn inspect_and_act(
     let now = now_ms();
     match verdict {
         Verdict::Keep(reason) => {
-            store.record_room_decision(room_id, RoomDecision::Keep, &reason, now).await?;
+            store
+                .record_room_decision(room_id, RoomDecision::Keep, &reason, now)
+                .await?;
             tracing::debug!(room_id, reason, "room kept");
             Ok(RoomDecision::Keep)
         }
@@ -363,7 +377,9 @@ async fn inspect_and_act(
             Ok(RoomDecision::WouldDelete)
         }
         Verdict::Orphaned(reason) => {
-            store.record_room_decision(room_id, RoomDecision::Delete, &reason, now).await?;
+            store
+                .record_room_decision(room_id, RoomDecision::Delete, &reason, now)
+                .await?;
             match admin.delete(room_id).await {
                 Ok(()) => {
                     store.mark_room_deleted(room_id, now_ms()).await?;
@@ -449,15 +465,27 @@ mod tests {
     #[test]
     fn old_room_with_only_creator_is_orphaned() {
         let now = 100 * DAY;
-        let state = [create("@a:hs", now - 20 * DAY), member("@a:hs", "join", now - 20 * DAY)];
-        assert!(matches!(judge_state(&state, None, now, 14 * DAY), Verdict::Orphaned(_)));
+        let state = [
+            create("@a:hs", now - 20 * DAY),
+            member("@a:hs", "join", now - 20 * DAY),
+        ];
+        assert!(matches!(
+            judge_state(&state, None, now, 14 * DAY),
+            Verdict::Orphaned(_)
+        ));
     }
 
     #[test]
     fn recent_state_keeps_the_room() {
         let now = 100 * DAY;
-        let state = [create("@a:hs", now - 20 * DAY), member("@a:hs", "leave", now - DAY)];
-        assert!(matches!(judge_state(&state, None, now, 14 * DAY), Verdict::Keep(_)));
+        let state = [
+            create("@a:hs", now - 20 * DAY),
+            member("@a:hs", "leave", now - DAY),
+        ];
+        assert!(matches!(
+            judge_state(&state, None, now, 14 * DAY),
+            Verdict::Keep(_)
+        ));
     }
 
     #[test]
@@ -468,6 +496,9 @@ mod tests {
             member("@a:hs", "leave", now - 20 * DAY),
             member("@b:hs", "join", now - 20 * DAY),
         ];
-        assert!(matches!(judge_state(&state, None, now, 14 * DAY), Verdict::Keep(_)));
+        assert!(matches!(
+            judge_state(&state, None, now, 14 * DAY),
+            Verdict::Keep(_)
+        ));
     }
 }

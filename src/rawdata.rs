@@ -186,9 +186,7 @@ pub fn operation_for(
         }
         ("POST", "/user_directory/search") => Some(Operation::MpInviteWithinOrganisationSearch),
         ("POST", "/rooms/{roomId}/invite") => invite_op,
-        ("POST", "/createRoom") => {
-            invite_op.or(Some(Operation::MpExchangeEventWithinOrganisation))
-        }
+        ("POST", "/createRoom") => invite_op.or(Some(Operation::MpExchangeEventWithinOrganisation)),
         (m, r) if EXCHANGE_WITHIN_ROUTES.contains(&(m, r)) => {
             Some(Operation::MpExchangeEventWithinOrganisation)
         }
@@ -459,7 +457,12 @@ async fn write_loop(
 
 /// Insert one batch, retrying while the store is down. Once shutdown was requested only a
 /// few attempts are made, so stopping stays bounded.
-async fn write_batch(store: &Store, batch: &[NewOutboxItem], metrics: &Metrics, shutdown: &Shutdown) {
+async fn write_batch(
+    store: &Store,
+    batch: &[NewOutboxItem],
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) {
     let mut delay = Duration::from_millis(100);
     let mut attempts_after_shutdown = 0;
     loop {
@@ -556,7 +559,10 @@ async fn send_while_holding(
     let mut store_failures = 0u32;
     while !shutdown.is_triggered() {
         let pause = match send_round(store, client, config, metrics, shutdown).await {
-            Ok(RoundOutcome { claimed, unreachable }) => {
+            Ok(RoundOutcome {
+                claimed,
+                unreachable,
+            }) => {
                 store_failures = 0;
                 if claimed == 0 || unreachable {
                     idle
@@ -596,7 +602,11 @@ enum DeliveryError {
     Unreachable(String),
 }
 
-async fn deliver(client: &reqwest::Client, url: &url::Url, row: &OutboxRow) -> Result<(), DeliveryError> {
+async fn deliver(
+    client: &reqwest::Client,
+    url: &url::Url,
+    row: &OutboxRow,
+) -> Result<(), DeliveryError> {
     let response = client
         .post(url.clone())
         .header(IDEMPOTENCY_HEADER, &row.idempotency_key)
@@ -626,7 +636,10 @@ async fn send_round(
         .await?;
     if expired > 0 {
         count(metrics, "expired", expired);
-        tracing::warn!(reports = expired, "raw-data reports past retention dropped undelivered");
+        tracing::warn!(
+            reports = expired,
+            "raw-data reports past retention dropped undelivered"
+        );
     }
     store
         .prune_delivered_reports(now.saturating_sub(crate::store::duration_ms(DELIVERED_KEEP)))
@@ -655,8 +668,11 @@ async fn send_round(
                 count(metrics, "delivered", 1);
             }
             Err(e) => {
-                let retry_at = now_ms().saturating_add(crate::store::duration_ms(backoff(config, row.attempts)));
-                store.mark_report_failed(row.id, &e.to_string(), retry_at).await?;
+                let retry_at = now_ms()
+                    .saturating_add(crate::store::duration_ms(backoff(config, row.attempts)));
+                store
+                    .mark_report_failed(row.id, &e.to_string(), retry_at)
+                    .await?;
                 count(metrics, "failed", 1);
                 if matches!(e, DeliveryError::Unreachable(_)) {
                     tracing::debug!(error = %e, "raw-data collector unreachable; backing off");
@@ -666,7 +682,9 @@ async fn send_round(
         }
     }
     let depth = store.outbox_depth().await?;
-    metrics.outbox_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    metrics
+        .outbox_depth
+        .set(i64::try_from(depth).unwrap_or(i64::MAX));
     Ok(RoundOutcome {
         claimed,
         unreachable: unreachable.is_some(),
@@ -697,7 +715,10 @@ mod tests {
             operation_for(Direction::Inbound, &post, t, Invitee::Remote),
             Some(Operation::MpInviteOutsideOrganisationInviteSender)
         );
-        assert_eq!(operation_for(Direction::Inbound, &post, t, Invitee::None), None);
+        assert_eq!(
+            operation_for(Direction::Inbound, &post, t, Invitee::None),
+            None
+        );
     }
 
     #[test]
@@ -725,7 +746,12 @@ mod tests {
         );
         let invite = "/_matrix/federation/v2/invite/{roomId}/{eventId}";
         assert_eq!(
-            operation_for(Direction::Inbound, &http::Method::PUT, invite, Invitee::Local),
+            operation_for(
+                Direction::Inbound,
+                &http::Method::PUT,
+                invite,
+                Invitee::Local
+            ),
             Some(Operation::MpInviteOutsideOrganisationInviteReceiver)
         );
     }
@@ -734,7 +760,12 @@ mod tests {
     fn sync_and_media_are_not_reported() {
         let get = http::Method::GET;
         assert_eq!(
-            operation_for(Direction::Inbound, &get, "/_matrix/client/v3/sync", Invitee::None),
+            operation_for(
+                Direction::Inbound,
+                &get,
+                "/_matrix/client/v3/sync",
+                Invitee::None
+            ),
             None
         );
         assert_eq!(
@@ -802,8 +833,20 @@ mod tests {
         assert_eq!(message["tID"], NOT_AVAILABLE);
         assert_eq!(message["Res"], 200);
         for key in [
-            "Inst-ID", "M-Dom", "UA-A", "UA-P", "UA-OS", "UA-OS-VERSION", "UA-PTV", "UA-PV",
-            "UA-cid", "profOID", "tID", "Res", "sizeIn", "sizeOut",
+            "Inst-ID",
+            "M-Dom",
+            "UA-A",
+            "UA-P",
+            "UA-OS",
+            "UA-OS-VERSION",
+            "UA-PTV",
+            "UA-PV",
+            "UA-cid",
+            "profOID",
+            "tID",
+            "Res",
+            "sizeIn",
+            "sizeOut",
         ] {
             assert!(message.contains_key(key), "missing {key}");
         }

@@ -73,11 +73,15 @@ fn store_error(err: StoreError) -> CliError {
 fn print_list(store: &Store, verb: &str, list: &[MigrationStatus], format: OutputFormat) {
     match format {
         OutputFormat::Json => {
-            let key = if verb == "applied" { "applied" } else { "pending" };
-            println!(
-                "{}",
-                json!({ "database": store.display_url(), key: list })
-            );
+            let key = if verb == "applied" {
+                "applied"
+            } else {
+                "pending"
+            };
+            let mut out = serde_json::Map::new();
+            out.insert("database".to_owned(), json!(store.display_url()));
+            out.insert(key.to_owned(), json!(list));
+            println!("{}", serde_json::Value::Object(out));
         }
         OutputFormat::Text => {
             for m in list {

@@ -78,7 +78,10 @@ impl Store {
     }
 
     /// The bookkeeping row of one room.
-    pub async fn orphaned_room(&self, room_id: &str) -> Result<Option<OrphanedRoomRow>, StoreError> {
+    pub async fn orphaned_room(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<OrphanedRoomRow>, StoreError> {
         let row = on_pool!(self, pool => {
             sqlx::query_as::<_, OrphanedRoomRow>(
                 "SELECT room_id, first_seen, last_checked, decision, reason, deleted_at \

@@ -42,7 +42,11 @@ fn authorized(headers: &HeaderMap) -> bool {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({"errcode": "M_UNKNOWN_TOKEN"}))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"errcode": "M_UNKNOWN_TOKEN"})),
+    )
+        .into_response()
 }
 
 async fn list_rooms(
@@ -69,7 +73,12 @@ async fn list_rooms(
 }
 
 fn find(fake: &Fake, id: &str) -> Option<FakeRoom> {
-    fake.rooms.lock().unwrap().iter().find(|(r, _)| r == id).map(|(_, r)| r.clone())
+    fake.rooms
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(r, _)| r == id)
+        .map(|(_, r)| r.clone())
 }
 
 async fn messages(
@@ -85,7 +94,11 @@ async fn messages(
     let Some(room) = find(&fake, &id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let from: usize = q.get("from").and_then(|f| f.strip_prefix('t')).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let from: usize = q
+        .get("from")
+        .and_then(|f| f.strip_prefix('t'))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
     let chunk: Vec<Value> = room.history.iter().skip(from).take(PAGE).cloned().collect();
     let mut body = json!({"chunk": chunk, "start": format!("t{from}")});
     if from + PAGE < room.history.len() {
@@ -148,12 +161,30 @@ fn ev(kind: &str, state_key: Option<&str>, sender: &str, content: Value, ts: i64
 /// State of a room created by `creator` at `ts`, with the given (user, membership) pairs.
 fn room_state(creator: &str, ts: i64, members: &[(&str, &str)]) -> Vec<Value> {
     let mut state = vec![
-        ev("m.room.create", Some(""), creator, json!({"creator": creator}), ts),
+        ev(
+            "m.room.create",
+            Some(""),
+            creator,
+            json!({"creator": creator}),
+            ts,
+        ),
         ev("m.room.power_levels", Some(""), creator, json!({}), ts),
-        ev("m.room.join_rules", Some(""), creator, json!({"join_rule": "invite"}), ts),
+        ev(
+            "m.room.join_rules",
+            Some(""),
+            creator,
+            json!({"join_rule": "invite"}),
+            ts,
+        ),
     ];
     for (user, membership) in members {
-        state.push(ev("m.room.member", Some(user), user, json!({"membership": membership}), ts));
+        state.push(ev(
+            "m.room.member",
+            Some(user),
+            user,
+            json!({"membership": membership}),
+            ts,
+        ));
     }
     state
 }
@@ -167,26 +198,90 @@ fn rooms() -> Vec<(String, FakeRoom)> {
     let mut out = Vec::new();
 
     let s = room_state(creator, old, &[(creator, "join"), ("@bob:home.de", "join")]);
-    out.push(("!active:home.de".to_owned(), FakeRoom { joined_members: 2, creator: creator.into(), history: state_only_history(&s), state: s }));
+    out.push((
+        "!active:home.de".to_owned(),
+        FakeRoom {
+            joined_members: 2,
+            creator: creator.into(),
+            history: state_only_history(&s),
+            state: s,
+        },
+    ));
 
     let s = room_state(creator, old, &[(creator, "join")]);
-    out.push(("!orphan-creator:home.de".to_owned(), FakeRoom { joined_members: 1, creator: creator.into(), history: state_only_history(&s), state: s }));
+    out.push((
+        "!orphan-creator:home.de".to_owned(),
+        FakeRoom {
+            joined_members: 1,
+            creator: creator.into(),
+            history: state_only_history(&s),
+            state: s,
+        },
+    ));
 
     let s = room_state(creator, old, &[(creator, "leave")]);
-    out.push(("!orphan-empty:home.de".to_owned(), FakeRoom { joined_members: 0, creator: creator.into(), history: state_only_history(&s), state: s }));
+    out.push((
+        "!orphan-empty:home.de".to_owned(),
+        FakeRoom {
+            joined_members: 0,
+            creator: creator.into(),
+            history: state_only_history(&s),
+            state: s,
+        },
+    ));
 
     // A message hidden beyond the first pages of history (the reference saw only 50 events).
     let s = room_state(creator, old, &[(creator, "join")]);
     let mut history = state_only_history(&s);
-    history.push(ev("m.room.message", None, creator, json!({"body": "hi"}), old));
-    out.push(("!old-message:home.de".to_owned(), FakeRoom { joined_members: 1, creator: creator.into(), history, state: s }));
+    history.push(ev(
+        "m.room.message",
+        None,
+        creator,
+        json!({"body": "hi"}),
+        old,
+    ));
+    out.push((
+        "!old-message:home.de".to_owned(),
+        FakeRoom {
+            joined_members: 1,
+            creator: creator.into(),
+            history,
+            state: s,
+        },
+    ));
 
     let mut s = room_state(creator, old, &[(creator, "join")]);
-    s.push(ev("m.room.name", Some(""), creator, json!({"name": "fresh"}), recent));
-    out.push(("!recent-state:home.de".to_owned(), FakeRoom { joined_members: 1, creator: creator.into(), history: state_only_history(&s), state: s }));
+    s.push(ev(
+        "m.room.name",
+        Some(""),
+        creator,
+        json!({"name": "fresh"}),
+        recent,
+    ));
+    out.push((
+        "!recent-state:home.de".to_owned(),
+        FakeRoom {
+            joined_members: 1,
+            creator: creator.into(),
+            history: state_only_history(&s),
+            state: s,
+        },
+    ));
 
-    let s = room_state(creator, old, &[(creator, "leave"), ("@carol:home.de", "join")]);
-    out.push(("!non-creator:home.de".to_owned(), FakeRoom { joined_members: 1, creator: creator.into(), history: state_only_history(&s), state: s }));
+    let s = room_state(
+        creator,
+        old,
+        &[(creator, "leave"), ("@carol:home.de", "join")],
+    );
+    out.push((
+        "!non-creator:home.de".to_owned(),
+        FakeRoom {
+            joined_members: 1,
+            creator: creator.into(),
+            history: state_only_history(&s),
+            state: s,
+        },
+    ));
     out
 }
 
@@ -206,31 +301,80 @@ async fn cleanup_purges_only_orphaned_rooms_and_records_decisions() {
         *fake.rooms.lock().unwrap() = rooms();
         let base = start_fake(fake.clone()).await;
         let metrics = Metrics::new();
-        let summary = run_once(&config(base, false), &store, &metrics).await.unwrap();
+        let summary = run_once(&config(base, false), &store, &metrics)
+            .await
+            .unwrap();
         assert_eq!(
             summary,
-            CleanupSummary { scanned: 6, active: 1, kept: 3, deleted: 2, would_delete: 0, errors: 0 }
+            CleanupSummary {
+                scanned: 6,
+                active: 1,
+                kept: 3,
+                deleted: 2,
+                would_delete: 0,
+                errors: 0
+            }
         );
-        let mut deleted: Vec<String> = fake.deleted.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
+        let mut deleted: Vec<String> = fake
+            .deleted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
         deleted.sort();
-        assert_eq!(deleted, ["!orphan-creator:home.de", "!orphan-empty:home.de"]);
+        assert_eq!(
+            deleted,
+            ["!orphan-creator:home.de", "!orphan-empty:home.de"]
+        );
         for (_, body) in fake.deleted.lock().unwrap().iter() {
             assert_eq!(body, &json!({"purge": true, "block": false}));
         }
-        let row = store.orphaned_room("!orphan-empty:home.de").await.unwrap().unwrap();
+        let row = store
+            .orphaned_room("!orphan-empty:home.de")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.decision, "delete");
         assert!(row.deleted_at.is_some());
-        let row = store.orphaned_room("!old-message:home.de").await.unwrap().unwrap();
-        assert_eq!((row.decision.as_str(), row.reason.as_str()), ("keep", "room has messages"));
-        let row = store.orphaned_room("!recent-state:home.de").await.unwrap().unwrap();
+        let row = store
+            .orphaned_room("!old-message:home.de")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.decision.as_str(), row.reason.as_str()),
+            ("keep", "room has messages")
+        );
+        let row = store
+            .orphaned_room("!recent-state:home.de")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.decision, "keep");
         assert!(row.reason.contains("min_age"), "{}", row.reason);
-        let row = store.orphaned_room("!non-creator:home.de").await.unwrap().unwrap();
+        let row = store
+            .orphaned_room("!non-creator:home.de")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.decision, "keep");
-        assert!(store.orphaned_room("!active:home.de").await.unwrap().is_none());
+        assert!(
+            store
+                .orphaned_room("!active:home.de")
+                .await
+                .unwrap()
+                .is_none()
+        );
         let text = metrics.encode();
-        assert!(text.contains("timproxy_cleanup_rooms_total{outcome=\"deleted\"} 2"), "{text}");
-        assert!(text.contains("timproxy_cleanup_rooms_total{outcome=\"kept\"} 3"), "{text}");
+        assert!(
+            text.contains("timproxy_cleanup_rooms_total{outcome=\"deleted\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("timproxy_cleanup_rooms_total{outcome=\"kept\"} 3"),
+            "{text}"
+        );
     })
     .await;
 }
@@ -241,11 +385,17 @@ async fn dry_run_deletes_nothing_but_records_would_delete() {
         let fake = Fake::default();
         *fake.rooms.lock().unwrap() = rooms();
         let base = start_fake(fake.clone()).await;
-        let summary = run_once(&config(base, true), &store, &Metrics::new()).await.unwrap();
+        let summary = run_once(&config(base, true), &store, &Metrics::new())
+            .await
+            .unwrap();
         assert_eq!(summary.would_delete, 2);
         assert_eq!(summary.deleted, 0);
         assert!(fake.deleted.lock().unwrap().is_empty());
-        let row = store.orphaned_room("!orphan-creator:home.de").await.unwrap().unwrap();
+        let row = store
+            .orphaned_room("!orphan-creator:home.de")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.decision, "would_delete");
         assert_eq!(row.deleted_at, None);
     })
@@ -260,13 +410,23 @@ async fn wrong_token_fails_the_run_without_deleting() {
         let base = start_fake(fake.clone()).await;
         let mut config = config(base, false);
         config.homeserver.admin_token = Some("wrong".to_owned());
-        let err = run_once(&config, &store, &Metrics::new()).await.unwrap_err();
+        let err = run_once(&config, &store, &Metrics::new())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("401"), "{err}");
-        assert!(!err.to_string().contains("wrong"), "token leaked into {err}");
+        assert!(
+            !err.to_string().contains("wrong"),
+            "token leaked into {err}"
+        );
         assert!(fake.deleted.lock().unwrap().is_empty());
         config.homeserver.admin_token = None;
-        let err = run_once(&config, &store, &Metrics::new()).await.unwrap_err();
-        assert!(matches!(err, timproxy::cleanup::CleanupError::NoToken), "{err}");
+        let err = run_once(&config, &store, &Metrics::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, timproxy::cleanup::CleanupError::NoToken),
+            "{err}"
+        );
     })
     .await;
 }

@@ -29,12 +29,11 @@ struct Collector {
     task: JoinHandle<()>,
 }
 
-async fn collect(
-    State(received): State<Received>,
-    headers: HeaderMap,
-    body: String,
-) -> StatusCode {
-    let Some(key) = headers.get(IDEMPOTENCY_HEADER).and_then(|v| v.to_str().ok()) else {
+async fn collect(State(received): State<Received>, headers: HeaderMap, body: String) -> StatusCode {
+    let Some(key) = headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+    else {
         return StatusCode::BAD_REQUEST;
     };
     let Ok(report) = serde_json::from_str::<RawDataReport>(&body) else {
@@ -93,7 +92,10 @@ fn report(config: &Config, i: u64) -> RawDataReport {
 async fn wait_until<F: Fn() -> bool>(what: &str, timeout: Duration, done: F) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -102,11 +104,14 @@ async fn wait_until<F: Fn() -> bool>(what: &str, timeout: Duration, done: F) {
 async fn every_report_arrives_once_across_a_collector_outage() {
     each_migrated_backend(|store| async move {
         let received: Received = Arc::default();
-        let (addr, collector) = start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
+        let (addr, collector) =
+            start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
         let mut config = Config::default();
         config.raw_data = RawDataConfig {
             enabled: true,
-            url: format!("http://{addr}/add-performance-data").parse().unwrap(),
+            url: format!("http://{addr}/add-performance-data")
+                .parse()
+                .unwrap(),
             instance_id: "inst-1".to_owned(),
             batch_size: 16,
             retry_initial: Duration::from_millis(20),
@@ -115,9 +120,18 @@ async fn every_report_arrives_once_across_a_collector_outage() {
         };
         let metrics = Metrics::new();
         let (trigger, signal) = shutdown::channel();
-        let (reporter, writer) =
-            Reporter::spawn(store.clone(), &config.raw_data, metrics.clone(), signal.clone());
-        let sender = spawn_sender(store.clone(), config.raw_data.clone(), metrics.clone(), signal);
+        let (reporter, writer) = Reporter::spawn(
+            store.clone(),
+            &config.raw_data,
+            metrics.clone(),
+            signal.clone(),
+        );
+        let sender = spawn_sender(
+            store.clone(),
+            config.raw_data.clone(),
+            metrics.clone(),
+            signal,
+        );
 
         const TOTAL: u64 = 150;
         for i in 0..50 {
@@ -126,7 +140,10 @@ async fn every_report_arrives_once_across_a_collector_outage() {
         // Kill the collector mid-burst; reports keep coming while it is down.
         tokio::time::sleep(Duration::from_millis(30)).await;
         collector.stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), collector.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), collector.task)
+            .await
+            .unwrap()
+            .unwrap();
         for i in 50..120 {
             reporter.report(report(&config, i));
             if i % 10 == 0 {
@@ -139,31 +156,50 @@ async fn every_report_arrives_once_across_a_collector_outage() {
             reporter.report(report(&config, i));
         }
 
-        wait_until("all reports at the collector", Duration::from_secs(30), || {
-            received.lock().unwrap().len() as u64 == TOTAL
-        })
+        wait_until(
+            "all reports at the collector",
+            Duration::from_secs(30),
+            || received.lock().unwrap().len() as u64 == TOTAL,
+        )
         .await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while store.outbox_depth().await.unwrap() > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "outbox never drained");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox never drained"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let received = received.lock().unwrap().clone();
         let duplicates: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(duplicates.is_empty(), "keys delivered more than once: {duplicates:?}");
+        assert!(
+            duplicates.is_empty(),
+            "keys delivered more than once: {duplicates:?}"
+        );
         assert_eq!(received.len() as u64, TOTAL);
 
         let text = metrics.encode();
         assert!(
-            text.contains(&format!("timproxy_outbox_reports_total{{outcome=\"delivered\"}} {TOTAL}")),
+            text.contains(&format!(
+                "timproxy_outbox_reports_total{{outcome=\"delivered\"}} {TOTAL}"
+            )),
             "{text}"
         );
-        assert!(text.contains("timproxy_outbox_reports_total{outcome=\"failed\"}"), "{text}");
+        assert!(
+            text.contains("timproxy_outbox_reports_total{outcome=\"failed\"}"),
+            "{text}"
+        );
         assert!(!text.contains("outcome=\"dropped\""), "{text}");
 
         trigger.trigger();
-        tokio::time::timeout(Duration::from_secs(10), writer).await.unwrap().unwrap();
-        tokio::time::timeout(Duration::from_secs(15), sender).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), sender)
+            .await
+            .unwrap()
+            .unwrap();
         collector.stop.send(()).unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), collector.task).await;
     })
@@ -179,7 +215,9 @@ async fn reports_past_retention_are_dropped_and_counted() {
         drop(closed);
         let config = RawDataConfig {
             enabled: true,
-            url: format!("http://{addr}/add-performance-data").parse().unwrap(),
+            url: format!("http://{addr}/add-performance-data")
+                .parse()
+                .unwrap(),
             retry_initial: Duration::from_millis(10),
             retry_max: Duration::from_millis(20),
             retention: Duration::from_millis(300),
@@ -200,13 +238,22 @@ async fn reports_past_retention_are_dropped_and_counted() {
             if text.contains("timproxy_outbox_reports_total{outcome=\"expired\"} 5") {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "never expired: {text}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never expired: {text}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert_eq!(store.outbox_depth().await.unwrap(), 0);
         trigger.trigger();
-        tokio::time::timeout(Duration::from_secs(10), writer).await.unwrap().unwrap();
-        tokio::time::timeout(Duration::from_secs(15), sender).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), sender)
+            .await
+            .unwrap()
+            .unwrap();
     })
     .await;
 }

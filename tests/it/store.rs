@@ -104,7 +104,10 @@ async fn migrate_applies_once_and_status_reports_applied() {
         let again = store.migrate().await.unwrap();
         assert!(again.is_empty(), "second migrate applied {again:?}");
         let after = store.migration_status().await.unwrap();
-        assert!(after.iter().all(|m| m.applied && m.applied_at.is_some()), "{after:?}");
+        assert!(
+            after.iter().all(|m| m.applied && m.applied_at.is_some()),
+            "{after:?}"
+        );
         store.ping().await.unwrap();
     })
     .await;
@@ -135,9 +138,13 @@ async fn database_with_unknown_newer_migration_is_refused() {
 
 #[tokio::test]
 async fn unreachable_postgres_is_reported_as_unreachable() {
-    let err = Store::connect_url("postgres://127.0.0.1:1/x", 1).await.unwrap_err();
+    let err = Store::connect_url("postgres://127.0.0.1:1/x", 1)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
-    let err = Store::connect_url("mysql://127.0.0.1/x", 1).await.unwrap_err();
+    let err = Store::connect_url("mysql://127.0.0.1/x", 1)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
 }
 
@@ -150,7 +157,10 @@ async fn sqlite_creates_missing_directory_and_uses_wal() {
     let timproxy::store::Backend::Sqlite(pool) = store.backend() else {
         panic!("not sqlite")
     };
-    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -168,12 +178,27 @@ fn snapshot(version: i64, fetched_at: i64, source: &str) -> NewSnapshot {
 async fn latest_snapshot_orders_by_version_then_fetch_time_and_prunes() {
     each_migrated_backend(|store| async move {
         assert_eq!(store.latest_federation_snapshot().await.unwrap(), None);
-        store.save_federation_snapshot(&snapshot(5, 1_000, "rs")).await.unwrap();
-        store.save_federation_snapshot(&snapshot(7, 500, "vzd")).await.unwrap();
-        store.save_federation_snapshot(&snapshot(7, 2_000, "rs")).await.unwrap();
-        store.save_federation_snapshot(&snapshot(6, 9_000, "rs")).await.unwrap();
+        store
+            .save_federation_snapshot(&snapshot(5, 1_000, "rs"))
+            .await
+            .unwrap();
+        store
+            .save_federation_snapshot(&snapshot(7, 500, "vzd"))
+            .await
+            .unwrap();
+        store
+            .save_federation_snapshot(&snapshot(7, 2_000, "rs"))
+            .await
+            .unwrap();
+        store
+            .save_federation_snapshot(&snapshot(6, 9_000, "rs"))
+            .await
+            .unwrap();
         let latest = store.latest_federation_snapshot().await.unwrap().unwrap();
-        assert_eq!((latest.version, latest.fetched_at, latest.source.as_str()), (7, 2_000, "rs"));
+        assert_eq!(
+            (latest.version, latest.fetched_at, latest.source.as_str()),
+            (7, 2_000, "rs")
+        );
         assert_eq!(latest.raw_payload, b"{\"version\":7}");
         assert!(!latest.verified);
         assert_eq!(store.prune_federation_snapshots(2).await.unwrap(), 2);
@@ -195,7 +220,10 @@ fn item(key: &str, created_at: i64) -> NewOutboxItem {
 #[tokio::test]
 async fn outbox_enqueue_is_idempotent_on_key() {
     each_migrated_backend(|store| async move {
-        let n = store.enqueue_reports(&[item("a", 10), item("b", 10), item("a", 11)]).await.unwrap();
+        let n = store
+            .enqueue_reports(&[item("a", 10), item("b", 10), item("a", 11)])
+            .await
+            .unwrap();
         assert_eq!(n, 2);
         assert_eq!(store.enqueue_reports(&[item("b", 12)]).await.unwrap(), 0);
         assert_eq!(store.outbox_depth().await.unwrap(), 2);
@@ -220,10 +248,22 @@ async fn outbox_claim_leases_rows_and_failures_back_off() {
         let second = store.claim_due_reports(1_000, 10, lease).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].idempotency_key, "c");
-        assert!(store.claim_due_reports(1_000, 10, lease).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_due_reports(1_000, 10, lease)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
-        store.mark_report_delivered(batch[0].id, 1_100).await.unwrap();
-        store.mark_report_failed(batch[1].id, "collector answered 503", 5_000).await.unwrap();
+        store
+            .mark_report_delivered(batch[0].id, 1_100)
+            .await
+            .unwrap();
+        store
+            .mark_report_failed(batch[1].id, "collector answered 503", 5_000)
+            .await
+            .unwrap();
         store.release_report(second[0].id, 2_000).await.unwrap();
         assert_eq!(store.outbox_depth().await.unwrap(), 2);
 
@@ -248,16 +288,29 @@ async fn outbox_claim_leases_rows_and_failures_back_off() {
 async fn outbox_retention_drops_only_old_undelivered_rows() {
     each_migrated_backend(|store| async move {
         store
-            .enqueue_reports(&[item("old", 100), item("old-delivered", 100), item("new", 5_000)])
+            .enqueue_reports(&[
+                item("old", 100),
+                item("old-delivered", 100),
+                item("new", 5_000),
+            ])
             .await
             .unwrap();
         let delivered = store.outbox_report("old-delivered").await.unwrap().unwrap();
-        store.mark_report_delivered(delivered.id, 200).await.unwrap();
+        store
+            .mark_report_delivered(delivered.id, 200)
+            .await
+            .unwrap();
         assert_eq!(store.drop_expired_reports(1_000).await.unwrap(), 1);
         assert!(store.outbox_report("old").await.unwrap().is_none());
         assert_eq!(store.outbox_depth().await.unwrap(), 1);
         assert_eq!(store.prune_delivered_reports(1_000).await.unwrap(), 1);
-        assert!(store.outbox_report("old-delivered").await.unwrap().is_none());
+        assert!(
+            store
+                .outbox_report("old-delivered")
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(store.outbox_report("new").await.unwrap().is_some());
     })
     .await;
@@ -267,7 +320,10 @@ async fn outbox_retention_drops_only_old_undelivered_rows() {
 async fn room_decisions_keep_first_seen_and_record_deletion() {
     each_migrated_backend(|store| async move {
         let room = "!abc:home.de";
-        store.record_room_decision(room, RoomDecision::Keep, "room has messages", 1_000).await.unwrap();
+        store
+            .record_room_decision(room, RoomDecision::Keep, "room has messages", 1_000)
+            .await
+            .unwrap();
         store
             .record_room_decision(room, RoomDecision::Delete, "orphaned", 2_000)
             .await
@@ -280,7 +336,13 @@ async fn room_decisions_keep_first_seen_and_record_deletion() {
         assert_eq!(row.reason, "orphaned");
         assert_eq!(row.deleted_at, Some(2_500));
         assert_eq!(store.orphaned_rooms().await.unwrap().len(), 1);
-        assert!(store.orphaned_room("!other:home.de").await.unwrap().is_none());
+        assert!(
+            store
+                .orphaned_room("!other:home.de")
+                .await
+                .unwrap()
+                .is_none()
+        );
     })
     .await;
 }
@@ -314,6 +376,9 @@ async fn lock_is_exclusive_until_released() {
 #[test]
 fn migrate_cli_examples() {
     trycmd::TestCases::new()
-        .register_bin("timproxy", std::path::Path::new(env!("CARGO_BIN_EXE_timproxy")))
+        .register_bin(
+            "timproxy",
+            std::path::Path::new(env!("CARGO_BIN_EXE_timproxy")),
+        )
         .case("commands/migrate*.toml");
 }
