@@ -1,5 +1,9 @@
-//! Integration tests: real listeners on 127.0.0.1:0, real HTTP, small fakes next to the tests.
+//! Integration tests: real listeners on 127.0.0.1:0, real HTTP, real stores (SQLite and the
+//! machine's PostgreSQL), small fakes next to the tests that use them.
 
+mod cleanup;
 mod compose;
+mod rawdata;
 mod serve;
+mod store;
 mod support;

@@ -1,0 +1,259 @@
+//! Raw-data outbox end to end: reports go through the writer into the store and are
+//! delivered by the sender to a local collector that is killed and restarted mid-burst.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use timproxy::config::{Config, RawDataConfig};
+use timproxy::metrics::Metrics;
+use timproxy::rawdata::{
+    IDEMPOTENCY_HEADER, Measurement, Operation, RawDataReport, Reporter, spawn_sender,
+};
+use timproxy::shutdown;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::store::each_migrated_backend;
+
+/// Idempotency keys the collector received, with how often each arrived.
+type Received = Arc<Mutex<HashMap<String, u32>>>;
+
+struct Collector {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+async fn collect(State(received): State<Received>, headers: HeaderMap, body: String) -> StatusCode {
+    let Some(key) = headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let Ok(report) = serde_json::from_str::<RawDataReport>(&body) else {
+        return StatusCode::UNPROCESSABLE_ENTITY;
+    };
+    assert_eq!(report.message.inst_id, "inst-1");
+    *received.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+    StatusCode::OK
+}
+
+/// Start the collector on `addr` (port 0 for a fresh one), retrying while a just-closed
+/// listener still holds the port.
+async fn start_collector(addr: SocketAddr, received: Received) -> (SocketAddr, Collector) {
+    let mut listener = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let listener = listener.expect("collector port stays taken");
+    let bound = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/add-performance-data", post(collect))
+        .with_state(received);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (bound, Collector { stop, task })
+}
+
+fn report(config: &Config, i: u64) -> RawDataReport {
+    RawDataReport::build(
+        config,
+        &Measurement {
+            operation: Operation::MpExchangeEventWithinOrganisation,
+            start: time::OffsetDateTime::now_utc(),
+            duration: Duration::from_millis(i),
+            status: 200,
+            useragent: Some(r#"{"Auspraegung":"Messenger-Client","client_id":"c1"}"#),
+            size_in: i,
+            size_out: 2 * i,
+        },
+    )
+}
+
+async fn wait_until<F: Fn() -> bool>(what: &str, timeout: Duration, done: F) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_arrives_once_across_a_collector_outage() {
+    each_migrated_backend(|store| async move {
+        let received: Received = Arc::default();
+        let (addr, collector) =
+            start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
+        let mut config = Config::default();
+        config.raw_data = RawDataConfig {
+            enabled: true,
+            url: format!("http://{addr}/add-performance-data")
+                .parse()
+                .unwrap(),
+            instance_id: "inst-1".to_owned(),
+            batch_size: 16,
+            retry_initial: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            ..RawDataConfig::default()
+        };
+        let metrics = Metrics::new();
+        let (trigger, signal) = shutdown::channel();
+        let (reporter, writer) = Reporter::spawn(
+            store.clone(),
+            &config.raw_data,
+            metrics.clone(),
+            signal.clone(),
+        );
+        let sender = spawn_sender(
+            store.clone(),
+            config.raw_data.clone(),
+            metrics.clone(),
+            signal,
+        );
+
+        const TOTAL: u64 = 150;
+        for i in 0..50 {
+            reporter.report(report(&config, i));
+        }
+        // Kill the collector mid-burst; reports keep coming while it is down.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        collector.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), collector.task)
+            .await
+            .unwrap()
+            .unwrap();
+        for i in 50..120 {
+            reporter.report(report(&config, i));
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, collector) = start_collector(addr, received.clone()).await;
+        for i in 120..TOTAL {
+            reporter.report(report(&config, i));
+        }
+
+        wait_until(
+            "all reports at the collector",
+            Duration::from_secs(30),
+            || received.lock().unwrap().len() as u64 == TOTAL,
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.outbox_depth().await.unwrap() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let received = received.lock().unwrap().clone();
+        let duplicates: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            duplicates.is_empty(),
+            "keys delivered more than once: {duplicates:?}"
+        );
+        assert_eq!(received.len() as u64, TOTAL);
+
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "timproxy_outbox_reports_total{{outcome=\"delivered\"}} {TOTAL}"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("timproxy_outbox_reports_total{outcome=\"failed\"}"),
+            "{text}"
+        );
+        assert!(!text.contains("outcome=\"dropped\""), "{text}");
+
+        trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), sender)
+            .await
+            .unwrap()
+            .unwrap();
+        collector.stop.send(()).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), collector.task).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reports_past_retention_are_dropped_and_counted() {
+    each_migrated_backend(|store| async move {
+        // Nothing listens on the collector port: every delivery fails.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let config = RawDataConfig {
+            enabled: true,
+            url: format!("http://{addr}/add-performance-data")
+                .parse()
+                .unwrap(),
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(20),
+            retention: Duration::from_millis(300),
+            ..RawDataConfig::default()
+        };
+        let metrics = Metrics::new();
+        let (trigger, signal) = shutdown::channel();
+        let (reporter, writer) =
+            Reporter::spawn(store.clone(), &config, metrics.clone(), signal.clone());
+        let sender = spawn_sender(store.clone(), config, metrics.clone(), signal);
+        let full = Config::default();
+        for i in 0..5 {
+            reporter.report(report(&full, i));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = metrics.encode();
+            if text.contains("timproxy_outbox_reports_total{outcome=\"expired\"} 5") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never expired: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(store.outbox_depth().await.unwrap(), 0);
+        trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), sender)
+            .await
+            .unwrap()
+            .unwrap();
+    })
+    .await;
+}
