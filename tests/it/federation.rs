@@ -697,6 +697,9 @@ async fn cli_exit_codes_distinguish_rejected_lists_from_unreachable_sources() {
 #[test]
 fn fetch_federation_cli_examples() {
     trycmd::TestCases::new()
-        .register_bin("timproxy", env!("CARGO_BIN_EXE_timproxy"))
+        .register_bin(
+            "timproxy",
+            std::path::Path::new(env!("CARGO_BIN_EXE_timproxy")),
+        )
         .case("commands/fetch-federation*.toml");
 }
