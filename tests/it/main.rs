@@ -3,6 +3,8 @@
 
 mod cleanup;
 mod compose;
+mod federation;
+mod info_api;
 mod rawdata;
 mod serve;
 mod store;
