@@ -12,9 +12,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::admin::{self, AdminState, HomeserverComponent};
+use futures_util::future::BoxFuture;
+
+use crate::admin::{self, AdminState, Component, ComponentStatus, HomeserverComponent};
 use crate::cli::GlobalOpts;
-use crate::federation::FederationHandle;
+use crate::federation::refresh::Refresher;
+use crate::federation::{FederationHandle, SnapshotStore};
+use crate::info_api::{self, InfoApiState};
+use crate::rawdata::{self, Reporter};
+use crate::store::{Store, StoreError};
+use crate::cleanup;
 use crate::metrics::Metrics;
 use crate::shutdown;
 
@@ -34,40 +41,167 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
     let (config, path) = load_config(global)?;
     let config = Arc::new(config);
     let metrics = Metrics::new();
-    let federation = FederationHandle::new(config.federation.max_age);
-    let _ = args.no_migrate;
+    let (trigger, shutdown) = shutdown::channel();
 
+    // 1. Store first: everything durable (federation snapshots, outbox) lives there.
+    let store = Store::connect(&config.database)
+        .await
+        .map_err(|e| CliError::io(e.to_string()))?;
+    if config.database.migrate_on_start && !args.no_migrate {
+        store.migrate().await.map_err(|e| match e {
+            StoreError::UnknownMigrations { .. } => CliError::failed(e.to_string())
+                .with_hint("upgrade timproxy, or point database.url at the right database"),
+            other => CliError::io(other.to_string()),
+        })?;
+    }
+
+    // 2. Federation list: the last good snapshot from the store, then the refresher.
+    let federation = FederationHandle::new(config.federation.max_age);
+    let refresher = Refresher::new(
+        &config,
+        federation.clone(),
+        Some(Arc::new(store.clone()) as Arc<dyn SnapshotStore>),
+        metrics.clone(),
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
+    match refresher.load_persisted().await {
+        Ok(Some(version)) => tracing::info!(version, "federation list loaded from the store"),
+        Ok(None) => tracing::info!("no federation list in the store yet"),
+        Err(e) => tracing::warn!(error = %e, "stored federation list not usable"),
+    }
+
+    // 3. Listeners: bind all before serving any, so a port clash fails the start cleanly.
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
-    let admin_addr = local_addr(&admin_listener)?;
+    let info_listener = if config.info_api.enabled {
+        Some(bind("info_api.listen", config.info_api.listen).await?)
+    } else {
+        None
+    };
 
     let homeserver = HomeserverComponent::new(&config.homeserver)
         .map_err(|e| CliError::io(format!("cannot build HTTP client: {e}")))?;
-    let admin_state = Arc::new(
-        AdminState::new(metrics.clone())
-            .with_federation(federation.clone())
-            .with_component(Arc::new(homeserver)),
-    );
+    let mut admin_state = AdminState::new(metrics.clone())
+        .with_federation(federation.clone())
+        .with_component(Arc::new(homeserver))
+        .with_component(Arc::new(StoreComponent(store.clone())));
+    if config.raw_data.enabled {
+        admin_state = admin_state.with_component(Arc::new(OutboxComponent {
+            store: store.clone(),
+            max_backlog: config.raw_data.max_backlog,
+        }));
+    }
 
-    let (trigger, shutdown) = shutdown::channel();
     let mut tasks: JoinSet<(&'static str, std::io::Result<()>)> = JoinSet::new();
+    let mut summary = Vec::new();
+    summary.push(("admin", local_addr(&admin_listener)?));
     {
         let shutdown = shutdown.clone();
+        let state = Arc::new(admin_state);
+        tasks.spawn(async move { ("admin", admin::serve(admin_listener, state, shutdown).await) });
+    }
+    if let Some(listener) = info_listener {
+        summary.push(("info_api", local_addr(&listener)?));
+        let state = InfoApiState::new(&config, federation.clone(), metrics.clone())
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            ("admin", admin::serve(admin_listener, admin_state, shutdown).await)
+            ("info_api", info_api::serve(listener, Arc::new(state), shutdown).await)
         });
     }
 
+    // 4. Background jobs.
+    let mut jobs = vec![refresher.spawn(shutdown.clone())];
+    if config.raw_data.enabled {
+        let (_reporter, writer) =
+            Reporter::spawn(store.clone(), &config.raw_data, metrics.clone(), shutdown.clone());
+        jobs.push(writer);
+        jobs.push(rawdata::spawn_sender(
+            store.clone(),
+            config.raw_data.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    jobs.push(cleanup::spawn(
+        config.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut fields = serde_json::Map::new();
+    for (name, addr) in &summary {
+        fields.insert((*name).to_owned(), addr.to_string().into());
+    }
     tracing::info!(
         config = %path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into()),
-        admin = %admin_addr,
+        admin = %addr_of(&summary, "admin"),
+        info_api = %addr_of(&summary, "info_api"),
         database = %redact_url(&config.database.url),
         homeserver = %config.homeserver.url,
+        federation_source = ?config.federation.source,
         "timproxy started"
     );
 
     wait_for_signal(&mut tasks).await;
     trigger.trigger();
-    drain(tasks).await
+    let code = drain(tasks).await;
+    for job in jobs {
+        let _ = tokio::time::timeout(Duration::from_secs(5), job).await;
+    }
+    store.close().await;
+    code
+}
+
+fn addr_of(summary: &[(&'static str, SocketAddr)], name: &str) -> String {
+    summary
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| a.to_string())
+        .unwrap_or_else(|| "off".to_owned())
+}
+
+/// Readiness: the database answers.
+struct StoreComponent(Store);
+
+impl Component for StoreComponent {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+    fn check(&self) -> BoxFuture<'_, ComponentStatus> {
+        Box::pin(async move {
+            match self.0.ping().await {
+                Ok(()) => ComponentStatus::ok(format!("{} reachable", self.0.kind())),
+                Err(e) => ComponentStatus::failing(e.to_string()),
+            }
+        })
+    }
+}
+
+/// Readiness: the raw-data outbox is not piling up (collector down for long).
+struct OutboxComponent {
+    store: Store,
+    max_backlog: u64,
+}
+
+impl Component for OutboxComponent {
+    fn name(&self) -> &'static str {
+        "raw_data_outbox"
+    }
+    fn check(&self) -> BoxFuture<'_, ComponentStatus> {
+        Box::pin(async move {
+            match self.store.outbox_depth().await {
+                Ok(depth) if depth <= self.max_backlog => {
+                    ComponentStatus::ok(format!("{depth} undelivered"))
+                }
+                Ok(depth) => ComponentStatus::failing(format!(
+                    "{depth} undelivered reports exceed raw_data.max_backlog {}",
+                    self.max_backlog
+                )),
+                Err(e) => ComponentStatus::failing(e.to_string()),
+            }
+        })
+    }
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, CliError> {

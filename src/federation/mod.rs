@@ -60,40 +60,17 @@ impl FederationError {
     }
 }
 
-/// Persist a snapshot for `timproxy fetch-federation --store`.
-///
-/// The one-shot command has no running `serve` to hand it a store, so it goes through this
-/// function; it is the seam where the SQL store (`database.url`) is opened. Until a store
-/// backend is linked in, it reports the store as unavailable rather than pretending to save.
+/// Persist a snapshot for `timproxy fetch-federation --store` into the configured database
+/// (`database.url`), applying pending migrations first so a fresh database works.
 pub async fn store_hook(config: &Config, record: &SnapshotRecord) -> Result<(), StoreError> {
-    let _ = record;
-    Err(StoreError::Unavailable(format!(
-        "no snapshot store backend for {} is built into this binary; use --out FILE",
-        redact_db_url(&config.database.url)
-    )))
-}
-
-/// `scheme://host/db` without credentials, for messages.
-fn redact_db_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
-            format!("{scheme}://{rest}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn db_url_credentials_are_not_shown() {
-        assert_eq!(
-            redact_db_url("postgres://u:p@db:5432/t"),
-            "postgres://db:5432/t"
-        );
-        assert_eq!(redact_db_url("sqlite://data/x.db"), "sqlite://data/x.db");
-    }
+    let store = crate::store::Store::connect(&config.database)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let result = SnapshotStore::save(&store, record).await;
+    store.close().await;
+    result
 }

@@ -174,3 +174,60 @@ mod tests {
         assert!(store.try_lock("refresh").await.unwrap().is_some());
     }
 }
+
+/// The SQL store (`federation_snapshots`, advisory locks) behind the refresher's seam.
+impl SnapshotStore for crate::store::Store {
+    fn save<'a>(&'a self, snapshot: &'a SnapshotRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let row = crate::store::federation::NewSnapshot {
+                version: snapshot.version,
+                fetched_at: unix_millis(snapshot.fetched_at),
+                source: snapshot.source.clone(),
+                raw_payload: snapshot.raw.clone(),
+                verified: snapshot.verified,
+            };
+            self.save_federation_snapshot(&row).await.map_err(backend)?;
+            // Keep a short history for operators; the newest row is all a restart needs.
+            self.prune_federation_snapshots(10).await.map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn latest(&self) -> BoxFuture<'_, Result<Option<SnapshotRecord>, StoreError>> {
+        Box::pin(async move {
+            let row = self.latest_federation_snapshot().await.map_err(backend)?;
+            Ok(row.map(|row| SnapshotRecord {
+                version: row.version,
+                fetched_at: from_unix_millis(row.fetched_at),
+                source: row.source,
+                raw: row.raw_payload,
+                verified: row.verified,
+            }))
+        })
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LockGuard>, StoreError>> {
+        Box::pin(async move {
+            let guard = crate::store::Store::try_lock(self, name)
+                .await
+                .map_err(backend)?;
+            Ok(guard.map(|g| Box::new(g) as LockGuard))
+        })
+    }
+}
+
+fn backend(e: crate::store::StoreError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn unix_millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_unix_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
