@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -371,6 +372,9 @@ fn count(metrics: &Metrics, outcome: &'static str, n: u64) {
 pub struct Reporter {
     tx: mpsc::Sender<NewOutboxItem>,
     metrics: Arc<Metrics>,
+    /// When a drop was last logged (ms): under sustained overload one line per second is
+    /// enough, the counter has the exact number.
+    last_drop_log: Arc<AtomicI64>,
 }
 
 impl Reporter {
@@ -385,7 +389,12 @@ impl Reporter {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let batch = usize::try_from(config.batch_size.max(1)).unwrap_or(100);
         let handle = tokio::spawn(write_loop(store, rx, batch, metrics.clone(), shutdown));
-        (Reporter { tx, metrics }, handle)
+        let reporter = Reporter {
+            tx,
+            metrics,
+            last_drop_log: Arc::new(AtomicI64::new(i64::MIN)),
+        };
+        (reporter, handle)
     }
 
     /// Queue a report for delivery without waiting. When the writer is behind (queue
@@ -407,16 +416,27 @@ impl Reporter {
         match self.tx.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                count(&self.metrics, "dropped", 1);
-                tracing::warn!(
-                    operation = ?report.operation,
-                    "raw-data writer queue full (store slow or down); report dropped"
-                );
+                self.dropped("raw-data writer queue full (store slow or down); report dropped");
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                count(&self.metrics, "dropped", 1);
-                tracing::warn!(operation = ?report.operation, "raw-data writer stopped; report dropped");
+                self.dropped("raw-data writer stopped; report dropped");
             }
+        }
+    }
+}
+
+impl Reporter {
+    fn dropped(&self, why: &'static str) {
+        count(&self.metrics, "dropped", 1);
+        let now = now_ms();
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .last_drop_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!("{why}");
         }
     }
 }
@@ -851,6 +871,36 @@ mod tests {
             assert!(message.contains_key(key), "missing {key}");
         }
         assert_eq!(message.len(), 14);
+    }
+
+    #[test]
+    fn reports_are_dropped_and_counted_when_the_writer_cannot_take_them() {
+        let metrics = Metrics::new();
+        let (tx, rx) = mpsc::channel(1);
+        let reporter = Reporter {
+            tx,
+            metrics: metrics.clone(),
+            last_drop_log: Arc::new(AtomicI64::new(i64::MIN)),
+        };
+        let config = Config::default();
+        let m = Measurement {
+            operation: Operation::MpClientLoginRequestAccessToken,
+            start: OffsetDateTime::now_utc(),
+            duration: Duration::ZERO,
+            status: 200,
+            useragent: None,
+            size_in: 0,
+            size_out: 0,
+        };
+        reporter.report(RawDataReport::build(&config, &m));
+        reporter.report(RawDataReport::build(&config, &m)); // queue (capacity 1) full
+        drop(rx);
+        reporter.report(RawDataReport::build(&config, &m)); // writer gone
+        let text = metrics.encode();
+        assert!(
+            text.contains("timproxy_outbox_reports_total{outcome=\"dropped\"} 2"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ Exit codes:
   3  database unreachable, or a migration failed";
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = MIGRATE_HELP)]
+#[command(after_long_help = MIGRATE_HELP)]
 pub struct MigrateArgs {
     /// Database URL (sqlite://PATH or postgres://…) [default: database.url from the config]
     #[arg(long, value_name = "URL")]

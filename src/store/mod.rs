@@ -135,10 +135,14 @@ impl Store {
                 })?;
             Backend::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
-                url: display_url.clone(),
-                reason: e.to_string(),
-            })?;
+            // Notices (e.g. "relation … already exists, skipping" from idempotent DDL) are
+            // noise in our logs; warnings and errors still arrive.
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::InvalidUrl {
+                    url: display_url.clone(),
+                    reason: e.to_string(),
+                })?
+                .options([("client_min_messages", "warning")]);
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -106,17 +106,19 @@ async fn every_report_arrives_once_across_a_collector_outage() {
         let received: Received = Arc::default();
         let (addr, collector) =
             start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
-        let mut config = Config::default();
-        config.raw_data = RawDataConfig {
-            enabled: true,
-            url: format!("http://{addr}/add-performance-data")
-                .parse()
-                .unwrap(),
-            instance_id: "inst-1".to_owned(),
-            batch_size: 16,
-            retry_initial: Duration::from_millis(20),
-            retry_max: Duration::from_millis(200),
-            ..RawDataConfig::default()
+        let config = Config {
+            raw_data: RawDataConfig {
+                enabled: true,
+                url: format!("http://{addr}/add-performance-data")
+                    .parse()
+                    .unwrap(),
+                instance_id: "inst-1".to_owned(),
+                batch_size: 16,
+                retry_initial: Duration::from_millis(20),
+                retry_max: Duration::from_millis(200),
+                ..RawDataConfig::default()
+            },
+            ..Config::default()
         };
         let metrics = Metrics::new();
         let (trigger, signal) = shutdown::channel();
