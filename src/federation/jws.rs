@@ -296,7 +296,7 @@ impl JwsVerifier {
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err("trailing bytes after the certificate".to_owned()),
         Err(e) => Err(format!("not an X.509 certificate: {e}")),
     }

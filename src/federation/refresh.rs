@@ -204,11 +204,13 @@ impl Refresher {
     async fn refresh_on_miss(&self) {
         let asked = Instant::now();
         let mut state = self.state.lock().await;
-        if let Some(last) = state.last_attempt {
-            if last >= asked || last.elapsed() < self.min_refresh_gap {
-                self.record(&Ok(FetchOutcome::Skipped));
-                return;
-            }
+        // A fetch that started after we asked answered us too; an older one within the gap
+        // is recent enough.
+        if let Some(last) = state.last_attempt
+            && (last >= asked || last.elapsed() < self.min_refresh_gap)
+        {
+            self.record(&Ok(FetchOutcome::Skipped));
+            return;
         }
         let result = self.round_locked(&mut state).await;
         self.record(&result);

@@ -703,3 +703,43 @@ fn fetch_federation_cli_examples() {
         )
         .case("commands/fetch-federation*.toml");
 }
+
+#[tokio::test]
+async fn confirmations_reach_the_store_so_reading_replicas_do_not_expire() {
+    install_crypto();
+    let fake = Fake::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let shared = || Some(store.clone() as Arc<dyn SnapshotStore>);
+    let mut config = fake.registration_config();
+    // Confirmations are persisted once a quarter of max_age has passed.
+    config.federation.max_age = Duration::from_millis(400);
+    let (ha, hb) = (handle(), handle());
+    let a = Refresher::new(&config, ha.clone(), shared(), Metrics::new()).unwrap();
+    let b = Refresher::new(&config, hb.clone(), shared(), Metrics::new()).unwrap();
+    a.fetch_once().await.unwrap();
+    assert_eq!(store.rows().len(), 1);
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        a.fetch_once().await.unwrap(),
+        FetchOutcome::NotModified {
+            version: Some(1650)
+        }
+    );
+    let rows = store.rows();
+    assert_eq!(rows.len(), 2, "the 304 confirmation was persisted");
+    assert!(rows[1].fetched_at > rows[0].fetched_at);
+    assert_eq!(rows[1].raw, rows[0].raw);
+
+    let _guard = store
+        .try_lock(timproxy::federation::refresh::LOCK_NAME)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.run_round().await.unwrap(),
+        FetchOutcome::PickedUp { version: 1650 }
+    );
+    assert_eq!(hb.snapshot().unwrap().fetched_at, rows[1].fetched_at);
+    assert_eq!(ha.snapshot().unwrap().fetched_at, rows[1].fetched_at);
+}
