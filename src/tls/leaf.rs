@@ -178,7 +178,7 @@ mod tests {
         let (_, x509) = x509_parser::parse_x509_certificate(&leaf.cert_der).unwrap();
         let san = x509.subject_alternative_name().unwrap().unwrap().value;
         let rendered: Vec<String> = san.general_names.iter().map(|n| n.to_string()).collect();
-        assert_eq!(rendered, vec!["DNSName(hs1.test)", "IPAddress(127.0.0.1)"]);
+        assert_eq!(rendered, vec!["DNSName(hs1.test)", "IPAddress(7f:00:00:01)"]);
         let eku = x509.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
         assert!(!x509.basic_constraints().unwrap().unwrap().value.ca);
