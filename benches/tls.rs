@@ -24,13 +24,23 @@ fn tls(c: &mut Criterion) {
     let names = [SubjectName::parse("bench.test").expect("name")];
 
     c.bench_function("leaf_mint_p256", |b| {
-        b.iter(|| mint(&authority_ca, black_box(&names), validity, LeafUsage::Server).expect("mint"))
+        b.iter(|| {
+            mint(
+                &authority_ca,
+                black_box(&names),
+                validity,
+                LeafUsage::Server,
+            )
+            .expect("mint")
+        })
     });
 
     let leaf = mint(&authority_ca, &names, validity, LeafUsage::Server).expect("mint");
     let provider = timproxy::tls::crypto_provider();
     c.bench_function("server_config_build", |b| {
-        b.iter(|| build_server_config(black_box(&leaf), &authority_ca, provider.clone()).expect("build"))
+        b.iter(|| {
+            build_server_config(black_box(&leaf), &authority_ca, provider.clone()).expect("build")
+        })
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()

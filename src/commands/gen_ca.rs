@@ -140,11 +140,14 @@ fn run_ca(args: &CaArgs) -> CmdResult {
                     "{} already exists; not overwriting it",
                     path.display()
                 ))
-                .with_hint("pass --force to replace the CA (every leaf signed by it stops being trusted)"));
+                .with_hint(
+                    "pass --force to replace the CA (every leaf signed by it stops being trusted)",
+                ));
             }
         }
     }
-    let generated = ca::generate_ca(&options).map_err(|e| tls_error("cannot generate the CA", e))?;
+    let generated =
+        ca::generate_ca(&options).map_err(|e| tls_error("cannot generate the CA", e))?;
     ensure_dir(&args.out)?;
     ca::write_ca(&cert_path, &key_path, &generated, args.force)
         .map_err(|e| tls_error("cannot write the CA", e))?;
@@ -172,7 +175,9 @@ fn run_ca(args: &CaArgs) -> CmdResult {
             );
             println!("wrote {} (private key, mode 0600)", key_abs.display());
             println!("SHA-256 fingerprint: {}", generated.fingerprint);
-            println!("Homeservers must trust this CA for federation; in Synapse's homeserver.yaml:");
+            println!(
+                "Homeservers must trust this CA for federation; in Synapse's homeserver.yaml:"
+            );
             println!("  {synapse}");
         }
     }

@@ -42,7 +42,9 @@ impl ConnectTarget {
 pub(crate) enum Head {
     Connect(ConnectTarget),
     /// Any other method (plain `GET http://…` forwarding is not offered).
-    Other { method: String },
+    Other {
+        method: String,
+    },
 }
 
 /// Why a head could not be used; each maps to the reference's answer.
@@ -107,8 +109,7 @@ fn interpret(request: &httparse::Request<'_, '_>) -> Result<Head, HeadError> {
 /// Parse an authority-form CONNECT target; the port is mandatory (RFC 9110 §9.3.6).
 pub(crate) fn parse_target(target: &str) -> Result<ConnectTarget, HeadError> {
     let bad = |why: &str| HeadError::Parse(format!(": CONNECT target `{target}` {why}"));
-    let authority =
-        Authority::from_str(target).map_err(|_| bad("is not host:port"))?;
+    let authority = Authority::from_str(target).map_err(|_| bad("is not host:port"))?;
     if authority.as_str().contains('@') {
         return Err(bad("must not carry user information"));
     }
@@ -117,8 +118,8 @@ pub(crate) fn parse_target(target: &str) -> Result<ConnectTarget, HeadError> {
     if host.is_empty() || port == 0 {
         return Err(bad("is not host:port"));
     }
-    let authority = Authority::from_str(&format!("{host}:{port}"))
-        .map_err(|_| bad("is not host:port"))?;
+    let authority =
+        Authority::from_str(&format!("{host}:{port}")).map_err(|_| bad("is not host:port"))?;
     Ok(ConnectTarget {
         host,
         port,
@@ -263,11 +264,26 @@ mod tests {
     #[tokio::test]
     async fn malformed_heads_are_told_apart() {
         for (input, expected) in [
-            (&b"CONNECT  HTTP/1.1\r\n\r\n"[..], "Unable to parse HTTP message"),
-            (b"CONNECT hs2.test HTTP/1.1\r\n\r\n", "Unable to parse HTTP message: CONNECT target `hs2.test` lacks a port"),
-            (b"CONNECT user@h:1 HTTP/1.1\r\n\r\n", "Unable to parse HTTP message: CONNECT target `user@h:1` must not carry user information"),
-            (b"\x16\x03\x01\x00\x00garbage\r\n\r\n", "Unable to parse HTTP message"),
-            (b"CONNECT a:1 HTTP/1.1\r\n", "Unable to parse HTTP message: incomplete request head"),
+            (
+                &b"CONNECT  HTTP/1.1\r\n\r\n"[..],
+                "Unable to parse HTTP message",
+            ),
+            (
+                b"CONNECT hs2.test HTTP/1.1\r\n\r\n",
+                "Unable to parse HTTP message: CONNECT target `hs2.test` lacks a port",
+            ),
+            (
+                b"CONNECT user@h:1 HTTP/1.1\r\n\r\n",
+                "Unable to parse HTTP message: CONNECT target `user@h:1` must not carry user information",
+            ),
+            (
+                b"\x16\x03\x01\x00\x00garbage\r\n\r\n",
+                "Unable to parse HTTP message",
+            ),
+            (
+                b"CONNECT a:1 HTTP/1.1\r\n",
+                "Unable to parse HTTP message: incomplete request head",
+            ),
         ] {
             let err = head_of(input).await.unwrap_err().to_string();
             assert!(err.starts_with(expected), "{input:?}: {err}");
@@ -290,7 +306,10 @@ mod tests {
             input.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "y".repeat(20)).as_bytes());
         }
         let err = head_of(&input).await.unwrap_err().to_string();
-        assert!(err.contains("too large") || err.contains("Unable to parse"), "{err}");
+        assert!(
+            err.contains("too large") || err.contains("Unable to parse"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

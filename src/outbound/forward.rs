@@ -75,16 +75,14 @@ async fn check(
         return Ok(());
     }
     match route {
-        Route::Federation { auth_optional } => {
-            match route::x_matrix_destination(headers) {
-                XMatrix::Destination(destination) => check_destination(state, &destination).await,
-                XMatrix::Absent | XMatrix::NoDestination if *auth_optional => Ok(()),
-                XMatrix::Absent | XMatrix::NoDestination => Err(MatrixError::unauthorized(
-                    "missing X-Matrix authorization header with destination field",
-                    rules::X_MATRIX_MISSING,
-                )),
-            }
-        }
+        Route::Federation { auth_optional } => match route::x_matrix_destination(headers) {
+            XMatrix::Destination(destination) => check_destination(state, &destination).await,
+            XMatrix::Absent | XMatrix::NoDestination if *auth_optional => Ok(()),
+            XMatrix::Absent | XMatrix::NoDestination => Err(MatrixError::unauthorized(
+                "missing X-Matrix authorization header with destination field",
+                rules::X_MATRIX_MISSING,
+            )),
+        },
         Route::Keys => match route::x_matrix_destination(headers) {
             XMatrix::Destination(destination) => check_destination(state, &destination).await,
             XMatrix::Absent | XMatrix::NoDestination => Ok(()),
@@ -171,7 +169,9 @@ async fn forward(
         .authority(tunnel.target.authority.clone())
         .path_and_query(path_and_query)
         .build()
-        .map_err(|e| MatrixError::bad_gateway(format!("cannot build upstream URI: {e}"), rules::UPSTREAM))?;
+        .map_err(|e| {
+            MatrixError::bad_gateway(format!("cannot build upstream URI: {e}"), rules::UPSTREAM)
+        })?;
     parts.version = Version::HTTP_11;
     let started = Instant::now();
     let sent = tokio::time::timeout(

@@ -210,7 +210,9 @@ impl OutboundState {
         }
         let mut rest = target.host.as_str();
         while let Some((_, parent)) = rest.split_once('.') {
-            if parent.contains('.') && matches!(self.federation.lookup(parent), Membership::Member { .. }) {
+            if parent.contains('.')
+                && matches!(self.federation.lookup(parent), Membership::Member { .. })
+            {
                 return Ok(());
             }
             rest = parent;
@@ -255,7 +257,10 @@ impl OutboundState {
 }
 
 fn list_unavailable(reason: &str) -> MatrixError {
-    tracing::warn!(reason, "outbound: no usable federation list, refusing (fail closed)");
+    tracing::warn!(
+        reason,
+        "outbound: no usable federation list, refusing (fail closed)"
+    );
     MatrixError::forbidden(
         "federation list missing or older than max age",
         rules::LIST_UNAVAILABLE,
@@ -263,7 +268,10 @@ fn list_unavailable(reason: &str) -> MatrixError {
 }
 
 fn lower_all(hosts: &[String]) -> Vec<String> {
-    hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect()
+    hosts
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect()
 }
 
 /// An entry matches the CONNECT host, or exactly `host:port` when it names a port.
@@ -314,7 +322,11 @@ fn upstream_roots(extra: &[PathBuf]) -> Result<RootCertStore, OutboundError> {
              federation.trusted_ca_files): every upstream TLS handshake will fail"
         );
     } else {
-        tracing::debug!(system_roots = added, extra_files = extra.len(), "outbound: upstream trust loaded");
+        tracing::debug!(
+            system_roots = added,
+            extra_files = extra.len(),
+            "outbound: upstream trust loaded"
+        );
     }
     Ok(roots)
 }
@@ -416,7 +428,12 @@ async fn open_tunnel(
                 _ => rules::CONNECT_PARSE,
             };
             state.metrics.reject(LISTENER, rule);
-            tracing::info!(listener = LISTENER, rule, status = 400, "request rejected: {error}");
+            tracing::info!(
+                listener = LISTENER,
+                rule,
+                status = 400,
+                "request rejected: {error}"
+            );
             let _ = connect::write_plain_400(&mut stream, &error.to_string()).await;
             return None;
         }
@@ -437,7 +454,9 @@ async fn open_tunnel(
     };
     if let Err(error) = state.check_connect(&target).await {
         state.rejected(&error, "CONNECT", "CONNECT");
-        state.metrics.request(LISTENER, "CONNECT", error.status.as_u16());
+        state
+            .metrics
+            .request(LISTENER, "CONNECT", error.status.as_u16());
         let _ = connect::write_matrix_error(&mut stream, &error).await;
         return None;
     }

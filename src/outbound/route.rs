@@ -180,7 +180,10 @@ mod tests {
                 r#"X-Matrix origin="hs1.test:8448",destination="hs2.test:8449",key="ed25519:a",sig="x""#,
                 "hs2.test:8449",
             ),
-            (r#"x-matrix destination=hs2.test,origin=hs1.test"#, "hs2.test"),
+            (
+                r#"x-matrix destination=hs2.test,origin=hs1.test"#,
+                "hs2.test",
+            ),
             (
                 r#"X-Matrix origin="a,b", destination = "d\"q", key="k""#,
                 r#"d"q"#,

@@ -36,7 +36,9 @@ pub enum DialError {
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
     /// Every address is loopback/private/link-local and those are not allowed.
-    #[error("{host} resolves only to non-public addresses ({addrs}); outbound.allow_private_destinations is false")]
+    #[error(
+        "{host} resolves only to non-public addresses ({addrs}); outbound.allow_private_destinations is false"
+    )]
     Private { host: String, addrs: String },
     #[error("connecting to {host} timed out")]
     Timeout { host: String },
@@ -94,7 +96,11 @@ impl tower_service::Service<Uri> for UpstreamConnector {
     }
 }
 
-async fn dial(tls: &TlsConnector, policy: &DialPolicy, uri: &Uri) -> Result<UpstreamStream, DialError> {
+async fn dial(
+    tls: &TlsConnector,
+    policy: &DialPolicy,
+    uri: &Uri,
+) -> Result<UpstreamStream, DialError> {
     let host = uri.host().ok_or(DialError::BadTarget)?;
     let port = uri.port_u16().ok_or(DialError::BadTarget)?;
     let bare = host
@@ -102,8 +108,7 @@ async fn dial(tls: &TlsConnector, policy: &DialPolicy, uri: &Uri) -> Result<Upst
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
         .to_owned();
-    let server_name =
-        ServerName::try_from(bare.clone()).map_err(|_| DialError::BadTarget)?;
+    let server_name = ServerName::try_from(bare.clone()).map_err(|_| DialError::BadTarget)?;
     let attempt = async {
         let candidates = resolve(policy, &bare, port).await?;
         let allowed: Vec<SocketAddr> = candidates
@@ -330,14 +335,41 @@ mod tests {
     #[test]
     fn only_public_unicast_addresses_are_public() {
         for private in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "0.0.0.0",
-            "100.64.0.1", "255.255.255.255", "224.0.0.1", "::1", "::", "fc00::1", "fd12::1",
-            "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "192.0.0.8", "2001:db8::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "192.0.0.8",
+            "2001:db8::1",
         ] {
-            assert!(!is_public(private.parse().unwrap()), "{private} counted as public");
+            assert!(
+                !is_public(private.parse().unwrap()),
+                "{private} counted as public"
+            );
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2a00:1450::1", "::ffff:8.8.8.8", "100.128.0.1"] {
-            assert!(is_public(public.parse().unwrap()), "{public} counted as private");
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+            "100.128.0.1",
+        ] {
+            assert!(
+                is_public(public.parse().unwrap()),
+                "{public} counted as private"
+            );
         }
     }
 

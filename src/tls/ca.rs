@@ -115,7 +115,8 @@ pub fn generate_ca(opts: &CaOptions) -> Result<GeneratedCa, TlsError> {
     // pathlen 0: this CA signs leaves directly and nothing else.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let (not_before, not_after) = validity_window(Duration::from_secs(u64::from(opts.days) * 86_400))?;
+    let (not_before, not_after) =
+        validity_window(Duration::from_secs(u64::from(opts.days) * 86_400))?;
     params.not_before = not_before;
     params.not_after = not_after;
     params.serial_number = Some(random_serial());
@@ -269,19 +270,17 @@ impl CertificateAuthority {
         cert_name: &str,
         key_name: &str,
     ) -> Result<Self, TlsError> {
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
-            TlsError::Pem {
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| TlsError::Pem {
                 what: cert_name.to_owned(),
                 reason: format!("no PEM certificate found ({e})"),
-            }
-        })?;
+            })?;
         let key = parse_key(key_pem, key_name)?;
-        let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| {
-            TlsError::Pem {
+        let (_, x509) =
+            x509_parser::parse_x509_certificate(&cert_der).map_err(|e| TlsError::Pem {
                 what: cert_name.to_owned(),
                 reason: format!("not an X.509 certificate ({e})"),
-            }
-        })?;
+            })?;
         let not_ca = |reason: &str| TlsError::NotCa {
             what: cert_name.to_owned(),
             reason: reason.to_owned(),
@@ -457,9 +456,16 @@ mod tests {
     fn swapped_files_are_reported_per_file() {
         let a = generate_ca(&CaOptions::default()).unwrap();
         let err = CertificateAuthority::from_pem(&a.key_pem, &a.key_pem).unwrap_err();
-        assert!(err.to_string().starts_with("CA certificate: no PEM certificate"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("CA certificate: no PEM certificate"),
+            "{err}"
+        );
         let err = CertificateAuthority::from_pem(&a.cert_pem, &a.cert_pem).unwrap_err();
-        assert!(err.to_string().starts_with("CA key: no PEM private key"), "{err}");
+        assert!(
+            err.to_string().starts_with("CA key: no PEM private key"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,12 +36,18 @@ impl SubjectName {
         if let Ok(ip) = unbracketed.parse::<IpAddr>() {
             return Ok(SubjectName::Ip(ip));
         }
-        let name = trimmed.strip_suffix('.').unwrap_or(trimmed).to_ascii_lowercase();
+        let name = trimmed
+            .strip_suffix('.')
+            .unwrap_or(trimmed)
+            .to_ascii_lowercase();
         if name.is_empty() || DnsName::try_from(name.as_str()).is_err() {
             return Err(TlsError::InvalidHost(host.to_owned()));
         }
         // DnsName accepts all-numeric names like `1.2.3`, which no certificate should carry.
-        if name.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        if name
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(TlsError::InvalidHost(host.to_owned()));
         }
         Ok(SubjectName::Dns(name))
@@ -119,7 +125,10 @@ pub fn mint(
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, first.as_text());
     params.distinguished_name = dn;
-    params.subject_alt_names = names.iter().map(SubjectName::san).collect::<Result<_, _>>()?;
+    params.subject_alt_names = names
+        .iter()
+        .map(SubjectName::san)
+        .collect::<Result<_, _>>()?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match usage {
@@ -173,12 +182,20 @@ mod tests {
             SubjectName::parse("hs1.test").unwrap(),
             SubjectName::parse("127.0.0.1").unwrap(),
         ];
-        let leaf = mint(&ca, &names, Duration::from_secs(3600), LeafUsage::ServerAndClient)
-            .unwrap();
+        let leaf = mint(
+            &ca,
+            &names,
+            Duration::from_secs(3600),
+            LeafUsage::ServerAndClient,
+        )
+        .unwrap();
         let (_, x509) = x509_parser::parse_x509_certificate(&leaf.cert_der).unwrap();
         let san = x509.subject_alternative_name().unwrap().unwrap().value;
         let rendered: Vec<String> = san.general_names.iter().map(|n| n.to_string()).collect();
-        assert_eq!(rendered, vec!["DNSName(hs1.test)", "IPAddress(7f:00:00:01)"]);
+        assert_eq!(
+            rendered,
+            vec!["DNSName(hs1.test)", "IPAddress(7f:00:00:01)"]
+        );
         let eku = x509.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
         assert!(!x509.basic_constraints().unwrap().unwrap().value.ca);

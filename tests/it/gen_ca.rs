@@ -43,7 +43,10 @@ fn assert_cli_error(output: &Output, code: i32, contains: &str) {
     assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
     let first = stderr.lines().next().unwrap_or_default();
     assert!(first.starts_with("error: "), "{stderr}");
-    assert!(first.contains(contains), "expected `{contains}` in: {stderr}");
+    assert!(
+        first.contains(contains),
+        "expected `{contains}` in: {stderr}"
+    );
     assert!(
         stderr.lines().skip(1).all(|l| l.starts_with("hint: ")),
         "{stderr}"
@@ -65,19 +68,36 @@ fn ca_and_leaf_pass_openssl_verify_with_the_expected_extensions() {
     let ca_crt = ca_dir.join("ca.crt");
     let ca_key = ca_dir.join("ca.key");
     assert!(
-        stdout.contains(&format!("federation_custom_ca_list: [{}]", ca_crt.display())),
+        stdout.contains(&format!(
+            "federation_custom_ca_list: [{}]",
+            ca_crt.display()
+        )),
         "{stdout}"
     );
-    let fingerprint = openssl(&["x509", "-in", ca_crt.to_str().unwrap(), "-noout", "-fingerprint", "-sha256"]);
+    let fingerprint = openssl(&[
+        "x509",
+        "-in",
+        ca_crt.to_str().unwrap(),
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ]);
     let fingerprint = fingerprint.trim().rsplit('=').next().unwrap().to_owned();
-    assert!(stdout.contains(&format!("SHA-256 fingerprint: {fingerprint}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("SHA-256 fingerprint: {fingerprint}")),
+        "{stdout}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
-    assert!(std::fs::read_to_string(&ca_key).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(
+        std::fs::read_to_string(&ca_key)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
     let ca_text = openssl(&["x509", "-in", ca_crt.to_str().unwrap(), "-noout", "-text"]);
     assert!(ca_text.contains("CA:TRUE"), "{ca_text}");
     assert!(ca_text.contains("Certificate Sign, CRL Sign"), "{ca_text}");
@@ -86,18 +106,41 @@ fn ca_and_leaf_pass_openssl_verify_with_the_expected_extensions() {
 
     let output = timproxy(
         &[
-            "gen-ca", "leaf", "--ca", "ca", "--host", "hs1.test", "--host", "localhost", "--ip",
-            "127.0.0.1", "--out", "leaf", "--days", "30",
+            "gen-ca",
+            "leaf",
+            "--ca",
+            "ca",
+            "--host",
+            "hs1.test",
+            "--host",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--out",
+            "leaf",
+            "--days",
+            "30",
         ],
         dir.path(),
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     let leaf_crt = dir.path().join("leaf/leaf.crt");
-    let verified = openssl(&["verify", "-CAfile", ca_crt.to_str().unwrap(), leaf_crt.to_str().unwrap()]);
+    let verified = openssl(&[
+        "verify",
+        "-CAfile",
+        ca_crt.to_str().unwrap(),
+        leaf_crt.to_str().unwrap(),
+    ]);
     assert!(verified.trim().ends_with(": OK"), "{verified}");
     let leaf_text = openssl(&["x509", "-in", leaf_crt.to_str().unwrap(), "-noout", "-text"]);
-    assert!(leaf_text.contains("DNS:hs1.test, DNS:localhost, IP Address:127.0.0.1"), "{leaf_text}");
-    assert!(leaf_text.contains("TLS Web Server Authentication, TLS Web Client Authentication"), "{leaf_text}");
+    assert!(
+        leaf_text.contains("DNS:hs1.test, DNS:localhost, IP Address:127.0.0.1"),
+        "{leaf_text}"
+    );
+    assert!(
+        leaf_text.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+        "{leaf_text}"
+    );
     assert!(leaf_text.contains("CA:FALSE"), "{leaf_text}");
 }
 
@@ -105,7 +148,12 @@ fn ca_and_leaf_pass_openssl_verify_with_the_expected_extensions() {
 async fn rustls_client_accepts_the_leaf_with_the_ca_as_its_only_root() {
     let dir = tempfile::tempdir().unwrap();
     make_ca(dir.path());
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "ca", "--host", "hs1.test", "--out", "ca"], dir.path());
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "ca", "--host", "hs1.test", "--out", "ca",
+        ],
+        dir.path(),
+    );
     assert!(output.status.success(), "{}", text(&output.stderr));
     let read = |name: &str| std::fs::read(dir.path().join("ca").join(name)).unwrap();
     let chain = vec![CertificateDer::from_pem_slice(&read("leaf.crt")).unwrap()];
@@ -117,7 +165,9 @@ async fn rustls_client_accepts_the_leaf_with_the_ca_as_its_only_root() {
         .with_single_cert(chain, key)
         .unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(&read("ca.crt")).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(&read("ca.crt")).unwrap())
+        .unwrap();
     let client = rustls::ClientConfig::builder_with_provider(timproxy::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -143,9 +193,14 @@ async fn rustls_client_accepts_the_leaf_with_the_ca_as_its_only_root() {
         tls.read_to_end(&mut got).await.unwrap();
         got
     };
-    let got = tokio::time::timeout(Duration::from_secs(20), exchange).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .unwrap();
     assert_eq!(got, b"hello");
-    tokio::time::timeout(Duration::from_secs(20), server_task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server_task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[test]
@@ -155,13 +210,27 @@ fn existing_ca_is_kept_without_force_and_replaced_with_it() {
     let before = std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap();
     let output = timproxy(&["gen-ca", "--out", "ca"], dir.path());
     assert_cli_error(&output, 2, "already exists");
-    assert_eq!(std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap(), before);
-    let output = timproxy(&["gen-ca", "--out", "ca", "--force", "--format", "json"], dir.path());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap(),
+        before
+    );
+    let output = timproxy(
+        &["gen-ca", "--out", "ca", "--force", "--format", "json"],
+        dir.path(),
+    );
     assert!(output.status.success(), "{}", text(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["key_type"], "EC P-256");
-    assert_ne!(std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap(), before);
-    assert!(report["synapse_trust"].as_str().unwrap().starts_with("federation_custom_ca_list: [/"));
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap(),
+        before
+    );
+    assert!(
+        report["synapse_trust"]
+            .as_str()
+            .unwrap()
+            .starts_with("federation_custom_ca_list: [/")
+    );
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("ca")).unwrap().collect();
     assert_eq!(leftovers.len(), 2, "no temporary files may remain");
 }
@@ -171,15 +240,32 @@ fn other_key_types_are_generated() {
     let dir = tempfile::tempdir().unwrap();
     for (key_type, marker) in [("p384", "secp384r1"), ("ed25519", "ED25519")] {
         let out = format!("ca-{key_type}");
-        let output = timproxy(&["gen-ca", "--out", &out, "--key-type", key_type], dir.path());
+        let output = timproxy(
+            &["gen-ca", "--out", &out, "--key-type", key_type],
+            dir.path(),
+        );
         assert!(output.status.success(), "{}", text(&output.stderr));
         let crt = dir.path().join(&out).join("ca.crt");
         let text = openssl(&["x509", "-in", crt.to_str().unwrap(), "-noout", "-text"]);
         assert!(text.contains(marker), "{key_type}: {text}");
-        let output = timproxy(&["gen-ca", "leaf", "--ca", &out, "--host", "hs1.test", "--out", &out], dir.path());
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output = timproxy(
+            &[
+                "gen-ca", "leaf", "--ca", &out, "--host", "hs1.test", "--out", &out,
+            ],
+            dir.path(),
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let leaf = dir.path().join(&out).join("leaf.crt");
-        let verified = openssl(&["verify", "-CAfile", crt.to_str().unwrap(), leaf.to_str().unwrap()]);
+        let verified = openssl(&[
+            "verify",
+            "-CAfile",
+            crt.to_str().unwrap(),
+            leaf.to_str().unwrap(),
+        ]);
         assert!(verified.trim().ends_with(": OK"));
     }
 }
@@ -190,13 +276,35 @@ fn bad_leaf_inputs_fail_with_one_error_line_and_write_nothing() {
     make_ca(dir.path());
     let out = dir.path().join("out");
 
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "missing", "--host", "hs1.test", "--out", "out"], dir.path());
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "missing", "--host", "hs1.test", "--out", "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 3, "missing/ca.crt");
 
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "ca", "--host", "bad_host!", "--out", "out"], dir.path());
+    let output = timproxy(
+        &[
+            "gen-ca",
+            "leaf",
+            "--ca",
+            "ca",
+            "--host",
+            "bad_host!",
+            "--out",
+            "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 2, "invalid host name `bad_host!`");
 
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "ca", "--host", "10.0.0.1", "--out", "out"], dir.path());
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "ca", "--host", "10.0.0.1", "--out", "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 2, "use --ip");
 
     // A key file that holds no key.
@@ -204,7 +312,12 @@ fn bad_leaf_inputs_fail_with_one_error_line_and_write_nothing() {
     std::fs::create_dir(&garbage).unwrap();
     std::fs::copy(dir.path().join("ca/ca.crt"), garbage.join("ca.crt")).unwrap();
     std::fs::write(garbage.join("ca.key"), "not a key\n").unwrap();
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "garbage", "--host", "hs1.test", "--out", "out"], dir.path());
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "garbage", "--host", "hs1.test", "--out", "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 2, "no PEM private key");
 
     // A key of a type ring cannot sign with (brainpool), and a SEC1 ("EC PRIVATE KEY") key.
@@ -212,28 +325,72 @@ fn bad_leaf_inputs_fail_with_one_error_line_and_write_nothing() {
     std::fs::create_dir(&wrong).unwrap();
     std::fs::copy(dir.path().join("ca/ca.crt"), wrong.join("ca.crt")).unwrap();
     let key = wrong.join("ca.key");
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:brainpoolP256r1", "-out", key.to_str().unwrap()]);
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "wrong", "--host", "hs1.test", "--out", "out"], dir.path());
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:brainpoolP256r1",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "wrong", "--host", "hs1.test", "--out", "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 2, "unsupported key type");
-    openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key.to_str().unwrap()]);
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "wrong", "--host", "hs1.test", "--out", "out"], dir.path());
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "wrong", "--host", "hs1.test", "--out", "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 2, "not PKCS#8");
 
     // The key of another CA.
     let other = tempfile::tempdir().unwrap();
     make_ca(other.path());
     std::fs::copy(other.path().join("ca/ca.key"), wrong.join("ca.key")).unwrap();
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "wrong", "--host", "hs1.test", "--out", "out"], dir.path());
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "wrong", "--host", "hs1.test", "--out", "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 2, "does not match");
 
     // A leaf certificate is not a CA.
-    timproxy(&["gen-ca", "leaf", "--ca", "ca", "--host", "hs1.test", "--out", "leafdir"], dir.path());
+    timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "ca", "--host", "hs1.test", "--out", "leafdir",
+        ],
+        dir.path(),
+    );
     let notca = dir.path().join("notca");
     std::fs::create_dir(&notca).unwrap();
     std::fs::copy(dir.path().join("leafdir/leaf.crt"), notca.join("ca.crt")).unwrap();
     std::fs::copy(dir.path().join("leafdir/leaf.key"), notca.join("ca.key")).unwrap();
-    let output = timproxy(&["gen-ca", "leaf", "--ca", "notca", "--host", "hs1.test", "--out", "out"], dir.path());
+    let output = timproxy(
+        &[
+            "gen-ca", "leaf", "--ca", "notca", "--host", "hs1.test", "--out", "out",
+        ],
+        dir.path(),
+    );
     assert_cli_error(&output, 2, "not a CA certificate");
 
-    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "nothing may be written");
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing may be written"
+    );
 }

@@ -46,13 +46,25 @@ struct Origin {
 }
 
 async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origin {
-    let names: Vec<SubjectName> = names.iter().map(|n| SubjectName::parse(n).unwrap()).collect();
-    let leaf = mint(origin_ca, &names, Duration::from_secs(3600), LeafUsage::ServerAndClient).unwrap();
+    let names: Vec<SubjectName> = names
+        .iter()
+        .map(|n| SubjectName::parse(n).unwrap())
+        .collect();
+    let leaf = mint(
+        origin_ca,
+        &names,
+        Duration::from_secs(3600),
+        LeafUsage::ServerAndClient,
+    )
+    .unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(timproxy::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![leaf.cert_der.clone(), origin_ca.cert_der().clone()], leaf.key_der())
+        .with_single_cert(
+            vec![leaf.cert_der.clone(), origin_ca.cert_der().clone()],
+            leaf.key_der(),
+        )
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -62,11 +74,15 @@ async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origi
     let counter = hits.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
                 let service = service_fn(move |request: Request<Incoming>| {
                     let counter = counter.clone();
                     async move {
@@ -135,7 +151,11 @@ fn list(domains: &[&str]) -> FederationList {
 
 /// The proxy with `hs1.test`, `hs2.test` federated (plus `extra`), names resolving to
 /// loopback, upstream trust = the origin CA.
-async fn spawn_proxy(origin_ca: &GeneratedCa, extra: &[&str], tweak: impl FnOnce(&mut Config)) -> Proxy {
+async fn spawn_proxy(
+    origin_ca: &GeneratedCa,
+    extra: &[&str],
+    tweak: impl FnOnce(&mut Config),
+) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let origin_ca_file: PathBuf = dir.path().join("origin-ca.crt");
     std::fs::write(&origin_ca_file, &origin_ca.cert_pem).unwrap();
@@ -160,7 +180,9 @@ async fn spawn_proxy(origin_ca: &GeneratedCa, extra: &[&str], tweak: impl FnOnce
         config.outbound.leaf_validity,
         metrics.clone(),
     ));
-    let state = Arc::new(OutboundState::new(&config, federation, authority.clone(), metrics.clone()).unwrap());
+    let state = Arc::new(
+        OutboundState::new(&config, federation, authority.clone(), metrics.clone()).unwrap(),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(outbound::serve(listener, state, Shutdown::never()));
@@ -181,7 +203,10 @@ async fn connect(proxy: SocketAddr, head: &str) -> Result<TcpStream, (u16, Strin
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         let n = stream.read(&mut byte).await.unwrap();
-        assert!(n == 1, "proxy closed before the end of its response head: {buf:?}");
+        assert!(
+            n == 1,
+            "proxy closed before the end of its response head: {buf:?}"
+        );
         buf.push(byte[0]);
     }
     let head = String::from_utf8(buf).unwrap();
@@ -226,13 +251,17 @@ async fn tunnel(proxy: &Proxy, target: &str, sni: &str, alpn: &[&[u8]]) -> Tls {
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn http1(tls: Tls) -> Sender {
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(connection);
     sender
 }
 
 fn x_matrix(destination: &str) -> String {
-    format!(r#"X-Matrix origin="hs1.test:8448",destination="{destination}",key="ed25519:a",sig="c2ln""#)
+    format!(
+        r#"X-Matrix origin="hs1.test:8448",destination="{destination}",key="ed25519:a",sig="c2ln""#
+    )
 }
 
 async fn send(
@@ -243,14 +272,23 @@ async fn send(
     auth: Option<&str>,
     body: Bytes,
 ) -> (StatusCode, serde_json::Value) {
-    let mut builder = Request::builder().method(method).uri(target).header("host", host);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", host);
     if let Some(auth) = auth {
         builder = builder.header("authorization", auth);
     }
-    let response = sender.send_request(builder.body(Full::new(body)).unwrap()).await.unwrap();
+    let response = sender
+        .send_request(builder.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 struct Fixture {
@@ -265,7 +303,11 @@ async fn fixture() -> Fixture {
     })
     .unwrap();
     let authority = CertificateAuthority::from_generated(&origin_ca).unwrap();
-    let origin = spawn_origin(&authority, &["hs2.test", "hs3.test", "matrix.hs2.test", "127.0.0.1"]).await;
+    let origin = spawn_origin(
+        &authority,
+        &["hs2.test", "hs3.test", "matrix.hs2.test", "127.0.0.1"],
+    )
+    .await;
     Fixture { origin_ca, origin }
 }
 
@@ -287,23 +329,58 @@ async fn allowed_destination_is_forwarded_with_body_intact_over_keep_alive() {
         let target = format!("hs2.test:{}", f.origin.port);
         // Synapse: SNI without port, no ALPN.
         let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
-        let body: Bytes = (0..300_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+        let body: Bytes = (0..300_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
         let path = "/_matrix/federation/v1/send/txn%211?x=1";
-        let (status, echo) = send(&mut sender, "PUT", &target, path, Some(&x_matrix(&target)), body.clone()).await;
+        let (status, echo) = send(
+            &mut sender,
+            "PUT",
+            &target,
+            path,
+            Some(&x_matrix(&target)),
+            body.clone(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{echo}");
         assert_eq!(echo["method"], "PUT");
-        assert_eq!(echo["target"], path, "request target must be forwarded byte for byte");
+        assert_eq!(
+            echo["target"], path,
+            "request target must be forwarded byte for byte"
+        );
         assert_eq!(echo["host"], target);
         assert_eq!(echo["authorization"], x_matrix(&target));
         assert_eq!(echo["body_len"], body.len());
         assert_eq!(echo["body_sha256"], hex::encode(Sha256::digest(&body)));
         // Second request in the same tunnel (keep-alive), key discovery without X-Matrix.
-        let (status, echo) = send(&mut sender, "GET", &target, "/_matrix/key/v2/server", None, Bytes::new()).await;
+        let (status, echo) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{echo}");
-        let (status, _) = send(&mut sender, "GET", &target, "/_matrix/federation/v1/version", None, Bytes::new()).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/federation/v1/version",
+            None,
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(f.origin.hits.load(Ordering::SeqCst), 3);
-        assert!(proxy.metrics.encode().contains("timproxy_upstream_seconds_count{listener=\"outbound\"} 3"));
+        assert!(
+            proxy
+                .metrics
+                .encode()
+                .contains("timproxy_upstream_seconds_count{listener=\"outbound\"} 3")
+        );
     })
     .await;
 }
@@ -313,10 +390,10 @@ async fn connect_to_unfederated_host_is_refused_before_tls_with_matrix_json() {
     bounded(async {
         let f = fixture().await;
         let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
-        let (status, head, body) = connect(proxy.addr, &format!("CONNECT hs3.test:{} HTTP/1.0\r\n\r\n", f.origin.port))
-            .await
-            .err()
-            .expect("CONNECT to hs3.test must be refused");
+        let head = format!("CONNECT hs3.test:{} HTTP/1.0\r\n\r\n", f.origin.port);
+        let Err((status, head, body)) = connect(proxy.addr, &head).await else {
+            panic!("CONNECT to hs3.test must be refused");
+        };
         assert_eq!(status, 403);
         assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -335,7 +412,15 @@ async fn delegated_subdomain_of_a_federated_domain_may_be_connected() {
         let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
         let target = format!("matrix.hs2.test:{}", f.origin.port);
         let mut sender = http1(tunnel(&proxy, &target, "matrix.hs2.test", &[]).await).await;
-        let (status, _) = send(&mut sender, "GET", "hs2.test", "/_matrix/federation/v1/query/profile", Some(&x_matrix("hs2.test")), Bytes::new()).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            "hs2.test",
+            "/_matrix/federation/v1/query/profile",
+            Some(&x_matrix("hs2.test")),
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
     })
     .await;
@@ -348,9 +433,20 @@ async fn unfederated_destination_inside_a_tunnel_is_refused_without_upstream_con
         let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
         let target = format!("hs2.test:{}", f.origin.port);
         let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
-        let (status, body) = send(&mut sender, "PUT", &target, "/_matrix/federation/v1/send/t", Some(&x_matrix("hs3.test:8450")), Bytes::from_static(b"{}")).await;
+        let (status, body) = send(
+            &mut sender,
+            "PUT",
+            &target,
+            "/_matrix/federation/v1/send/t",
+            Some(&x_matrix("hs3.test:8450")),
+            Bytes::from_static(b"{}"),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(body, serde_json::json!({"errcode": "M_FORBIDDEN", "error": "not part of federation"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"errcode": "M_FORBIDDEN", "error": "not part of federation"})
+        );
         assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
         assert_eq!(rejections(&proxy.metrics, "A_25534-destination"), 1);
     })
@@ -364,18 +460,58 @@ async fn requests_without_x_matrix_are_allowed_only_where_the_spec_allows() {
         let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
         let target = format!("hs2.test:{}", f.origin.port);
         let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
-        let cases: &[(&str, &str, StatusCode, Option<(&str, &str)>)] = &[
-            ("/_matrix/federation/v1/send/t", "hs2.test", StatusCode::UNAUTHORIZED,
-             Some(("M_UNAUTHORIZED", "missing X-Matrix authorization header with destination field"))),
+        // (path, Host, expected status, expected (errcode, error) when refused)
+        type Case<'a> = (&'a str, &'a str, StatusCode, Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
+            (
+                "/_matrix/federation/v1/send/t",
+                "hs2.test",
+                StatusCode::UNAUTHORIZED,
+                Some((
+                    "M_UNAUTHORIZED",
+                    "missing X-Matrix authorization header with destination field",
+                )),
+            ),
             ("/_matrix/key/v2/server", "hs2.test", StatusCode::OK, None),
-            ("/_matrix/federation/v1/version", "hs2.test", StatusCode::OK, None),
-            ("/.well-known/matrix/server", "hs2.test", StatusCode::OK, None),
-            ("/.well-known/matrix/server", "hs3.test", StatusCode::FORBIDDEN,
-             Some(("M_FORBIDDEN", "hs3.test not part of federation"))),
-            ("/_matrix/media/v3/download/hs2.test/abc", "hs2.test", StatusCode::OK, None),
-            ("/_matrix/media/v3/download/hs3.test%3A8450/abc", "hs2.test", StatusCode::FORBIDDEN,
-             Some(("M_FORBIDDEN", "hs3.test:8450 kann nicht in der Föderation gefunden werden"))),
-            ("/blubs", "hs2.test", StatusCode::NOT_FOUND, Some(("M_UNRECOGNIZED", "Unrecognized request"))),
+            (
+                "/_matrix/federation/v1/version",
+                "hs2.test",
+                StatusCode::OK,
+                None,
+            ),
+            (
+                "/.well-known/matrix/server",
+                "hs2.test",
+                StatusCode::OK,
+                None,
+            ),
+            (
+                "/.well-known/matrix/server",
+                "hs3.test",
+                StatusCode::FORBIDDEN,
+                Some(("M_FORBIDDEN", "hs3.test not part of federation")),
+            ),
+            (
+                "/_matrix/media/v3/download/hs2.test/abc",
+                "hs2.test",
+                StatusCode::OK,
+                None,
+            ),
+            (
+                "/_matrix/media/v3/download/hs3.test%3A8450/abc",
+                "hs2.test",
+                StatusCode::FORBIDDEN,
+                Some((
+                    "M_FORBIDDEN",
+                    "hs3.test:8450 kann nicht in der Föderation gefunden werden",
+                )),
+            ),
+            (
+                "/blubs",
+                "hs2.test",
+                StatusCode::NOT_FOUND,
+                Some(("M_UNRECOGNIZED", "Unrecognized request")),
+            ),
         ];
         let mut forwarded = 0;
         for (path, host, expected, error) in cases {
@@ -398,10 +534,21 @@ async fn requests_without_x_matrix_are_allowed_only_where_the_spec_allows() {
 async fn sso_hosts_pass_any_path() {
     bounded(async {
         let f = fixture().await;
-        let proxy = spawn_proxy(&f.origin_ca, &[], |c| c.outbound.sso_hosts = vec!["hs3.test".to_owned()]).await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.sso_hosts = vec!["hs3.test".to_owned()]
+        })
+        .await;
         let target = format!("hs3.test:{}", f.origin.port);
         let mut sender = http1(tunnel(&proxy, &target, "hs3.test", &[]).await).await;
-        let (status, _) = send(&mut sender, "GET", "hs3.test", "/oidc/authorize", None, Bytes::new()).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            "hs3.test",
+            "/oidc/authorize",
+            None,
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
     })
     .await;
@@ -412,7 +559,13 @@ async fn served_certificate_is_for_the_sni_name_and_chains_to_the_ca() {
     bounded(async {
         let f = fixture().await;
         let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
-        let tls = tunnel(&proxy, &format!("hs2.test:{}", f.origin.port), "hs2.test", &[]).await;
+        let tls = tunnel(
+            &proxy,
+            &format!("hs2.test:{}", f.origin.port),
+            "hs2.test",
+            &[],
+        )
+        .await;
         let chain = tls.get_ref().1.peer_certificates().unwrap().to_vec();
         assert_eq!(chain.len(), 2, "leaf + CA");
         let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
@@ -428,10 +581,21 @@ async fn served_certificate_is_for_the_sni_name_and_chains_to_the_ca() {
 async fn ip_literal_without_sni_gets_an_ip_san() {
     bounded(async {
         let f = fixture().await;
-        let proxy = spawn_proxy(&f.origin_ca, &[], |c| c.outbound.allow_hosts = vec!["127.0.0.1".to_owned()]).await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.allow_hosts = vec!["127.0.0.1".to_owned()]
+        })
+        .await;
         let target = format!("127.0.0.1:{}", f.origin.port);
         let mut sender = http1(tunnel(&proxy, &target, "127.0.0.1", &[]).await).await;
-        let (status, body) = send(&mut sender, "GET", &target, "/_matrix/key/v2/server", None, Bytes::new()).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     })
     .await;
@@ -445,13 +609,16 @@ async fn h2_is_spoken_inside_the_tunnel_when_offered() {
         let target = format!("hs2.test:{}", f.origin.port);
         let tls = tunnel(&proxy, &target, "hs2.test", &[b"h2", b"http/1.1"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
         tokio::spawn(connection);
         let request = Request::builder()
             .method("POST")
-            .uri(format!("https://{target}/_matrix/federation/v1/user/keys/query"))
+            .uri(format!(
+                "https://{target}/_matrix/federation/v1/user/keys/query"
+            ))
             .header("authorization", x_matrix(&target))
             .body(Full::new(Bytes::from_static(b"{\"device_keys\":{}}")))
             .unwrap();
@@ -471,14 +638,22 @@ async fn certificate_cache_stays_bounded_and_counts_every_mint() {
         let f = fixture().await;
         let hosts: Vec<String> = (0..8).map(|i| format!("h{i}.fed.test")).collect();
         let extra: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        let proxy = spawn_proxy(&f.origin_ca, &extra, |c| c.outbound.cert_cache.max_entries = 3).await;
+        let proxy = spawn_proxy(&f.origin_ca, &extra, |c| {
+            c.outbound.cert_cache.max_entries = 3
+        })
+        .await;
         for host in &hosts {
             let tls = tunnel(&proxy, &format!("{host}:443"), host, &[]).await;
             drop(tls);
         }
         assert_eq!(proxy.authority.mints(), 8);
         assert!(proxy.authority.cached_hosts().await <= 3);
-        assert!(proxy.metrics.encode().contains("timproxy_cert_mints_total 8"));
+        assert!(
+            proxy
+                .metrics
+                .encode()
+                .contains("timproxy_cert_mints_total 8")
+        );
     })
     .await;
 }
@@ -507,16 +682,33 @@ async fn concurrent_first_connections_to_one_host_mint_once() {
 async fn unreachable_upstream_is_a_502_inside_the_tunnel() {
     bounded(async {
         let f = fixture().await;
-        let proxy = spawn_proxy(&f.origin_ca, &[], |c| c.outbound.connect_timeout = Duration::from_secs(5)).await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.connect_timeout = Duration::from_secs(5)
+        })
+        .await;
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
         let target = format!("hs2.test:{port}");
         let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
-        let (status, body) = send(&mut sender, "GET", &target, "/_matrix/federation/v1/version", None, Bytes::new()).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/federation/v1/version",
+            None,
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert_eq!(body["errcode"], "M_UNKNOWN");
-        assert!(body["error"].as_str().unwrap().starts_with(&format!("Can't connect to server {target}")), "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("Can't connect to server {target}")),
+            "{body}"
+        );
     })
     .await;
 }
@@ -529,9 +721,20 @@ async fn upstream_with_an_untrusted_certificate_is_a_502() {
         let proxy = spawn_proxy(&other, &[], |_| {}).await;
         let target = format!("hs2.test:{}", f.origin.port);
         let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
-        let (status, body) = send(&mut sender, "GET", &target, "/_matrix/key/v2/server", None, Bytes::new()).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-        assert!(body["error"].as_str().unwrap().contains("TLS handshake"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("TLS handshake"),
+            "{body}"
+        );
         assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
     })
     .await;
@@ -541,12 +744,26 @@ async fn upstream_with_an_untrusted_certificate_is_a_502() {
 async fn private_destination_is_refused_unless_allowed() {
     bounded(async {
         let f = fixture().await;
-        let proxy = spawn_proxy(&f.origin_ca, &[], |c| c.outbound.allow_private_destinations = false).await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.allow_private_destinations = false
+        })
+        .await;
         let target = format!("hs2.test:{}", f.origin.port);
         let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
-        let (status, body) = send(&mut sender, "GET", &target, "/_matrix/key/v2/server", None, Bytes::new()).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-        assert_eq!(rejections(&proxy.metrics, "outbound-private-destination"), 1);
+        assert_eq!(
+            rejections(&proxy.metrics, "outbound-private-destination"),
+            1
+        );
         assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
     })
     .await;
@@ -557,15 +774,21 @@ async fn plain_http_forwarding_is_405_and_malformed_connect_is_400_text() {
     bounded(async {
         let f = fixture().await;
         let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
-        let (status, _, body) = connect(proxy.addr, "GET http://hs2.test/_matrix/key/v2/server HTTP/1.1\r\nHost: hs2.test\r\n\r\n")
-            .await
-            .err()
-            .unwrap();
+        let (status, _, body) = connect(
+            proxy.addr,
+            "GET http://hs2.test/_matrix/key/v2/server HTTP/1.1\r\nHost: hs2.test\r\n\r\n",
+        )
+        .await
+        .err()
+        .unwrap();
         assert_eq!(status, 405);
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["errcode"], "M_UNRECOGNIZED");
         assert!(body["error"].as_str().unwrap().contains("CONNECT"));
-        let (status, head, body) = connect(proxy.addr, "CONNECT hs2.test HTTP/1.1\r\n\r\n").await.err().unwrap();
+        let (status, head, body) = connect(proxy.addr, "CONNECT hs2.test HTTP/1.1\r\n\r\n")
+            .await
+            .err()
+            .unwrap();
         assert_eq!(status, 400);
         assert!(head.contains("text/plain"), "{head}");
         assert!(body.starts_with("Unable to parse HTTP message"), "{body}");
@@ -583,23 +806,43 @@ async fn expired_federation_list_fails_closed_at_connect() {
             time::OffsetDateTime::now_utc() - time::Duration::hours(100),
             false,
             ListSource::File,
-            vec![DomainEntry { domain: "hs2.test".to_owned(), is_insurance: false, telematik_id: None, ik: vec![] }],
+            vec![DomainEntry {
+                domain: "hs2.test".to_owned(),
+                is_insurance: false,
+                telematik_id: None,
+                ik: vec![],
+            }],
         );
         let federation = FederationHandle::with_list(Duration::from_secs(72 * 3600), stale);
         let config = Config::default();
-        let ca = CertificateAuthority::from_generated(&generate_ca(&CaOptions::default()).unwrap()).unwrap();
+        let ca = CertificateAuthority::from_generated(&generate_ca(&CaOptions::default()).unwrap())
+            .unwrap();
         let metrics = Metrics::new();
-        let authority = Arc::new(Authority::new(ca, &config.outbound.cert_cache, config.outbound.leaf_validity, metrics.clone()));
+        let authority = Arc::new(Authority::new(
+            ca,
+            &config.outbound.cert_cache,
+            config.outbound.leaf_validity,
+            metrics.clone(),
+        ));
         let state = Arc::new(OutboundState::new(&config, federation, authority, metrics).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(outbound::serve(listener, state, Shutdown::never()));
-        let (status, _, body) = connect(addr, &format!("CONNECT hs2.test:{} HTTP/1.1\r\nHost: hs2.test\r\n\r\n", f.origin.port))
-            .await
-            .err()
-            .unwrap();
+        let (status, _, body) = connect(
+            addr,
+            &format!(
+                "CONNECT hs2.test:{} HTTP/1.1\r\nHost: hs2.test\r\n\r\n",
+                f.origin.port
+            ),
+        )
+        .await
+        .err()
+        .unwrap();
         assert_eq!(status, 403);
-        assert!(body.contains("federation list missing or older than max age"), "{body}");
+        assert!(
+            body.contains("federation list missing or older than max age"),
+            "{body}"
+        );
     })
     .await;
 }
@@ -609,20 +852,35 @@ async fn shutdown_stops_accepting_and_serve_returns() {
     bounded(async {
         let f = fixture().await;
         let config = Config::default();
-        let federation = FederationHandle::with_list(Duration::from_secs(3600), list(&["hs2.test"]));
-        let ca = CertificateAuthority::from_generated(&generate_ca(&CaOptions::default()).unwrap()).unwrap();
+        let federation =
+            FederationHandle::with_list(Duration::from_secs(3600), list(&["hs2.test"]));
+        let ca = CertificateAuthority::from_generated(&generate_ca(&CaOptions::default()).unwrap())
+            .unwrap();
         let metrics = Metrics::new();
-        let authority = Arc::new(Authority::new(ca, &config.outbound.cert_cache, config.outbound.leaf_validity, metrics.clone()));
+        let authority = Arc::new(Authority::new(
+            ca,
+            &config.outbound.cert_cache,
+            config.outbound.leaf_validity,
+            metrics.clone(),
+        ));
         let state = Arc::new(OutboundState::new(&config, federation, authority, metrics).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (trigger, shutdown) = timproxy::shutdown::channel();
         let server = tokio::spawn(outbound::serve(listener, state, shutdown));
         // An open tunnel must not keep serve() alive past the drain.
-        let _open = connect(addr, &format!("CONNECT hs2.test:{} HTTP/1.0\r\n\r\n", f.origin.port)).await.unwrap();
+        let _open = connect(
+            addr,
+            &format!("CONNECT hs2.test:{} HTTP/1.0\r\n\r\n", f.origin.port),
+        )
+        .await
+        .unwrap();
         trigger.trigger();
         server.await.unwrap().unwrap();
-        assert!(TcpStream::connect(addr).await.is_err(), "listener must be closed");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener must be closed"
+        );
     })
     .await;
 }
