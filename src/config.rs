@@ -8,8 +8,8 @@
 //! `TIMPROXY_OUTBOUND__CA__CERT_FILE=/etc/timproxy/ca.crt`. The value is read as a YAML scalar
 //! or flow value, so `TIMPROXY_FEDERATION__TRUST_ANCHORS='[a.pem, b.pem]'` sets a list.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -150,6 +150,16 @@ pub struct OutboundConfig {
     pub request_timeout: Duration,
     /// Idle pooled upstream connections kept per host.
     pub max_idle_per_host: usize,
+    /// Time allowed for the CONNECT head plus the TLS handshake of a new tunnel
+    /// (slow-loris protection; an idle homeserver connection never gets this far).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// On shutdown, how long open tunnels may finish in-flight requests before they are cut.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Static host → IP address overrides used instead of DNS for upstream connections (like
+    /// `curl --resolve`); the private-address policy still applies to them.
+    pub resolve: BTreeMap<String, IpAddr>,
 }
 
 impl Default for OutboundConfig {
@@ -170,6 +180,9 @@ impl Default for OutboundConfig {
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(120),
             max_idle_per_host: 32,
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            resolve: BTreeMap::new(),
         }
     }
 }

@@ -4,7 +4,10 @@
 mod cleanup;
 mod compose;
 mod federation;
+mod gen_ca;
+mod inbound;
 mod info_api;
+mod outbound;
 mod rawdata;
 mod serve;
 mod store;

@@ -1,0 +1,288 @@
+//! One request inside a tunnel: check its destination (TIM-PROXY §5, with the §12.6 fixes),
+//! then relay it to the CONNECT target over the pooled upstream client, streaming both bodies.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
+};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use super::connect::ConnectTarget;
+use super::route::{self, Route, XMatrix};
+use super::upstream::DialError;
+use super::{LISTENER, OutboundState, error_response, rules};
+use crate::error::MatrixError;
+use crate::metrics::ListenerLabels;
+
+/// Response bodies: the upstream body streamed through, or the proxy's own error JSON.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyResponse = Response<ProxyBody>;
+
+/// What every request in one tunnel shares.
+#[derive(Debug)]
+pub struct Tunnel {
+    target: ConnectTarget,
+}
+
+impl Tunnel {
+    pub(crate) fn new(target: ConnectTarget) -> Self {
+        Self { target }
+    }
+}
+
+/// Check, forward, count. Never fails: refusals and upstream failures become Matrix JSON.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    tunnel: &Tunnel,
+    state: &OutboundState,
+) -> ProxyResponse {
+    let route = route::classify(request.uri().path());
+    let label = route.label();
+    let method = request.method().clone();
+    // Only the head (Sync) is borrowed across the checks, never the streaming body.
+    let outcome = match check(request.headers(), request.uri(), &route, tunnel, state).await {
+        Ok(()) => forward(request, tunnel, state).await,
+        Err(error) => Err(error),
+    };
+    let response = match outcome {
+        Ok(response) => response,
+        Err(error) => {
+            state.rejected(&error, method.as_str(), label);
+            error_response(&error)
+        }
+    };
+    state
+        .metrics
+        .request(LISTENER, label, response.status().as_u16());
+    response
+}
+
+/// The destination rules. SSO hosts and `enforce: false` skip them.
+async fn check(
+    headers: &HeaderMap,
+    uri: &Uri,
+    route: &Route,
+    tunnel: &Tunnel,
+    state: &OutboundState,
+) -> Result<(), MatrixError> {
+    if !state.enforce() || state.is_sso_host(&tunnel.target) {
+        return Ok(());
+    }
+    match route {
+        Route::Federation { auth_optional } => match route::x_matrix_destination(headers) {
+            XMatrix::Destination(destination) => check_destination(state, &destination).await,
+            XMatrix::Absent | XMatrix::NoDestination if *auth_optional => Ok(()),
+            XMatrix::Absent | XMatrix::NoDestination => Err(MatrixError::unauthorized(
+                "missing X-Matrix authorization header with destination field",
+                rules::X_MATRIX_MISSING,
+            )),
+        },
+        Route::Keys => match route::x_matrix_destination(headers) {
+            XMatrix::Destination(destination) => check_destination(state, &destination).await,
+            XMatrix::Absent | XMatrix::NoDestination => Ok(()),
+        },
+        Route::WellKnownServer => {
+            let host = request_host(headers, uri, tunnel);
+            if state.server_allowed(&host).await? {
+                Ok(())
+            } else {
+                Err(MatrixError::forbidden(
+                    format!("{host} not part of federation"),
+                    rules::WELL_KNOWN_HOST,
+                ))
+            }
+        }
+        Route::Media { server_name } => {
+            if state.server_allowed(server_name).await? {
+                Ok(())
+            } else {
+                Err(MatrixError::forbidden(
+                    format!("{server_name} kann nicht in der Föderation gefunden werden"),
+                    rules::MEDIA_SERVER_NAME,
+                ))
+            }
+        }
+        Route::Push | Route::Recaptcha => Ok(()),
+        Route::Unknown => Err(MatrixError::new(
+            StatusCode::NOT_FOUND,
+            "M_UNRECOGNIZED",
+            "Unrecognized request",
+            rules::UNKNOWN_PATH,
+        )),
+    }
+}
+
+async fn check_destination(state: &OutboundState, destination: &str) -> Result<(), MatrixError> {
+    if state.server_allowed(destination).await? {
+        Ok(())
+    } else {
+        Err(MatrixError::forbidden(
+            "not part of federation",
+            rules::DESTINATION_NOT_FEDERATED,
+        ))
+    }
+}
+
+/// The host the request addresses: `Host` (HTTP/1.1), `:authority` (h2), else the CONNECT
+/// host.
+fn request_host(headers: &HeaderMap, uri: &Uri, tunnel: &Tunnel) -> String {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_else(|| tunnel.target.host.clone())
+}
+
+async fn forward(
+    request: Request<Incoming>,
+    tunnel: &Tunnel,
+    state: &OutboundState,
+) -> Result<ProxyResponse, MatrixError> {
+    let (mut parts, body) = request.into_parts();
+    // The homeserver's Host (its idea of the server name) is kept; h2 carries it as
+    // :authority, which becomes Host for an HTTP/1.1 upstream.
+    let host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(host) = host {
+        parts.headers.insert(HOST, host);
+    }
+    // The request target is kept byte for byte: X-Matrix signatures cover the raw URI.
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme(Scheme::HTTPS)
+        .authority(tunnel.target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| {
+            MatrixError::bad_gateway(format!("cannot build upstream URI: {e}"), rules::UPSTREAM)
+        })?;
+    parts.version = Version::HTTP_11;
+    let started = Instant::now();
+    let sent = tokio::time::timeout(
+        state.request_timeout,
+        state.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    state
+        .metrics
+        .upstream_seconds
+        .get_or_create(&ListenerLabels { listener: LISTENER })
+        .observe(started.elapsed().as_secs_f64());
+    let authority = tunnel.target.authority.as_str();
+    match sent {
+        Err(_) => Err(MatrixError::gateway_timeout(
+            format!(
+                "{authority} did not answer within {}s",
+                state.request_timeout.as_secs()
+            ),
+            rules::UPSTREAM_TIMEOUT,
+        )),
+        Ok(Err(error)) => Err(upstream_error(&error, authority)),
+        Ok(Ok(mut response)) => {
+            strip_hop_by_hop(response.headers_mut());
+            Ok(response.map(Either::Left))
+        }
+    }
+}
+
+/// Map a client failure: refused private destinations are a policy answer (403); connect and
+/// TLS failures are the 502 the homeserver treats as "can't connect".
+fn upstream_error(error: &hyper_util::client::legacy::Error, authority: &str) -> MatrixError {
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if let Some(dial) = inner.downcast_ref::<DialError>() {
+            return match dial {
+                DialError::Private { .. } => {
+                    MatrixError::forbidden(dial.to_string(), rules::PRIVATE_DESTINATION)
+                }
+                _ => MatrixError::bad_gateway(
+                    format!("Can't connect to server {authority}: {dial}"),
+                    rules::UPSTREAM_CONNECT,
+                ),
+            };
+        }
+        source = inner.source();
+    }
+    if error.is_connect() {
+        MatrixError::bad_gateway(
+            format!("Can't connect to server {authority}: {error}"),
+            rules::UPSTREAM_CONNECT,
+        )
+    } else {
+        MatrixError::bad_gateway(
+            format!("request to {authority} failed: {error}"),
+            rules::UPSTREAM,
+        )
+    }
+}
+
+/// Remove connection-scoped headers (RFC 9110 §7.6.1), including those named in
+/// `Connection`; they describe one hop, not the end-to-end message.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_end_to_end_kept() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("proxy-authorization", "Basic abc"),
+            ("transfer-encoding", "chunked"),
+            ("authorization", "X-Matrix origin=a"),
+            ("content-length", "12"),
+        ] {
+            headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["authorization", "content-length"]);
+    }
+}

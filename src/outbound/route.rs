@@ -1,0 +1,256 @@
+//! What a request inside a tunnel is, as far as the destination checks care (TIM-PROXY §5):
+//! pure functions over the path and headers, so every case is unit-tested without sockets.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use percent_encoding::percent_decode_str;
+
+/// The kinds of outbound requests the proxy distinguishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `/_matrix/federation/…`: the X-Matrix `destination` must be federated. A few
+    /// endpoints are spoken without X-Matrix (`auth_optional`): server version discovery and
+    /// OpenID userinfo (authenticated by its `access_token` query instead).
+    Federation { auth_optional: bool },
+    /// `/_matrix/key/…`: key discovery, signed by nobody; the CONNECT host decides.
+    Keys,
+    /// `/.well-known/matrix/server`: the Host being asked must be federated.
+    WellKnownServer,
+    /// Unauthenticated media with a `{serverName}` path parameter, which must be federated
+    /// (A_26328, outbound too).
+    Media { server_name: String },
+    /// `/_matrix/push/…` to a push gateway (REF forwards it unchecked).
+    Push,
+    /// reCAPTCHA verification during registration (REF forwards it unchecked).
+    Recaptcha,
+    /// Anything else: only for SSO hosts.
+    Unknown,
+}
+
+impl Route {
+    /// Bounded label for metrics and logs (never the raw path, which carries IDs).
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Route::Federation { .. } => "/_matrix/federation",
+            Route::Keys => "/_matrix/key",
+            Route::WellKnownServer => "/.well-known/matrix/server",
+            Route::Media { .. } => "/_matrix/media/{serverName}",
+            Route::Push => "/_matrix/push",
+            Route::Recaptcha => "/recaptcha/api/siteverify",
+            Route::Unknown => "other",
+        }
+    }
+}
+
+/// Classify a request path (without query).
+pub(crate) fn classify(path: &str) -> Route {
+    if let Some(rest) = path.strip_prefix("/_matrix/federation/") {
+        let auth_optional = matches!(rest, "v1/version" | "v1/openid/userinfo");
+        return Route::Federation { auth_optional };
+    }
+    if path.starts_with("/_matrix/key/") {
+        return Route::Keys;
+    }
+    if path == "/.well-known/matrix/server" {
+        return Route::WellKnownServer;
+    }
+    if let Some(server_name) = media_server_name(path) {
+        return Route::Media { server_name };
+    }
+    if path.starts_with("/_matrix/push/") {
+        return Route::Push;
+    }
+    if path == "/recaptcha/api/siteverify" {
+        return Route::Recaptcha;
+    }
+    Route::Unknown
+}
+
+/// `{serverName}` of `/_matrix/media/{v1,v3,r0}/{download,thumbnail}/{serverName}/…` and
+/// `/_matrix/client/v1/media/{download,thumbnail}/{serverName}/…`, percent-decoded.
+fn media_server_name(path: &str) -> Option<String> {
+    let rest = path
+        .strip_prefix("/_matrix/media/v3/")
+        .or_else(|| path.strip_prefix("/_matrix/media/r0/"))
+        .or_else(|| path.strip_prefix("/_matrix/media/v1/"))
+        .or_else(|| path.strip_prefix("/_matrix/client/v1/media/"))?;
+    let rest = rest
+        .strip_prefix("download/")
+        .or_else(|| rest.strip_prefix("thumbnail/"))?;
+    let raw = rest.split('/').next().filter(|s| !s.is_empty())?;
+    Some(percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+/// What the `Authorization` header says about the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum XMatrix {
+    /// No `Authorization: X-Matrix …` header.
+    Absent,
+    /// An X-Matrix header without a `destination` parameter.
+    NoDestination,
+    Destination(String),
+}
+
+/// Read the `destination` parameter of an `X-Matrix` Authorization header (scheme
+/// case-insensitive, parameters in any order, values quoted or bare). When several
+/// Authorization headers are present, the first X-Matrix one counts.
+pub(crate) fn x_matrix_destination(headers: &HeaderMap) -> XMatrix {
+    for value in headers.get_all(AUTHORIZATION) {
+        let Ok(text) = value.to_str() else { continue };
+        let text = text.trim_start();
+        let Some((scheme, params)) = text.split_once(char::is_whitespace) else {
+            if text.eq_ignore_ascii_case("x-matrix") {
+                return XMatrix::NoDestination;
+            }
+            continue;
+        };
+        if !scheme.eq_ignore_ascii_case("x-matrix") {
+            continue;
+        }
+        return match param(params, "destination") {
+            Some(dest) if !dest.is_empty() => XMatrix::Destination(dest),
+            _ => XMatrix::NoDestination,
+        };
+    }
+    XMatrix::Absent
+}
+
+/// Value of parameter `name` in `k1=v1,k2="v2",…` (quoted values may contain commas and
+/// backslash escapes).
+fn param(params: &str, name: &str) -> Option<String> {
+    let mut rest = params;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, next)) = chars.next() {
+                            out.push(next);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            let end = end?;
+            value = out;
+            rest = &quoted[end + 1..];
+        } else {
+            let stop = rest.find(',').unwrap_or(rest.len());
+            value = rest[..stop].trim().to_owned();
+            rest = &rest[stop..];
+        }
+        if key.eq_ignore_ascii_case(name) {
+            return Some(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(auth: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for a in auth {
+            map.append(AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn destination_is_read_in_any_order_quoted_or_bare() {
+        let cases = [
+            (
+                r#"X-Matrix origin="hs1.test:8448",destination="hs2.test:8449",key="ed25519:a",sig="x""#,
+                "hs2.test:8449",
+            ),
+            (
+                r#"x-matrix destination=hs2.test,origin=hs1.test"#,
+                "hs2.test",
+            ),
+            (
+                r#"X-Matrix origin="a,b", destination = "d\"q", key="k""#,
+                r#"d"q"#,
+            ),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                x_matrix_destination(&headers(&[header])),
+                XMatrix::Destination(expected.to_owned()),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_header_or_parameter_is_distinguished() {
+        assert_eq!(x_matrix_destination(&headers(&[])), XMatrix::Absent);
+        assert_eq!(
+            x_matrix_destination(&headers(&["Bearer abc"])),
+            XMatrix::Absent
+        );
+        assert_eq!(
+            x_matrix_destination(&headers(&[r#"X-Matrix origin="hs1.test",key="k",sig="s""#])),
+            XMatrix::NoDestination
+        );
+        assert_eq!(
+            x_matrix_destination(&headers(&[r#"X-Matrix destination="unterminated"#])),
+            XMatrix::NoDestination
+        );
+        assert_eq!(
+            x_matrix_destination(&headers(&["Bearer a", r#"X-Matrix destination="d""#])),
+            XMatrix::Destination("d".to_owned())
+        );
+    }
+
+    #[test]
+    fn paths_are_classified() {
+        let fed = |auth_optional| Route::Federation { auth_optional };
+        let cases = [
+            ("/_matrix/federation/v1/send/123", fed(false)),
+            ("/_matrix/federation/v2/invite/!r:a/$e", fed(false)),
+            ("/_matrix/federation/v1/media/download/abc", fed(false)),
+            ("/_matrix/federation/v1/version", fed(true)),
+            ("/_matrix/federation/v1/openid/userinfo", fed(true)),
+            ("/_matrix/key/v2/server", Route::Keys),
+            ("/_matrix/key/v2/query/hs1.test", Route::Keys),
+            ("/.well-known/matrix/server", Route::WellKnownServer),
+            (
+                "/_matrix/media/v3/download/hs1.test%3A8448/abc",
+                Route::Media {
+                    server_name: "hs1.test:8448".to_owned(),
+                },
+            ),
+            (
+                "/_matrix/client/v1/media/thumbnail/hs2.test/abc",
+                Route::Media {
+                    server_name: "hs2.test".to_owned(),
+                },
+            ),
+            ("/_matrix/media/v3/upload", Route::Unknown),
+            ("/_matrix/push/v1/notify", Route::Push),
+            ("/recaptcha/api/siteverify", Route::Recaptcha),
+            ("/blubs", Route::Unknown),
+            ("/_matrix/federationx", Route::Unknown),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(classify(path), expected, "{path}");
+        }
+    }
+}

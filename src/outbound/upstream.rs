@@ -1,0 +1,398 @@
+//! Upstream connections: a connector for the pooled hyper client that dials exactly the
+//! CONNECT target (the homeserver already resolved delegation), refuses private addresses
+//! unless allowed (no SSRF through the proxy), and verifies the remote's TLS certificate.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Why no upstream connection could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("upstream URI has no host or port")]
+    BadTarget,
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    /// Every address is loopback/private/link-local and those are not allowed.
+    #[error(
+        "{host} resolves only to non-public addresses ({addrs}); outbound.allow_private_destinations is false"
+    )]
+    Private { host: String, addrs: String },
+    #[error("connecting to {host} timed out")]
+    Timeout { host: String },
+    #[error("cannot connect to {host}: {source}")]
+    Connect {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Dial settings shared by all clones of the connector.
+#[derive(Debug)]
+pub(crate) struct DialPolicy {
+    pub allow_private: bool,
+    pub resolve: BTreeMap<String, IpAddr>,
+    pub connect_timeout: Duration,
+}
+
+/// The connector handed to the hyper-util client; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct UpstreamConnector {
+    tls: TlsConnector,
+    policy: Arc<DialPolicy>,
+}
+
+impl UpstreamConnector {
+    pub(crate) fn new(tls: Arc<ClientConfig>, policy: DialPolicy) -> Self {
+        Self {
+            tls: TlsConnector::from(tls),
+            policy: Arc::new(policy),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = UpstreamStream;
+    type Error = DialError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamStream, DialError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        let policy = self.policy.clone();
+        Box::pin(async move { dial(&tls, &policy, &uri).await })
+    }
+}
+
+async fn dial(
+    tls: &TlsConnector,
+    policy: &DialPolicy,
+    uri: &Uri,
+) -> Result<UpstreamStream, DialError> {
+    let host = uri.host().ok_or(DialError::BadTarget)?;
+    let port = uri.port_u16().ok_or(DialError::BadTarget)?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let server_name = ServerName::try_from(bare.clone()).map_err(|_| DialError::BadTarget)?;
+    let attempt = async {
+        let candidates = resolve(policy, &bare, port).await?;
+        let allowed: Vec<SocketAddr> = candidates
+            .iter()
+            .copied()
+            .filter(|a| policy.allow_private || is_public(a.ip()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(DialError::Private {
+                host: bare.clone(),
+                addrs: candidates
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let mut last_error = None;
+        let mut tcp = None;
+        for addr in allowed {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    tcp = Some(stream);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let tcp = match tcp {
+            Some(tcp) => tcp,
+            None => {
+                return Err(DialError::Connect {
+                    host: bare.clone(),
+                    source: last_error
+                        .unwrap_or_else(|| io::Error::other("no address could be tried")),
+                });
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tls.connect(server_name, tcp)
+            .await
+            .map_err(|source| DialError::Tls {
+                host: bare.clone(),
+                source,
+            })
+    };
+    let stream = tokio::time::timeout(policy.connect_timeout, attempt)
+        .await
+        .map_err(|_| DialError::Timeout { host: bare.clone() })??;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    Ok(UpstreamStream {
+        io: TokioIo::new(stream),
+        h2,
+    })
+}
+
+async fn resolve(policy: &DialPolicy, host: &str, port: u16) -> Result<Vec<SocketAddr>, DialError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if let Some(ip) = policy.resolve.get(host) {
+        return Ok(vec![SocketAddr::new(*ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| DialError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(DialError::NoAddress {
+            host: host.to_owned(),
+        });
+    }
+    Ok(addrs)
+}
+
+/// Whether `ip` is a public unicast address. Loopback, private (RFC 1918, ULA), link-local,
+/// shared (CGNAT), unspecified, broadcast, multicast and documentation ranges are not, and
+/// neither are IPv4-mapped IPv6 forms of them.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// A TLS connection to the remote homeserver, as the hyper client sees it.
+pub(crate) struct UpstreamStream {
+    io: TokioIo<TlsStream<TcpStream>>,
+    h2: bool,
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Accepts any upstream certificate but still checks handshake signatures, so the session is
+/// at least bound to the presented key. Only for `outbound.danger_accept_invalid_upstream_certs`.
+#[derive(Debug)]
+pub(crate) struct AcceptAnyCertificate(pub Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_unicast_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "192.0.0.8",
+            "2001:db8::1",
+        ] {
+            assert!(
+                !is_public(private.parse().unwrap()),
+                "{private} counted as public"
+            );
+        }
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+            "100.128.0.1",
+        ] {
+            assert!(
+                is_public(public.parse().unwrap()),
+                "{public} counted as private"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn private_destination_is_refused_before_connecting() {
+        let config = ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let mut connector = UpstreamConnector::new(
+            Arc::new(config),
+            DialPolicy {
+                allow_private: false,
+                resolve: BTreeMap::from([("hs2.test".to_owned(), "127.0.0.1".parse().unwrap())]),
+                connect_timeout: Duration::from_secs(5),
+            },
+        );
+        let uri: Uri = "https://hs2.test:8449/".parse().unwrap();
+        let err = tower_service::Service::call(&mut connector, uri)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, DialError::Private { .. }), "{err}");
+    }
+}

@@ -1,0 +1,886 @@
+//! The outbound forward proxy over real sockets: a homeserver-like client (hyper + rustls
+//! trusting only the interception CA) sends CONNECT through `outbound::serve` to a fake TLS
+//! federation server whose certificate comes from a separate "origin" CA.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use timproxy::config::Config;
+use timproxy::federation::{DomainEntry, FederationHandle, FederationList, ListSource};
+use timproxy::metrics::Metrics;
+use timproxy::outbound::{self, OutboundState};
+use timproxy::shutdown::Shutdown;
+use timproxy::tls::ca::{CaOptions, CertificateAuthority, generate_ca};
+use timproxy::tls::leaf::{LeafUsage, SubjectName, mint};
+use timproxy::tls::{Authority, GeneratedCa};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn bounded<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(LIMIT, future)
+        .await
+        .expect("test step exceeded its time bound")
+}
+
+/// A fake remote homeserver: TLS (http/1.1 only, like Synapse) with an origin-CA leaf for the
+/// given names; echoes what it received as JSON.
+struct Origin {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origin {
+    let names: Vec<SubjectName> = names
+        .iter()
+        .map(|n| SubjectName::parse(n).unwrap())
+        .collect();
+    let leaf = mint(
+        origin_ca,
+        &names,
+        Duration::from_secs(3600),
+        LeafUsage::ServerAndClient,
+    )
+    .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(timproxy::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.cert_der.clone(), origin_ca.cert_der().clone()],
+            leaf.key_der(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let header = |name: &str| {
+                            request
+                                .headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let method = request.method().to_string();
+                        let target = request.uri().to_string();
+                        let host = header("host");
+                        let authorization = header("authorization");
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let echo = serde_json::json!({
+                            "method": method,
+                            "target": target,
+                            "host": host,
+                            "authorization": authorization,
+                            "body_len": body.len(),
+                            "body_sha256": hex::encode(Sha256::digest(&body)),
+                        });
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .header("connection", "keep-alive")
+                                .body(Full::new(Bytes::from(echo.to_string())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Origin { port, hits }
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    authority: Arc<Authority>,
+    metrics: Arc<Metrics>,
+    ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+fn list(domains: &[&str]) -> FederationList {
+    FederationList::new(
+        1,
+        time::OffsetDateTime::now_utc(),
+        false,
+        ListSource::File,
+        domains.iter().map(|d| DomainEntry {
+            domain: (*d).to_owned(),
+            is_insurance: false,
+            telematik_id: None,
+            ik: Vec::new(),
+        }),
+    )
+}
+
+/// The proxy with `hs1.test`, `hs2.test` federated (plus `extra`), names resolving to
+/// loopback, upstream trust = the origin CA.
+async fn spawn_proxy(
+    origin_ca: &GeneratedCa,
+    extra: &[&str],
+    tweak: impl FnOnce(&mut Config),
+) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_ca_file: PathBuf = dir.path().join("origin-ca.crt");
+    std::fs::write(&origin_ca_file, &origin_ca.cert_pem).unwrap();
+    let mut config = Config::default();
+    config.outbound.allow_private_destinations = true;
+    config.federation.trusted_ca_files = vec![origin_ca_file];
+    let loopback = "127.0.0.1".parse().unwrap();
+    config.outbound.resolve = ["hs1.test", "hs2.test", "hs3.test", "matrix.hs2.test"]
+        .into_iter()
+        .map(|h| (h.to_owned(), loopback))
+        .collect::<BTreeMap<_, _>>();
+    tweak(&mut config);
+    let mut domains = vec!["hs1.test", "hs2.test"];
+    domains.extend_from_slice(extra);
+    let federation = FederationHandle::with_list(Duration::from_secs(3600), list(&domains));
+    let generated = generate_ca(&CaOptions::default()).unwrap();
+    let ca = CertificateAuthority::from_generated(&generated).unwrap();
+    let metrics = Metrics::new();
+    let authority = Arc::new(Authority::new(
+        ca,
+        &config.outbound.cert_cache,
+        config.outbound.leaf_validity,
+        metrics.clone(),
+    ));
+    let state = Arc::new(
+        OutboundState::new(&config, federation, authority.clone(), metrics.clone()).unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(outbound::serve(listener, state, Shutdown::never()));
+    Proxy {
+        addr,
+        authority,
+        metrics,
+        ca_pem: generated.cert_pem,
+        _dir: dir,
+    }
+}
+
+/// Send a proxy request head; `Ok` = 200 and the socket to tunnel over, `Err` = status + body.
+async fn connect(proxy: SocketAddr, head: &str) -> Result<TcpStream, (u16, String, String)> {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.unwrap();
+        assert!(
+            n == 1,
+            "proxy closed before the end of its response head: {buf:?}"
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    if status == 200 {
+        return Ok(stream);
+    }
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    Err((status, head, body))
+}
+
+fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(timproxy::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// CONNECT (HTTP/1.0, no Host, like Synapse) + TLS with `sni`, trusting only the proxy CA.
+async fn tunnel(proxy: &Proxy, target: &str, sni: &str, alpn: &[&[u8]]) -> Tls {
+    let stream = connect(proxy.addr, &format!("CONNECT {target} HTTP/1.0\r\n\r\n"))
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT {target} refused: {e:?}"));
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    TlsConnector::from(client_config(&proxy.ca_pem, alpn))
+        .connect(name, stream)
+        .await
+        .unwrap()
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn http1(tls: Tls) -> Sender {
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn x_matrix(destination: &str) -> String {
+    format!(
+        r#"X-Matrix origin="hs1.test:8448",destination="{destination}",key="ed25519:a",sig="c2ln""#
+    )
+}
+
+async fn send(
+    sender: &mut Sender,
+    method: &str,
+    host: &str,
+    target: &str,
+    auth: Option<&str>,
+    body: Bytes,
+) -> (StatusCode, serde_json::Value) {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", host);
+    if let Some(auth) = auth {
+        builder = builder.header("authorization", auth);
+    }
+    let response = sender
+        .send_request(builder.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+struct Fixture {
+    origin_ca: GeneratedCa,
+    origin: Origin,
+}
+
+async fn fixture() -> Fixture {
+    let origin_ca = generate_ca(&CaOptions {
+        common_name: "origin CA".to_owned(),
+        ..CaOptions::default()
+    })
+    .unwrap();
+    let authority = CertificateAuthority::from_generated(&origin_ca).unwrap();
+    let origin = spawn_origin(
+        &authority,
+        &["hs2.test", "hs3.test", "matrix.hs2.test", "127.0.0.1"],
+    )
+    .await;
+    Fixture { origin_ca, origin }
+}
+
+fn rejections(metrics: &Metrics, rule: &str) -> u64 {
+    let needle = format!(r#"timproxy_rejections_total{{listener="outbound",rule="{rule}"}} "#);
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn allowed_destination_is_forwarded_with_body_intact_over_keep_alive() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        // Synapse: SNI without port, no ALPN.
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let body: Bytes = (0..300_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        let path = "/_matrix/federation/v1/send/txn%211?x=1";
+        let (status, echo) = send(
+            &mut sender,
+            "PUT",
+            &target,
+            path,
+            Some(&x_matrix(&target)),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{echo}");
+        assert_eq!(echo["method"], "PUT");
+        assert_eq!(
+            echo["target"], path,
+            "request target must be forwarded byte for byte"
+        );
+        assert_eq!(echo["host"], target);
+        assert_eq!(echo["authorization"], x_matrix(&target));
+        assert_eq!(echo["body_len"], body.len());
+        assert_eq!(echo["body_sha256"], hex::encode(Sha256::digest(&body)));
+        // Second request in the same tunnel (keep-alive), key discovery without X-Matrix.
+        let (status, echo) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{echo}");
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/federation/v1/version",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 3);
+        assert!(
+            proxy
+                .metrics
+                .encode()
+                .contains("timproxy_upstream_seconds_count{listener=\"outbound\"} 3")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_to_unfederated_host_is_refused_before_tls_with_matrix_json() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let head = format!("CONNECT hs3.test:{} HTTP/1.0\r\n\r\n", f.origin.port);
+        let Err((status, head, body)) = connect(proxy.addr, &head).await else {
+            panic!("CONNECT to hs3.test must be refused");
+        };
+        assert_eq!(status, 403);
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body, serde_json::json!({"errcode": "M_FORBIDDEN", "error": "hs3.test not part of federation"}));
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
+        assert_eq!(proxy.authority.mints(), 0, "no certificate for refused hosts");
+        assert_eq!(rejections(&proxy.metrics, "A_25534-connect"), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delegated_subdomain_of_a_federated_domain_may_be_connected() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("matrix.hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "matrix.hs2.test", &[]).await).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            "hs2.test",
+            "/_matrix/federation/v1/query/profile",
+            Some(&x_matrix("hs2.test")),
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unfederated_destination_inside_a_tunnel_is_refused_without_upstream_contact() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let (status, body) = send(
+            &mut sender,
+            "PUT",
+            &target,
+            "/_matrix/federation/v1/send/t",
+            Some(&x_matrix("hs3.test:8450")),
+            Bytes::from_static(b"{}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            serde_json::json!({"errcode": "M_FORBIDDEN", "error": "not part of federation"})
+        );
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
+        assert_eq!(rejections(&proxy.metrics, "A_25534-destination"), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_without_x_matrix_are_allowed_only_where_the_spec_allows() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        // (path, Host, expected status, expected (errcode, error) when refused)
+        type Case<'a> = (&'a str, &'a str, StatusCode, Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
+            (
+                "/_matrix/federation/v1/send/t",
+                "hs2.test",
+                StatusCode::UNAUTHORIZED,
+                Some((
+                    "M_UNAUTHORIZED",
+                    "missing X-Matrix authorization header with destination field",
+                )),
+            ),
+            ("/_matrix/key/v2/server", "hs2.test", StatusCode::OK, None),
+            (
+                "/_matrix/federation/v1/version",
+                "hs2.test",
+                StatusCode::OK,
+                None,
+            ),
+            (
+                "/.well-known/matrix/server",
+                "hs2.test",
+                StatusCode::OK,
+                None,
+            ),
+            (
+                "/.well-known/matrix/server",
+                "hs3.test",
+                StatusCode::FORBIDDEN,
+                Some(("M_FORBIDDEN", "hs3.test not part of federation")),
+            ),
+            (
+                "/_matrix/media/v3/download/hs2.test/abc",
+                "hs2.test",
+                StatusCode::OK,
+                None,
+            ),
+            (
+                "/_matrix/media/v3/download/hs3.test%3A8450/abc",
+                "hs2.test",
+                StatusCode::FORBIDDEN,
+                Some((
+                    "M_FORBIDDEN",
+                    "hs3.test:8450 kann nicht in der Föderation gefunden werden",
+                )),
+            ),
+            (
+                "/blubs",
+                "hs2.test",
+                StatusCode::NOT_FOUND,
+                Some(("M_UNRECOGNIZED", "Unrecognized request")),
+            ),
+        ];
+        let mut forwarded = 0;
+        for (path, host, expected, error) in cases {
+            let (status, body) = send(&mut sender, "GET", host, path, None, Bytes::new()).await;
+            assert_eq!(status, *expected, "{path} (Host {host}): {body}");
+            match error {
+                Some((errcode, message)) => {
+                    assert_eq!(body["errcode"], *errcode, "{path}");
+                    assert_eq!(body["error"], *message, "{path}");
+                }
+                None => forwarded += 1,
+            }
+        }
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), forwarded);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sso_hosts_pass_any_path() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.sso_hosts = vec!["hs3.test".to_owned()]
+        })
+        .await;
+        let target = format!("hs3.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs3.test", &[]).await).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            "hs3.test",
+            "/oidc/authorize",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn served_certificate_is_for_the_sni_name_and_chains_to_the_ca() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let tls = tunnel(
+            &proxy,
+            &format!("hs2.test:{}", f.origin.port),
+            "hs2.test",
+            &[],
+        )
+        .await;
+        let chain = tls.get_ref().1.peer_certificates().unwrap().to_vec();
+        assert_eq!(chain.len(), 2, "leaf + CA");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        let san = leaf.subject_alternative_name().unwrap().unwrap().value;
+        assert_eq!(san.general_names.len(), 1);
+        assert_eq!(san.general_names[0].to_string(), "DNSName(hs2.test)");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ip_literal_without_sni_gets_an_ip_san() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.allow_hosts = vec!["127.0.0.1".to_owned()]
+        })
+        .await;
+        let target = format!("127.0.0.1:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "127.0.0.1", &[]).await).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn h2_is_spoken_inside_the_tunnel_when_offered() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        let tls = tunnel(&proxy, &target, "hs2.test", &[b"h2", b"http/1.1"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!(
+                "https://{target}/_matrix/federation/v1/user/keys/query"
+            ))
+            .header("authorization", x_matrix(&target))
+            .body(Full::new(Bytes::from_static(b"{\"device_keys\":{}}")))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo["host"], target, "h2 :authority becomes Host upstream");
+        assert_eq!(echo["body_len"], 18);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn certificate_cache_stays_bounded_and_counts_every_mint() {
+    bounded(async {
+        let f = fixture().await;
+        let hosts: Vec<String> = (0..8).map(|i| format!("h{i}.fed.test")).collect();
+        let extra: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let proxy = spawn_proxy(&f.origin_ca, &extra, |c| {
+            c.outbound.cert_cache.max_entries = 3
+        })
+        .await;
+        for host in &hosts {
+            let tls = tunnel(&proxy, &format!("{host}:443"), host, &[]).await;
+            drop(tls);
+        }
+        assert_eq!(proxy.authority.mints(), 8);
+        assert!(proxy.authority.cached_hosts().await <= 3);
+        assert!(
+            proxy
+                .metrics
+                .encode()
+                .contains("timproxy_cert_mints_total 8")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_first_connections_to_one_host_mint_once() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = Arc::new(spawn_proxy(&f.origin_ca, &[], |_| {}).await);
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let proxy = proxy.clone();
+            let target = target.clone();
+            tasks.spawn(async move { drop(tunnel(&proxy, &target, "hs2.test", &[]).await) });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap();
+        }
+        assert_eq!(proxy.authority.mints(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_a_502_inside_the_tunnel() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.connect_timeout = Duration::from_secs(5)
+        })
+        .await;
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let target = format!("hs2.test:{port}");
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/federation/v1/version",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["errcode"], "M_UNKNOWN");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("Can't connect to server {target}")),
+            "{body}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_with_an_untrusted_certificate_is_a_502() {
+    bounded(async {
+        let f = fixture().await;
+        let other = generate_ca(&CaOptions::default()).unwrap();
+        let proxy = spawn_proxy(&other, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("TLS handshake"),
+            "{body}"
+        );
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn private_destination_is_refused_unless_allowed() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.allow_private_destinations = false
+        })
+        .await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let (status, body) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(
+            rejections(&proxy.metrics, "outbound-private-destination"),
+            1
+        );
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plain_http_forwarding_is_405_and_malformed_connect_is_400_text() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let (status, _, body) = connect(
+            proxy.addr,
+            "GET http://hs2.test/_matrix/key/v2/server HTTP/1.1\r\nHost: hs2.test\r\n\r\n",
+        )
+        .await
+        .err()
+        .unwrap();
+        assert_eq!(status, 405);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["errcode"], "M_UNRECOGNIZED");
+        assert!(body["error"].as_str().unwrap().contains("CONNECT"));
+        let (status, head, body) = connect(proxy.addr, "CONNECT hs2.test HTTP/1.1\r\n\r\n")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(status, 400);
+        assert!(head.contains("text/plain"), "{head}");
+        assert!(body.starts_with("Unable to parse HTTP message"), "{body}");
+        assert_eq!(rejections(&proxy.metrics, "connect-parse"), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_federation_list_fails_closed_at_connect() {
+    bounded(async {
+        let f = fixture().await;
+        let stale = FederationList::new(
+            1,
+            time::OffsetDateTime::now_utc() - time::Duration::hours(100),
+            false,
+            ListSource::File,
+            vec![DomainEntry {
+                domain: "hs2.test".to_owned(),
+                is_insurance: false,
+                telematik_id: None,
+                ik: vec![],
+            }],
+        );
+        let federation = FederationHandle::with_list(Duration::from_secs(72 * 3600), stale);
+        let config = Config::default();
+        let ca = CertificateAuthority::from_generated(&generate_ca(&CaOptions::default()).unwrap())
+            .unwrap();
+        let metrics = Metrics::new();
+        let authority = Arc::new(Authority::new(
+            ca,
+            &config.outbound.cert_cache,
+            config.outbound.leaf_validity,
+            metrics.clone(),
+        ));
+        let state = Arc::new(OutboundState::new(&config, federation, authority, metrics).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(outbound::serve(listener, state, Shutdown::never()));
+        let (status, _, body) = connect(
+            addr,
+            &format!(
+                "CONNECT hs2.test:{} HTTP/1.1\r\nHost: hs2.test\r\n\r\n",
+                f.origin.port
+            ),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert_eq!(status, 403);
+        assert!(
+            body.contains("federation list missing or older than max age"),
+            "{body}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_serve_returns() {
+    bounded(async {
+        let f = fixture().await;
+        let config = Config::default();
+        let federation =
+            FederationHandle::with_list(Duration::from_secs(3600), list(&["hs2.test"]));
+        let ca = CertificateAuthority::from_generated(&generate_ca(&CaOptions::default()).unwrap())
+            .unwrap();
+        let metrics = Metrics::new();
+        let authority = Arc::new(Authority::new(
+            ca,
+            &config.outbound.cert_cache,
+            config.outbound.leaf_validity,
+            metrics.clone(),
+        ));
+        let state = Arc::new(OutboundState::new(&config, federation, authority, metrics).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, shutdown) = timproxy::shutdown::channel();
+        let server = tokio::spawn(outbound::serve(listener, state, shutdown));
+        // An open tunnel must not keep serve() alive past the drain.
+        let _open = connect(
+            addr,
+            &format!("CONNECT hs2.test:{} HTTP/1.0\r\n\r\n", f.origin.port),
+        )
+        .await
+        .unwrap();
+        trigger.trigger();
+        server.await.unwrap().unwrap();
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener must be closed"
+        );
+    })
+    .await;
+}
