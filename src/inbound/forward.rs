@@ -27,6 +27,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// A Matrix error as a response of this listener's body type.
+pub fn error_response(err: &MatrixError) -> Response<Body> {
+    let response: Response<http_body_util::Full<Bytes>> = err.to_response();
+    response.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}
+
 pub fn stream(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
 }

@@ -177,7 +177,7 @@ impl InboundState {
             status = err.status.as_u16(),
             "request rejected"
         );
-        err.to_response()
+        forward::error_response(err)
     }
 }
 
@@ -334,17 +334,30 @@ async fn route(
 }
 
 async fn filter_versions_response(response: Response<Body>, limit: u64) -> Response<Body> {
-    let (mut parts, body) = response.into_parts();
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    let bytes = match Limited::new(body, limit_usize).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return MatrixError::bad_gateway("could not read /versions answer", "versions")
-                .to_response();
+    let (mut parts, mut body) = response.into_parts();
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return forward::error_response(&MatrixError::bad_gateway(
+                "could not read /versions answer",
+                "versions",
+            ));
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len().saturating_add(data.len()) > limit {
+                return forward::error_response(&MatrixError::bad_gateway(
+                    "/versions answer too large",
+                    "versions",
+                ));
+            }
+            buf.extend_from_slice(&data);
         }
-    };
-    let out = crate::policy::versions::filter_versions(&bytes).map(Bytes::from).unwrap_or(bytes);
-    parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    let bytes = buf.freeze();
+    let out = crate::policy::versions::filter_versions(&bytes)
+        .map(Bytes::from)
+        .unwrap_or(bytes);
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     Response::from_parts(parts, full(out))
 }
@@ -449,7 +462,12 @@ async fn run_http<I>(
     builder.http2().timer(TokioTimer::new());
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req, remote, tls).await) }
+        // Boxed with an explicit `Send` bound: proving `Send` for the nested rule futures
+        // inside hyper's generic connection type trips the compiler's higher-ranked lifetime
+        // inference (rust-lang/rust#102211); a concrete boxed future sidesteps it.
+        let fut: std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
+            Box::pin(handle(state, req, remote, tls));
+        async move { Ok::<_, Infallible>(fut.await) }
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
