@@ -109,7 +109,7 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
             }
         }
         up.uploaded.store(n, Ordering::SeqCst);
-        return json_response(StatusCode::OK, json!({"content_uri":"mxc://hs1.test/x","received":n}));
+        return json_response(StatusCode::OK, json!({"content_uri":"mxc://hs1.test/x","received":n,"target":target,"method":"POST"}));
     }
     if path == "/_matrix/client/v1/media/download/hs1.test/big" {
         let mut r = Response::new(chunks(BIG));
@@ -281,7 +281,7 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
         "state_key":"@carol:hs1.test","content":{"membership":"invite"},"event":event});
     let endpoints = timproxy::matrix::endpoints::v1_11();
     assert_eq!(endpoints.len(), 191);
-    let mut forwarded = 0;
+    let (mut forwarded, mut blocked) = (0, 0);
     for e in &endpoints {
         let target = fill(&e.template);
         let is_fed = e.template.starts_with("/_matrix/federation/") || e.template.starts_with("/_matrix/key/");
@@ -293,18 +293,23 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
         };
         if let Some(block) = timproxy::policy::blocked_endpoint(&e.template) {
             assert_eq!(got.0, block.status, "{} {}", e.method, e.template);
+            blocked += 1;
             continue;
         }
         assert_eq!(got.0, StatusCode::OK, "{} {}: {}", e.method, e.template, got.1);
         if e.template == "/.well-known/matrix/server" {
             assert_eq!(got.1, json!({"m.server":"hs1.test:443"}));
+        } else if e.template == "/_matrix/client/v3/account/whoami" {
+            assert_eq!(got.1["user_id"], "@alice:hs1.test");
         } else if e.template != "/_matrix/client/versions" {
             assert_eq!(got.1["target"], target, "{} {}", e.method, e.template);
             assert_eq!(got.1["method"], e.method.as_str());
         }
         forwarded += 1;
     }
-    assert_eq!(forwarded, 191 - 5);
+    // media v3 config, two preview_url, get_token, federation publicRooms GET + POST.
+    assert_eq!(blocked, 6);
+    assert_eq!(forwarded, 191 - 6);
 }
 
 #[tokio::test]
@@ -346,7 +351,8 @@ async fn extra_endpoints_and_exposed_synapse_admin_are_forwarded() {
     })
     .await;
     assert_eq!(h.send(Method::GET, "/_synapse/client/oidc/callback?code=1", &[], None).await.0, 200);
-    let got = h.send(Method::GET, "/_synapse/admin/v1/server_version", &[], None).await;
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let got = h.send(Method::GET, "/_synapse/admin/v1/server_version", &[("authorization", &admin)], None).await;
     assert_eq!(got.1["target"], "/_synapse/admin/v1/server_version");
     assert_rejected(&h.send(Method::GET, "/metrics", &[], None).await, 404, "M_UNRECOGNIZED");
 }
