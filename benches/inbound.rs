@@ -13,10 +13,19 @@ fn typical_mix() -> Vec<(Method, &'static str)> {
     vec![
         (Method::GET, "/_matrix/client/v3/sync"),
         (Method::GET, "/_matrix/client/v3/sync"),
-        (Method::PUT, "/_matrix/client/v3/rooms/%21abc%3Ahs1.test/send/m.room.message/txn1"),
-        (Method::PUT, "/_matrix/client/v3/rooms/%21abc%3Ahs1.test/send/m.reaction/txn2"),
+        (
+            Method::PUT,
+            "/_matrix/client/v3/rooms/%21abc%3Ahs1.test/send/m.room.message/txn1",
+        ),
+        (
+            Method::PUT,
+            "/_matrix/client/v3/rooms/%21abc%3Ahs1.test/send/m.reaction/txn2",
+        ),
         (Method::POST, "/_matrix/client/v3/keys/query"),
-        (Method::GET, "/_matrix/client/v1/media/download/hs1.test/abcdef"),
+        (
+            Method::GET,
+            "/_matrix/client/v1/media/download/hs1.test/abcdef",
+        ),
         (Method::PUT, "/_matrix/federation/v1/send/1234"),
         (Method::POST, "/_matrix/client/v3/createRoom"),
         (Method::GET, "/_matrix/client/v3/unknown"),

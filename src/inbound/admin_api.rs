@@ -11,7 +11,11 @@ use crate::policy::redaction::EventTimestampSource;
 use crate::policy::{AccountDataSource, LookupError};
 
 /// Unreserved characters stay, everything else is escaped.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Re-encode one raw path segment for a URL built by the proxy; `.`/`..` are refused so a
 /// crafted ID cannot walk to another admin endpoint.
@@ -31,12 +35,19 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn new(config: &HomeserverConfig, client: reqwest::Client) -> Self {
-        Self { client, config: config.clone() }
+        Self {
+            client,
+            config: config.clone(),
+        }
     }
 
     async fn get(&self, path: &str) -> Result<Value, LookupError> {
         let token = self.config.admin_token().ok_or(LookupError::NoAdminToken)?;
-        let url = format!("{}{}", self.config.admin_base().as_str().trim_end_matches('/'), path);
+        let url = format!(
+            "{}{}",
+            self.config.admin_base().as_str().trim_end_matches('/'),
+            path
+        );
         let response = self
             .client
             .get(url)
@@ -47,7 +58,10 @@ impl AdminApi {
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(LookupError::Upstream { status: status.as_u16(), body });
+            return Err(LookupError::Upstream {
+                status: status.as_u16(),
+                body,
+            });
         }
         response
             .json()
@@ -66,7 +80,9 @@ impl AccountDataSource for AdminApi {
         match body.get("account_data").and_then(|a| a.get("global")) {
             None => Ok(Map::new()),
             Some(Value::Object(map)) => Ok(map.clone()),
-            Some(_) => Err(LookupError::Malformed("account_data.global is not an object".to_owned())),
+            Some(_) => Err(LookupError::Malformed(
+                "account_data.global is not an object".to_owned(),
+            )),
         }
     }
 }

@@ -19,7 +19,10 @@ use crate::policy::{self, parse_object};
 type Ready = (http::request::Parts, Body);
 
 pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A path parameter, percent-decoded.
@@ -29,11 +32,15 @@ pub(crate) fn decoded(params: &[(String, String)], name: &str) -> Option<String>
 
 /// Rebuild the request with a buffered (possibly rewritten) body and its new length.
 pub(crate) fn with_body(mut parts: http::request::Parts, bytes: Bytes) -> Ready {
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     (parts, forward::full(bytes))
 }
 
-pub(crate) fn invite_context(state: &InboundState) -> InviteContext<'_, crate::federation::FederationHandle, super::admin_api::AdminApi> {
+pub(crate) fn invite_context(
+    state: &InboundState,
+) -> InviteContext<'_, crate::federation::FederationHandle, super::admin_api::AdminApi> {
     InviteContext {
         federation: &state.federation,
         account_data: &state.admin,
@@ -75,12 +82,24 @@ pub(crate) async fn apply(
             if let Some(invitee) = &plan.invitee {
                 notes.inviter_server = Some(creator.server_name().to_owned());
                 notes.invitee_server = Some(invitee.server_name().to_owned());
-                check_invite(&invite_context(state), &creator, invitee, InviteSource::Client).await?;
+                check_invite(
+                    &invite_context(state),
+                    &creator,
+                    invitee,
+                    InviteSource::Client,
+                )
+                .await?;
             } else if state.config.federation.enforce
                 && !is_own_server(state, creator.server_name())
             {
                 // A_25534 also covers the creator's own server; local users are always ours.
-                policy::invite::check_invite(&invite_context(state), &creator, &creator, InviteSource::Client).await?;
+                policy::invite::check_invite(
+                    &invite_context(state),
+                    &creator,
+                    &creator,
+                    InviteSource::Client,
+                )
+                .await?;
             }
             let bytes = if plan.rewritten {
                 Bytes::from(serde_json::to_vec(&value).map_err(|_| policy::body_parse_error())?)
@@ -97,7 +116,13 @@ pub(crate) async fn apply(
             let invitee = client_invitee(&value)?;
             notes.inviter_server = Some(inviter.server_name().to_owned());
             notes.invitee_server = Some(invitee.server_name().to_owned());
-            check_invite(&invite_context(state), &inviter, &invitee, InviteSource::Client).await?;
+            check_invite(
+                &invite_context(state),
+                &inviter,
+                &invitee,
+                InviteSource::Client,
+            )
+            .await?;
             Ok(with_body(parts, bytes))
         }
         (Method::PUT, "/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}") => {
@@ -118,11 +143,13 @@ pub(crate) async fn apply(
             Ok(with_body(parts, bytes))
         }
         (Method::PUT, "/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}") => {
-            let (Some(room), Some(event)) = (param(params, "roomId"), param(params, "eventId")) else {
+            let (Some(room), Some(event)) = (param(params, "roomId"), param(params, "eventId"))
+            else {
                 return Err(policy::body_parse_error());
             };
-            let now_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-                .unwrap_or(i64::MAX);
+            let now_ms =
+                i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(i64::MAX);
             policy::redaction::check_redaction(
                 &state.admin,
                 room,
@@ -135,14 +162,18 @@ pub(crate) async fn apply(
         }
         (Method::PUT, "/_matrix/client/v3/presence/{userId}/status") => {
             let bytes = read_body(body, limit).await?;
-            let value: Value = serde_json::from_slice(&bytes)
-                .map_err(|_| MatrixError::bad_json("Failed to deserialize request body", "body-parse"))?;
+            let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
+                MatrixError::bad_json("Failed to deserialize request body", "body-parse")
+            })?;
             policy::presence::check_presence(&value, policy_config.presence_status_max)?;
             Ok(with_body(parts, bytes))
         }
         (Method::POST, "/_matrix/client/v3/rooms/{roomId}/upgrade") => {
             let bytes = read_body(body, limit).await?;
-            policy::room_version::check_upgrade(&parse_object(&bytes)?, &policy_config.allowed_room_versions)?;
+            policy::room_version::check_upgrade(
+                &parse_object(&bytes)?,
+                &policy_config.allowed_room_versions,
+            )?;
             Ok(with_body(parts, bytes))
         }
         _ => {

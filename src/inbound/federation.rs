@@ -64,9 +64,10 @@ pub async fn check_origin(
     }
     match state.federation.check(&x.origin).await {
         Membership::Member { .. } => Ok(Some(x)),
-        Membership::NotMember | Membership::Unavailable(_) => {
-            Err(MatrixError::forbidden("not part of federation", RULE_ORIGIN))
-        }
+        Membership::NotMember | Membership::Unavailable(_) => Err(MatrixError::forbidden(
+            "not part of federation",
+            RULE_ORIGIN,
+        )),
     }
 }
 
@@ -96,7 +97,10 @@ pub(crate) async fn apply(
     notes.inviter_server = Some(invite.sender.server_name().to_owned());
     notes.invitee_server = Some(invite.invitee.server_name().to_owned());
     if !invite.membership_is_invite {
-        return Err(MatrixError::forbidden("Cannot invite this user", "A_26021-01"));
+        return Err(MatrixError::forbidden(
+            "Cannot invite this user",
+            "A_26021-01",
+        ));
     }
     check_invite(
         &invite_context(state),

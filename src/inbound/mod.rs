@@ -168,7 +168,12 @@ impl InboundState {
     }
 
     /// Count and log a rejection (rule, method, template, status — never IDs or tokens).
-    pub(crate) fn reject(&self, err: &MatrixError, method: &Method, template: &str) -> Response<Body> {
+    pub(crate) fn reject(
+        &self,
+        err: &MatrixError,
+        method: &Method,
+        template: &str,
+    ) -> Response<Body> {
         self.metrics.reject(LISTENER, err.rule);
         tracing::info!(
             rule = err.rule,
@@ -194,7 +199,10 @@ pub(crate) async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, Matri
     match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(MatrixError::too_large(limit)),
-        Err(_) => Err(MatrixError::bad_json("could not read request body", "body-read")),
+        Err(_) => Err(MatrixError::bad_json(
+            "could not read request body",
+            "body-read",
+        )),
     }
 }
 
@@ -211,9 +219,10 @@ fn well_known_server(config: &Config) -> Response<Body> {
     };
     let body = serde_json::json!({ "m.server": server }).to_string();
     let mut response = Response::new(full(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -272,7 +281,12 @@ async fn route(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if path == "/.well-known/matrix/server" && method == Method::GET {
-        return (path, true, RequestNotes::default(), well_known_server(&state.config));
+        return (
+            path,
+            true,
+            RequestNotes::default(),
+            well_known_server(&state.config),
+        );
     }
     if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
         let (parts, body) = req.into_parts();
@@ -284,18 +298,33 @@ async fn route(
             Ok(r) => r,
             Err(e) => state.reject(&e, &method, SYNAPSE_ADMIN_TEMPLATE),
         };
-        return (SYNAPSE_ADMIN_TEMPLATE.to_owned(), false, RequestNotes::default(), response);
+        return (
+            SYNAPSE_ADMIN_TEMPLATE.to_owned(),
+            false,
+            RequestNotes::default(),
+            response,
+        );
     }
     let (endpoint, params) = match state.table.classify(&method, &path) {
         Classification::NotFound => {
             let err = MatrixError::unrecognized_path();
-            return ("unknown".to_owned(), false, RequestNotes::default(), state.reject(&err, &method, "unknown"));
+            return (
+                "unknown".to_owned(),
+                false,
+                RequestNotes::default(),
+                state.reject(&err, &method, "unknown"),
+            );
         }
         Classification::MethodNotAllowed { template } => {
             let err = crate::policy::blocked_endpoint(template)
                 .unwrap_or_else(MatrixError::method_not_allowed);
             let response = state.reject(&err, &method, template);
-            return (template.to_owned(), false, RequestNotes::default(), response);
+            return (
+                template.to_owned(),
+                false,
+                RequestNotes::default(),
+                response,
+            );
         }
         Classification::Matched { endpoint, params } => (endpoint, params),
     };
@@ -358,7 +387,9 @@ async fn filter_versions_response(response: Response<Body>, limit: u64) -> Respo
     let out = crate::policy::versions::filter_versions(&bytes)
         .map(Bytes::from)
         .unwrap_or(bytes);
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     Response::from_parts(parts, full(out))
 }
 
@@ -416,7 +447,10 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(remaining = tasks.len(), "inbound drain timed out; closing connections");
+        tracing::warn!(
+            remaining = tasks.len(),
+            "inbound drain timed out; closing connections"
+        );
         tasks.abort_all();
     }
     Ok(())

@@ -18,7 +18,10 @@ use crate::metrics::Metrics;
 /// The access token of a request: `Authorization: Bearer …` or the `access_token` query
 /// parameter.
 pub fn access_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let mut parts = value.splitn(2, ' ');
         if let (Some(scheme), Some(token)) = (parts.next(), parts.next())
             && scheme.eq_ignore_ascii_case("bearer")
@@ -43,7 +46,9 @@ pub struct WhoamiCache {
 
 impl std::fmt::Debug for WhoamiCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhoamiCache").field("entries", &self.cache.entry_count()).finish()
+        f.debug_struct("WhoamiCache")
+            .field("entries", &self.cache.entry_count())
+            .finish()
     }
 }
 
@@ -61,7 +66,12 @@ impl WhoamiCache {
             "{}/_matrix/client/v3/account/whoami",
             config.homeserver.url.as_str().trim_end_matches('/')
         );
-        Self { cache, client, url, metrics }
+        Self {
+            cache,
+            client,
+            url,
+            metrics,
+        }
     }
 
     /// Resolve `token` (from [`access_token`]); `None` → 401 `M_MISSING_TOKEN`.
@@ -85,7 +95,11 @@ impl WhoamiCache {
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             self.cache.invalidate(&key).await;
-            return Err(unauthorized("M_UNKNOWN_TOKEN", "invalid token", "access-token-invalid"));
+            return Err(unauthorized(
+                "M_UNKNOWN_TOKEN",
+                "invalid token",
+                "access-token-invalid",
+            ));
         }
         if !status.is_success() {
             return Err(MatrixError::bad_gateway(
@@ -116,10 +130,22 @@ mod tests {
     #[test]
     fn token_from_bearer_header_or_query() {
         let mut h = HeaderMap::new();
-        assert_eq!(access_token(&h, Some("a=1&access_token=q%2Bt")), Some("q+t".to_owned()));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
-        assert_eq!(access_token(&h, Some("access_token=q")), Some("abc".to_owned()));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("X-Matrix origin=a"));
+        assert_eq!(
+            access_token(&h, Some("a=1&access_token=q%2Bt")),
+            Some("q+t".to_owned())
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(
+            access_token(&h, Some("access_token=q")),
+            Some("abc".to_owned())
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("X-Matrix origin=a"),
+        );
         assert_eq!(access_token(&h, None), None);
     }
 }

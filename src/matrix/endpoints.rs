@@ -253,16 +253,28 @@ mod tests {
         let rows = parse_tsv(V1_11_TSV).unwrap();
         assert_eq!(rows.len(), 191);
         assert_eq!(table().endpoints().len(), 191);
-        assert_eq!(rows.iter().filter(|e| e.api == Api::ServerServer).count(), 37);
+        assert_eq!(
+            rows.iter().filter(|e| e.api == Api::ServerServer).count(),
+            37
+        );
     }
 
     #[test]
     fn encoded_slash_stays_inside_one_segment() {
         let t = table();
-        match t.classify(&Method::GET, "/_matrix/client/v3/rooms/%21a%2Fb%3Ahs1.test/members") {
+        match t.classify(
+            &Method::GET,
+            "/_matrix/client/v3/rooms/%21a%2Fb%3Ahs1.test/members",
+        ) {
             Classification::Matched { endpoint, params } => {
-                assert_eq!(endpoint.template, "/_matrix/client/v3/rooms/{roomId}/members");
-                assert_eq!(params, vec![("roomId".into(), "%21a%2Fb%3Ahs1.test".into())]);
+                assert_eq!(
+                    endpoint.template,
+                    "/_matrix/client/v3/rooms/{roomId}/members"
+                );
+                assert_eq!(
+                    params,
+                    vec![("roomId".into(), "%21a%2Fb%3Ahs1.test".into())]
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -318,29 +330,36 @@ mod tests {
             t.classify(&Method::GET, "/_matrix/client/v3/asdf"),
             Classification::NotFound
         );
-        assert_eq!(t.classify(&Method::GET, "/_synapse/admin/v1/users"), Classification::NotFound);
-        assert_eq!(t.classify(&Method::GET, "/metrics"), Classification::NotFound);
+        assert_eq!(
+            t.classify(&Method::GET, "/_synapse/admin/v1/users"),
+            Classification::NotFound
+        );
+        assert_eq!(
+            t.classify(&Method::GET, "/metrics"),
+            Classification::NotFound
+        );
     }
 
     #[test]
     fn static_segments_win_over_parameters() {
         let t = table();
         assert_eq!(
-            t.classify(&Method::GET, "/_matrix/federation/v1/query/directory").template(),
+            t.classify(&Method::GET, "/_matrix/federation/v1/query/directory")
+                .template(),
             "/_matrix/federation/v1/query/directory"
         );
         assert_eq!(
-            t.classify(&Method::GET, "/_matrix/federation/v1/query/other").template(),
+            t.classify(&Method::GET, "/_matrix/federation/v1/query/other")
+                .template(),
             "/_matrix/federation/v1/query/{queryType}"
         );
     }
 
     #[test]
     fn extra_endpoints_are_added_and_validated() {
-        let t = EndpointTable::v1_11_with_extras(&[
-            "get /_synapse/client/oidc/callback".to_owned(),
-        ])
-        .unwrap();
+        let t =
+            EndpointTable::v1_11_with_extras(&["get /_synapse/client/oidc/callback".to_owned()])
+                .unwrap();
         assert_eq!(t.endpoints().len(), 192);
         assert!(matches!(
             t.classify(&Method::GET, "/_synapse/client/oidc/callback"),

@@ -61,7 +61,11 @@ pub fn validate_server_name(s: &str) -> Result<(), IdError> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let end = rest.find(']').ok_or(IdError::InvalidServerName)?;
         let inner = &rest[..end];
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(IdError::InvalidServerName);
         }
         (None, &rest[end + 1..])
@@ -97,7 +101,10 @@ mod tests {
     fn user_id_server_name_keeps_port_and_splits_at_first_colon() {
         let id = UserId::parse("@alice:hs1.test:8448").unwrap();
         assert_eq!(id.server_name(), "hs1.test:8448");
-        assert_eq!(UserId::parse("@b:[::1]:80").unwrap().server_name(), "[::1]:80");
+        assert_eq!(
+            UserId::parse("@b:[::1]:80").unwrap().server_name(),
+            "[::1]:80"
+        );
     }
 
     #[test]

@@ -101,7 +101,11 @@ fn parse_params(input: &str) -> Result<Vec<(String, String)>, XMatrixError> {
             return Err(XMatrixError::Syntax);
         }
         let name = input[start..i].trim();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(XMatrixError::Syntax);
         }
         i += 1;
@@ -153,7 +157,8 @@ mod tests {
 
     #[test]
     fn parses_quoted_and_unquoted_params_in_any_order() {
-        let h = r#"X-Matrix sig="ABC/+=",key="ed25519:1",destination=hs1.test:8448,origin=hs2.test"#;
+        let h =
+            r#"X-Matrix sig="ABC/+=",key="ed25519:1",destination=hs1.test:8448,origin=hs2.test"#;
         let x = XMatrix::parse(h).unwrap();
         assert_eq!(x.origin, "hs2.test");
         assert_eq!(x.destination.as_deref(), Some("hs1.test:8448"));
@@ -171,8 +176,14 @@ mod tests {
     #[test]
     fn refuses_other_schemes_missing_origin_and_garbage() {
         assert_eq!(XMatrix::parse("Bearer abc"), Err(XMatrixError::Scheme));
-        assert_eq!(XMatrix::parse("X-Matrix key=a"), Err(XMatrixError::MissingOrigin));
-        assert_eq!(XMatrix::parse("X-Matrix origin=\"unterminated"), Err(XMatrixError::Syntax));
+        assert_eq!(
+            XMatrix::parse("X-Matrix key=a"),
+            Err(XMatrixError::MissingOrigin)
+        );
+        assert_eq!(
+            XMatrix::parse("X-Matrix origin=\"unterminated"),
+            Err(XMatrixError::Syntax)
+        );
         assert_eq!(XMatrix::parse("X-Matrix origin"), Err(XMatrixError::Syntax));
     }
 

@@ -23,7 +23,10 @@ pub struct CreateRoomPlan {
     pub rewritten: bool,
 }
 
-pub fn prepare_create_room(body: &mut Value, policy: &PolicyConfig) -> Result<CreateRoomPlan, MatrixError> {
+pub fn prepare_create_room(
+    body: &mut Value,
+    policy: &PolicyConfig,
+) -> Result<CreateRoomPlan, MatrixError> {
     let obj = body.as_object_mut().ok_or_else(body_parse_error)?;
     let invitees: Vec<&str> = match obj.get("invite") {
         None | Some(Value::Null) => Vec::new(),
@@ -52,7 +55,9 @@ pub fn prepare_create_room(body: &mut Value, policy: &PolicyConfig) -> Result<Cr
             );
             rewritten = true;
         }
-        Some(Value::String(v)) => room_version::check_room_version(v, &policy.allowed_room_versions)?,
+        Some(Value::String(v)) => {
+            room_version::check_room_version(v, &policy.allowed_room_versions)?
+        }
         Some(_) => return Err(body_parse_error()),
     }
     room_type::check_room_type(body)?;
@@ -88,9 +93,17 @@ mod tests {
     #[test]
     fn unlisted_version_and_forbidden_type_refused() {
         let p = PolicyConfig::default();
-        assert_eq!(prepare_create_room(&mut json!({"room_version":"11"}), &p).unwrap_err().rule, "A_26202/A_26203");
+        assert_eq!(
+            prepare_create_room(&mut json!({"room_version":"11"}), &p)
+                .unwrap_err()
+                .rule,
+            "A_26202/A_26203"
+        );
         let mut typed = json!({"creation_content":{"type":"de.gematik.tim.roomtype.default.v2"}});
-        assert_eq!(prepare_create_room(&mut typed, &p).unwrap_err().rule, "A_28596");
+        assert_eq!(
+            prepare_create_room(&mut typed, &p).unwrap_err().rule,
+            "A_28596"
+        );
         let mut ok = json!({"room_version":"9"});
         assert!(!prepare_create_room(&mut ok, &p).unwrap().rewritten);
     }

@@ -9,5 +9,10 @@ pub const RULE: &str = "get_token-disabled";
 pub const TEMPLATE: &str = "/_matrix/client/v1/login/get_token";
 
 pub fn blocked() -> MatrixError {
-    MatrixError::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request", RULE)
+    MatrixError::new(
+        StatusCode::NOT_FOUND,
+        "M_UNRECOGNIZED",
+        "Unrecognized request",
+        RULE,
+    )
 }

@@ -22,7 +22,10 @@ mod tests {
 
     #[test]
     fn guest_kind_refused_user_kind_allowed() {
-        assert_eq!(check_register(Some("kind=guest")).unwrap_err().error, "Guest access is disabled");
+        assert_eq!(
+            check_register(Some("kind=guest")).unwrap_err().error,
+            "Guest access is disabled"
+        );
         assert!(check_register(Some("kind=user")).is_ok());
         assert!(check_register(None).is_ok());
     }

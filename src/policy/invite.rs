@@ -68,8 +68,10 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
     if !ctx.enforce {
         return Ok(());
     }
-    let invitee_insured = insurance_of(ctx.federation, invitee.server_name(), ctx.own_server).await?;
-    let inviter_insured = insurance_of(ctx.federation, inviter.server_name(), ctx.own_server).await?;
+    let invitee_insured =
+        insurance_of(ctx.federation, invitee.server_name(), ctx.own_server).await?;
+    let inviter_insured =
+        insurance_of(ctx.federation, inviter.server_name(), ctx.own_server).await?;
     if invitee_insured && inviter_insured {
         return Err(MatrixError::forbidden(
             "invite between insured persons is not allowed",
@@ -92,14 +94,17 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
         .into_iter()
         .find_map(|kind| data.get(kind.event_type()).map(|c| (kind, Some(c))))
         .unwrap_or((ConfigKind::lookup_order(ctx.policy.flavour)[0], None));
-    let server_default = DefaultSetting::parse(&ctx.policy.default_permission)
-        .unwrap_or(DefaultSetting::AllowAll);
+    let server_default =
+        DefaultSetting::parse(&ctx.policy.default_permission).unwrap_or(DefaultSetting::AllowAll);
     match permission_config::decide(kind, content, server_default, inviter, inviter_insured) {
         Decision::Allow => Ok(()),
         Decision::Block => Err(MatrixError::forbidden(blocked_message, RULE_PERMISSION)),
         Decision::Invalid(reason) => {
             tracing::info!(rule = RULE_PERMISSION_INVALID, %reason, "invitee permission config does not fit its schema");
-            Err(MatrixError::forbidden(blocked_message, RULE_PERMISSION_INVALID))
+            Err(MatrixError::forbidden(
+                blocked_message,
+                RULE_PERMISSION_INVALID,
+            ))
         }
     }
 }
@@ -107,7 +112,10 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
 /// `POST /rooms/{roomId}/invite`: the invitee (`user_id`; 3PID invites are refused).
 pub fn client_invitee(body: &Value) -> Result<UserId, MatrixError> {
     let user_id = body.get("user_id").and_then(Value::as_str).ok_or_else(|| {
-        MatrixError::bad_json("InviteUser.Request.userId is missing", "invite-user-id-missing")
+        MatrixError::bad_json(
+            "InviteUser.Request.userId is missing",
+            "invite-user-id-missing",
+        )
     })?;
     UserId::parse(user_id).map_err(|_| body_parse_error())
 }
@@ -121,10 +129,18 @@ pub struct FederationInvite {
 }
 
 pub fn federation_invite(body: &Value, v2: bool) -> Result<FederationInvite, MatrixError> {
-    let event = if v2 { body.get("event").ok_or_else(body_parse_error)? } else { body };
+    let event = if v2 {
+        body.get("event").ok_or_else(body_parse_error)?
+    } else {
+        body
+    };
     let field = |name: &str| event.get(name).and_then(Value::as_str);
-    let sender = field("sender").and_then(|s| UserId::parse(s).ok()).ok_or_else(body_parse_error)?;
-    let invitee = field("state_key").and_then(|s| UserId::parse(s).ok()).ok_or_else(body_parse_error)?;
+    let sender = field("sender")
+        .and_then(|s| UserId::parse(s).ok())
+        .ok_or_else(body_parse_error)?;
+    let invitee = field("state_key")
+        .and_then(|s| UserId::parse(s).ok())
+        .ok_or_else(body_parse_error)?;
     let membership = event
         .get("content")
         .and_then(|c| c.get("membership"))
@@ -161,16 +177,32 @@ pub(crate) mod tests {
     }
 
     fn fed() -> Fed {
-        Fed(HashMap::from([("hs1.test", false), ("hs2.test", false), ("kasse1", true), ("kasse2", true)]))
+        Fed(HashMap::from([
+            ("hs1.test", false),
+            ("hs2.test", false),
+            ("kasse1", true),
+            ("kasse2", true),
+        ]))
     }
 
     fn uid(s: &str) -> UserId {
         UserId::parse(s).unwrap()
     }
 
-    async fn run(data: Data, policy: &PolicyConfig, inviter: &str, invitee: &str) -> Result<(), MatrixError> {
+    async fn run(
+        data: Data,
+        policy: &PolicyConfig,
+        inviter: &str,
+        invitee: &str,
+    ) -> Result<(), MatrixError> {
         let fed = fed();
-        let ctx = InviteContext { federation: &fed, account_data: &data, policy, own_server: "hs1.test", enforce: true };
+        let ctx = InviteContext {
+            federation: &fed,
+            account_data: &data,
+            policy,
+            own_server: "hs1.test",
+            enforce: true,
+        };
         check_invite(&ctx, &uid(inviter), &uid(invitee), InviteSource::Client).await
     }
 
@@ -183,13 +215,23 @@ pub(crate) mod tests {
         let p = PolicyConfig::default();
         let d = data(json!({permission_config::TYPE_PRO: {"defaultSetting":"block all"}}));
         let err = run(d, &p, "@a:hs2.test", "@b:hs1.test").await.unwrap_err();
-        assert_eq!((err.rule, err.error.as_str()), (RULE_PERMISSION, "The invite was blocked by the invitees policy"));
+        assert_eq!(
+            (err.rule, err.error.as_str()),
+            (
+                RULE_PERMISSION,
+                "The invite was blocked by the invitees policy"
+            )
+        );
     }
 
     #[tokio::test]
     async fn invite_allowed_without_config_and_for_remote_invitees() {
         let p = PolicyConfig::default();
-        assert!(run(data(json!({})), &p, "@a:hs2.test", "@b:hs1.test").await.is_ok());
+        assert!(
+            run(data(json!({})), &p, "@a:hs2.test", "@b:hs1.test")
+                .await
+                .is_ok()
+        );
         // Remote invitee: its own proxy evaluates its config.
         let d = Data(Err(LookupError::NoAdminToken));
         assert!(run(d, &p, "@a:hs1.test", "@b:hs2.test").await.is_ok());
@@ -199,23 +241,41 @@ pub(crate) mod tests {
     async fn malformed_config_fails_closed_with_distinct_rule() {
         let p = PolicyConfig::default();
         let d = data(json!({permission_config::TYPE_PRO: {"defaultSetting":"Allow All"}}));
-        assert_eq!(run(d, &p, "@a:hs2.test", "@b:hs1.test").await.unwrap_err().rule, RULE_PERMISSION_INVALID);
+        assert_eq!(
+            run(d, &p, "@a:hs2.test", "@b:hs1.test")
+                .await
+                .unwrap_err()
+                .rule,
+            RULE_PERMISSION_INVALID
+        );
     }
 
     #[tokio::test]
     async fn epa_flavour_reads_epa_type_then_legacy() {
-        let p = PolicyConfig { flavour: Flavour::Epa, ..PolicyConfig::default() };
-        let d = data(json!({permission_config::TYPE_PRO: {"defaultSetting":"block all"},
-                            permission_config::TYPE_LEGACY: {"defaultSetting":"block all","domainExceptions":{"hs2.test":{}}}}));
+        let p = PolicyConfig {
+            flavour: Flavour::Epa,
+            ..PolicyConfig::default()
+        };
+        let d = data(
+            json!({permission_config::TYPE_PRO: {"defaultSetting":"block all"},
+                            permission_config::TYPE_LEGACY: {"defaultSetting":"block all","domainExceptions":{"hs2.test":{}}}}),
+        );
         assert!(run(d, &p, "@a:hs2.test", "@b:hs1.test").await.is_ok());
     }
 
     #[tokio::test]
     async fn unfederated_and_insured_pairs_refused() {
         let p = PolicyConfig::default();
-        let err = run(data(json!({})), &p, "@a:evil.test", "@b:hs1.test").await.unwrap_err();
-        assert_eq!(err.error, "evil.test kann nicht in der Föderation gefunden werden");
-        let err = run(data(json!({})), &p, "@a:kasse1", "@b:kasse2").await.unwrap_err();
+        let err = run(data(json!({})), &p, "@a:evil.test", "@b:hs1.test")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.error,
+            "evil.test kann nicht in der Föderation gefunden werden"
+        );
+        let err = run(data(json!({})), &p, "@a:kasse1", "@b:kasse2")
+            .await
+            .unwrap_err();
         assert_eq!(err.rule, RULE_INSURED);
     }
 
@@ -226,7 +286,13 @@ pub(crate) mod tests {
         let v2 = federation_invite(&json!({"event": event, "room_version":"10"}), true).unwrap();
         assert_eq!(v1, v2);
         assert!(v1.membership_is_invite);
-        assert_eq!(federation_invite(&json!({}), true).unwrap_err().rule, "body-parse");
-        assert_eq!(client_invitee(&json!({"id_server":"x"})).unwrap_err().rule, "invite-user-id-missing");
+        assert_eq!(
+            federation_invite(&json!({}), true).unwrap_err().rule,
+            "body-parse"
+        );
+        assert_eq!(
+            client_invitee(&json!({"id_server":"x"})).unwrap_err().rule,
+            "invite-user-id-missing"
+        );
     }
 }

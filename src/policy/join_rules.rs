@@ -28,7 +28,12 @@ mod tests {
 
     #[test]
     fn public_join_rule_refused_invite_allowed() {
-        assert_eq!(check_join_rules(&json!({"join_rule":"public"})).unwrap_err().rule, RULE);
+        assert_eq!(
+            check_join_rules(&json!({"join_rule":"public"}))
+                .unwrap_err()
+                .rule,
+            RULE
+        );
         assert!(check_join_rules(&json!({"join_rule":"invite"})).is_ok());
     }
 }

@@ -9,5 +9,10 @@ pub const RULE: &str = "A_26262";
 pub const TEMPLATE: &str = "/_matrix/media/v3/config";
 
 pub fn blocked() -> MatrixError {
-    MatrixError::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request", RULE)
+    MatrixError::new(
+        StatusCode::NOT_FOUND,
+        "M_UNRECOGNIZED",
+        "Unrecognized request",
+        RULE,
+    )
 }

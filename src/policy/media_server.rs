@@ -23,9 +23,20 @@ mod tests {
 
     #[test]
     fn unfederated_media_server_refused_fail_closed() {
-        assert!(check_media_server("a", &Membership::Member { is_insurance: false }).is_ok());
+        assert!(
+            check_media_server(
+                "a",
+                &Membership::Member {
+                    is_insurance: false
+                }
+            )
+            .is_ok()
+        );
         let err = check_media_server("unfederated.example", &Membership::NotMember).unwrap_err();
-        assert_eq!(err.error, "unfederated.example kann nicht in der Föderation gefunden werden");
+        assert_eq!(
+            err.error,
+            "unfederated.example kann nicht in der Föderation gefunden werden"
+        );
         assert!(check_media_server("x", &Membership::Unavailable("expired".into())).is_err());
     }
 }

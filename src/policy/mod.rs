@@ -117,11 +117,27 @@ mod tests {
 
     #[test]
     fn blocked_endpoints_carry_their_rule_ids() {
-        assert_eq!(blocked_endpoint("/_matrix/media/v3/config").unwrap().rule, "A_26262");
-        assert_eq!(blocked_endpoint("/_matrix/client/v1/media/preview_url").unwrap().rule, "A_26344");
-        assert_eq!(blocked_endpoint("/_matrix/client/v1/login/get_token").unwrap().status, 404);
+        assert_eq!(
+            blocked_endpoint("/_matrix/media/v3/config").unwrap().rule,
+            "A_26262"
+        );
+        assert_eq!(
+            blocked_endpoint("/_matrix/client/v1/media/preview_url")
+                .unwrap()
+                .rule,
+            "A_26344"
+        );
+        assert_eq!(
+            blocked_endpoint("/_matrix/client/v1/login/get_token")
+                .unwrap()
+                .status,
+            404
+        );
         let fed = blocked_endpoint("/_matrix/federation/v1/publicRooms").unwrap();
-        assert_eq!((fed.status.as_u16(), fed.error.as_str()), (403, "A_26520, A_28590"));
+        assert_eq!(
+            (fed.status.as_u16(), fed.error.as_str()),
+            (403, "A_26520, A_28590")
+        );
         assert!(blocked_endpoint("/_matrix/client/v3/publicRooms").is_none());
     }
 

@@ -210,7 +210,10 @@ mod tests {
     /// The shared vectors (copied into `tests/data/`) must pass 100 %.
     #[test]
     fn permission_config_vectors_all_pass() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/permission-config-cases.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/permission-config-cases.json"
+        );
         let text = std::fs::read_to_string(path).unwrap();
         let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
         assert_eq!(cases.len(), 59);
@@ -253,7 +256,13 @@ mod tests {
 
     #[test]
     fn lookup_order_falls_back_to_legacy() {
-        assert_eq!(ConfigKind::lookup_order(Flavour::Epa), [ConfigKind::Epa, ConfigKind::Legacy]);
-        assert_eq!(ConfigKind::lookup_order(Flavour::Pro)[0].event_type(), TYPE_PRO);
+        assert_eq!(
+            ConfigKind::lookup_order(Flavour::Epa),
+            [ConfigKind::Epa, ConfigKind::Legacy]
+        );
+        assert_eq!(
+            ConfigKind::lookup_order(Flavour::Pro)[0].event_type(),
+            TYPE_PRO
+        );
     }
 }

@@ -32,7 +32,13 @@ mod tests {
 
     #[test]
     fn long_status_refused_limit_inclusive() {
-        assert!(check_presence(&json!({"presence":"online","status_msg":"x".repeat(250)}), 250).is_ok());
+        assert!(
+            check_presence(
+                &json!({"presence":"online","status_msg":"x".repeat(250)}),
+                250
+            )
+            .is_ok()
+        );
         let err = check_presence(&json!({"status_msg":"x".repeat(251)}), 250).unwrap_err();
         assert_eq!(err.error, "'status_msg' is longer than 250 characters.");
         assert_eq!(err.status, StatusCode::FORBIDDEN);

@@ -12,5 +12,10 @@ pub const TEMPLATES: [&str; 2] = [
 ];
 
 pub fn blocked() -> MatrixError {
-    MatrixError::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request", RULE)
+    MatrixError::new(
+        StatusCode::NOT_FOUND,
+        "M_UNRECOGNIZED",
+        "Unrecognized request",
+        RULE,
+    )
 }

@@ -35,7 +35,10 @@ pub fn apply_public_room(create_room: &mut Value, flavour: Flavour) -> Result<bo
         .entry("creation_content")
         .or_insert_with(|| Value::Object(Map::new()));
     let Some(content) = content.as_object_mut() else {
-        return Err(MatrixError::bad_json("Failed to deserialize request body", "body-parse"));
+        return Err(MatrixError::bad_json(
+            "Failed to deserialize request body",
+            "body-parse",
+        ));
     };
     if content.get("m.federate") == Some(&Value::Bool(false)) {
         return Ok(false);

@@ -14,7 +14,10 @@ fn is_emoji_grapheme(g: &str) -> bool {
         return true;
     }
     // Variants the emoji table may lack (e.g. without/with VS16): retry without selectors.
-    let stripped: String = g.chars().filter(|c| *c != '\u{FE0F}' && *c != '\u{FE0E}').collect();
+    let stripped: String = g
+        .chars()
+        .filter(|c| *c != '\u{FE0F}' && *c != '\u{FE0E}')
+        .collect();
     !stripped.is_empty() && emojis::get(&stripped).is_some()
 }
 
@@ -33,9 +36,14 @@ pub fn check_reaction(content: &Value) -> Result<(), MatrixError> {
     if !is_emoji_grapheme(key) {
         return Err(MatrixError::bad_json("Key must only contain emoji", RULE));
     }
-    let rel_type = relates.and_then(|r| r.get("rel_type")).and_then(Value::as_str);
+    let rel_type = relates
+        .and_then(|r| r.get("rel_type"))
+        .and_then(Value::as_str);
     if rel_type != Some("m.annotation") {
-        return Err(MatrixError::bad_json("RelType must be 'm.annotation'", "reaction-rel-type"));
+        return Err(MatrixError::bad_json(
+            "RelType must be 'm.annotation'",
+            "reaction-rel-type",
+        ));
     }
     Ok(())
 }
@@ -58,14 +66,26 @@ mod tests {
 
     #[test]
     fn several_emojis_or_text_refused() {
-        assert!(check_reaction(&reaction("👍👍")).unwrap_err().error.contains("longer than one emoji"));
-        assert_eq!(check_reaction(&reaction("a")).unwrap_err().error, "Key must only contain emoji");
-        assert_eq!(check_reaction(&reaction("1")).unwrap_err().error, "Key must only contain emoji");
+        assert!(
+            check_reaction(&reaction("👍👍"))
+                .unwrap_err()
+                .error
+                .contains("longer than one emoji")
+        );
+        assert_eq!(
+            check_reaction(&reaction("a")).unwrap_err().error,
+            "Key must only contain emoji"
+        );
+        assert_eq!(
+            check_reaction(&reaction("1")).unwrap_err().error,
+            "Key must only contain emoji"
+        );
     }
 
     #[test]
     fn wrong_rel_type_refused_blank_key_ignored() {
-        let err = check_reaction(&json!({"m.relates_to":{"rel_type":"m.reference","key":"👍"}})).unwrap_err();
+        let err = check_reaction(&json!({"m.relates_to":{"rel_type":"m.reference","key":"👍"}}))
+            .unwrap_err();
         assert_eq!(err.error, "RelType must be 'm.annotation'");
         assert!(check_reaction(&json!({"m.relates_to":{"key":" "}})).is_ok());
     }

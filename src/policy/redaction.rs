@@ -20,7 +20,11 @@ pub trait EventTimestampSource: Send + Sync {
 }
 
 /// Pure part: is an event with `origin_ts_ms` still redactable at `now_ms`?
-pub fn check_redaction_age(origin_ts_ms: i64, now_ms: i64, max_age: Duration) -> Result<(), MatrixError> {
+pub fn check_redaction_age(
+    origin_ts_ms: i64,
+    now_ms: i64,
+    max_age: Duration,
+) -> Result<(), MatrixError> {
     let age_minutes = now_ms.saturating_sub(origin_ts_ms) / 60_000;
     let max_minutes = i64::try_from(max_age.as_secs() / 60).unwrap_or(i64::MAX);
     if age_minutes > max_minutes {
@@ -65,7 +69,12 @@ mod tests {
         let now = 10_000_000_000;
         assert!(check_redaction_age(now - 1440 * 60_000, now, DAY).is_ok());
         assert!(check_redaction_age(now - 1440 * 60_000 - 59_999, now, DAY).is_ok());
-        assert_eq!(check_redaction_age(now - 1441 * 60_000, now, DAY).unwrap_err().rule, RULE);
+        assert_eq!(
+            check_redaction_age(now - 1441 * 60_000, now, DAY)
+                .unwrap_err()
+                .rule,
+            RULE
+        );
     }
 
     #[tokio::test]
@@ -75,7 +84,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status, http::StatusCode::FORBIDDEN);
         let err = check_redaction(
-            &Fixed(Err(LookupError::Upstream { status: 404, body: "{}".into() })),
+            &Fixed(Err(LookupError::Upstream {
+                status: 404,
+                body: "{}".into(),
+            })),
             "!r",
             "$e",
             0,
@@ -84,6 +96,10 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.status, http::StatusCode::BAD_GATEWAY);
-        assert!(check_redaction(&Fixed(Ok(5)), "!r", "$e", 6, DAY).await.is_ok());
+        assert!(
+            check_redaction(&Fixed(Ok(5)), "!r", "$e", 6, DAY)
+                .await
+                .is_ok()
+        );
     }
 }

@@ -29,8 +29,12 @@ mod tests {
 
     #[test]
     fn default_v2_room_type_is_refused_other_types_pass() {
-        let err = check_room_type(&json!({"creation_content":{"type":FORBIDDEN_TYPE}})).unwrap_err();
-        assert_eq!(err.error, "Room type not permitted: de.gematik.tim.roomtype.default.v2");
+        let err =
+            check_room_type(&json!({"creation_content":{"type":FORBIDDEN_TYPE}})).unwrap_err();
+        assert_eq!(
+            err.error,
+            "Room type not permitted: de.gematik.tim.roomtype.default.v2"
+        );
         assert!(check_room_type(&json!({"creation_content":{"type":"m.space"}})).is_ok());
         assert!(check_room_type(&json!({"type": FORBIDDEN_TYPE})).is_ok());
     }

@@ -49,6 +49,9 @@ mod tests {
             "Room version 11 is not supported. Allowed versions are: 9, 10. - see A_26202, A_26203"
         );
         assert!(check_upgrade(&json!({"new_version":"10"}), &allowed()).is_ok());
-        assert_eq!(check_upgrade(&json!({}), &allowed()).unwrap_err().rule, "body-parse");
+        assert_eq!(
+            check_upgrade(&json!({}), &allowed()).unwrap_err().rule,
+            "body-parse"
+        );
     }
 }

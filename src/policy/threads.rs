@@ -31,9 +31,15 @@ mod tests {
 
     #[test]
     fn thread_relation_refused_reply_allowed() {
-        let err = check_threads(&json!({"m.relates_to":{"rel_type":"m.thread","event_id":"$e"}})).unwrap_err();
-        assert_eq!(err.error, "Message threading is not supported – see A_25395-02");
-        assert!(check_threads(&json!({"m.relates_to":{"m.in_reply_to":{"event_id":"$e"}}})).is_ok());
+        let err = check_threads(&json!({"m.relates_to":{"rel_type":"m.thread","event_id":"$e"}}))
+            .unwrap_err();
+        assert_eq!(
+            err.error,
+            "Message threading is not supported – see A_25395-02"
+        );
+        assert!(
+            check_threads(&json!({"m.relates_to":{"m.in_reply_to":{"event_id":"$e"}}})).is_ok()
+        );
         assert!(check_threads(&json!({"body":"hi"})).is_ok());
     }
 }

@@ -39,7 +39,7 @@ pub fn filter_versions(body: &[u8]) -> Option<Vec<u8>> {
                 (parsed <= MAX_VERSION).then(|| (parsed, v.clone()))
             })
             .collect();
-        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        kept.sort_by_key(|(parsed, _)| *parsed);
         obj.insert(
             "versions".to_owned(),
             Value::Array(kept.into_iter().map(|(_, v)| v).collect()),
