@@ -496,12 +496,7 @@ async fn run_http<I>(
     builder.http2().timer(TokioTimer::new());
     let service = service_fn(move |req| {
         let state = state.clone();
-        // Boxed with an explicit `Send` bound: proving `Send` for the nested rule futures
-        // inside hyper's generic connection type trips the compiler's higher-ranked lifetime
-        // inference (rust-lang/rust#102211); a concrete boxed future sidesteps it.
-        let fut: std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
-            Box::pin(handle(state, req, remote, tls));
-        async move { Ok::<_, Infallible>(fut.await) }
+        async move { Ok::<_, Infallible>(handle(state, req, remote, tls).await) }
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
