@@ -1,1 +1,518 @@
-//! (in progress)
+//! The inbound listener: Matrix client-server API and inbound federation in front of the
+//! homeserver.
+//!
+//! Each request reads top-down: [`crate::matrix::endpoints`] classifies it against the v1.11
+//! table → TIM blocks and rules ([`crate::policy`], via [`client`] and [`federation`]) →
+//! [`forward`] streams it to the homeserver → the answer is relayed untouched (except the
+//! `/versions` filter). Every rejection is counted by rule and logged once, without IDs or
+//! tokens.
+
+pub mod admin_api;
+pub mod client;
+pub mod federation;
+pub mod forward;
+pub mod whoami;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::error::MatrixError;
+use crate::federation::FederationHandle;
+use crate::matrix::endpoints::{Api, Classification, EndpointTable, TableError};
+use crate::metrics::{ListenerLabels, Metrics};
+use crate::shutdown::Shutdown;
+use admin_api::AdminApi;
+use forward::{Body, Forwarder, full};
+use whoami::WhoamiCache;
+
+/// Listener name in metrics.
+pub const LISTENER: &str = "inbound";
+/// How long in-flight connections may finish after shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Template used in metrics for the proxied Synapse admin API.
+const SYNAPSE_ADMIN_TEMPLATE: &str = "/_synapse/admin/{*path}";
+
+/// Setting up the inbound listener failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("endpoint table: {0}")]
+    Endpoints(#[from] TableError),
+    #[error("inbound TLS: {0}")]
+    Tls(String),
+    #[error("HTTP client: {0}")]
+    Client(String),
+}
+
+/// One finished request, for raw-data (performance) reports.
+#[derive(Debug, Clone)]
+pub struct ObservedRequest {
+    pub endpoint_template: String,
+    pub method: Method,
+    pub status: u16,
+    pub started: time::OffsetDateTime,
+    /// Until the response head was ready (bodies stream afterwards).
+    pub duration: Duration,
+    pub size_in: Option<u64>,
+    pub size_out: Option<u64>,
+    /// Raw `User-Agent` header value.
+    pub user_agent: Option<String>,
+    /// Server names of inviter and invitee for invites and createRoom with an invitee.
+    pub inviter_server: Option<String>,
+    pub invitee_server: Option<String>,
+    pub is_federation: bool,
+}
+
+/// Receives every finished request (the raw-data reporter implements it).
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, obs: &ObservedRequest);
+}
+
+/// Shared state of the inbound listener.
+pub struct InboundState {
+    pub(crate) config: Config,
+    pub(crate) table: EndpointTable,
+    pub(crate) federation: FederationHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) whoami: WhoamiCache,
+    pub(crate) admin: AdminApi,
+    tls: Option<TlsAcceptor>,
+    observer: RwLock<Option<Arc<dyn RequestObserver>>>,
+}
+
+impl std::fmt::Debug for InboundState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundState")
+            .field("table", &self.table)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+fn load_tls(files: &crate::config::TlsFiles) -> Result<TlsAcceptor, InboundError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| InboundError::Tls(format!("{}: {e}", files.cert_file.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+        .map_err(|e| InboundError::Tls(format!("{}: {e}", files.key_file.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| InboundError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| InboundError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl InboundState {
+    pub fn new(
+        config: &Config,
+        federation: FederationHandle,
+        metrics: Arc<Metrics>,
+    ) -> Result<InboundState, InboundError> {
+        let mut endpoints = crate::matrix::endpoints::v1_11();
+        for entry in &config.inbound.extra_endpoints {
+            endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
+        }
+        let table = EndpointTable::new(endpoints)?;
+        let tls = config.inbound.tls.as_ref().map(load_tls).transpose()?;
+        // reqwest needs a process-wide rustls provider; `main` installs ring, this covers
+        // embedders and tests (a second install is a harmless error).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.homeserver.connect_timeout)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| InboundError::Client(e.to_string()))?;
+        Ok(InboundState {
+            config: config.clone(),
+            table,
+            federation,
+            metrics: metrics.clone(),
+            forwarder: Forwarder::new(&config.homeserver),
+            whoami: WhoamiCache::new(config, client.clone(), metrics),
+            admin: AdminApi::new(&config.homeserver, client),
+            tls,
+            observer: RwLock::new(None),
+        })
+    }
+
+    /// Install the raw-data hook (replaces a previous one).
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        if let Ok(mut slot) = self.observer.write() {
+            *slot = Some(observer);
+        }
+    }
+
+    fn observer(&self) -> Option<Arc<dyn RequestObserver>> {
+        self.observer.read().ok().and_then(|o| o.clone())
+    }
+
+    /// Count and log a rejection (rule, method, template, status — never IDs or tokens).
+    pub(crate) fn reject(
+        &self,
+        err: &MatrixError,
+        method: &Method,
+        template: &str,
+    ) -> Response<Body> {
+        self.metrics.reject(LISTENER, err.rule);
+        tracing::info!(
+            rule = err.rule,
+            method = %method,
+            endpoint = template,
+            status = err.status.as_u16(),
+            "request rejected"
+        );
+        forward::error_response(err)
+    }
+}
+
+/// What rule evaluation learned about a request, for observers.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RequestNotes {
+    pub inviter_server: Option<String>,
+    pub invitee_server: Option<String>,
+}
+
+/// Read a body a rule must inspect, up to `inbound.max_body_bytes` (413 beyond).
+pub(crate) async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, MatrixError> {
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(MatrixError::too_large(limit)),
+        Err(_) => Err(MatrixError::bad_json(
+            "could not read request body",
+            "body-read",
+        )),
+    }
+}
+
+fn well_known_server(config: &Config) -> Response<Body> {
+    let name = &config.homeserver.server_name;
+    let has_port = name
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && !name.ends_with(']');
+    let server = if has_port {
+        name.clone()
+    } else {
+        format!("{name}:{}", config.inbound.well_known_server_port)
+    };
+    let body = serde_json::json!({ "m.server": server }).to_string();
+    let mut response = Response::new(full(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Handle one request end to end.
+pub(crate) async fn handle(
+    state: Arc<InboundState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    tls: bool,
+) -> Response<Body> {
+    let started = time::OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let method = req.method().clone();
+    let size_in = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (template, is_federation, notes, response) = route(&state, req, remote, tls).await;
+    let status = response.status().as_u16();
+    state.metrics.request(LISTENER, &template, status);
+    if let Some(observer) = state.observer() {
+        let size_out = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        observer.observe(&ObservedRequest {
+            endpoint_template: template,
+            method,
+            status,
+            started,
+            duration: clock.elapsed(),
+            size_in,
+            size_out,
+            user_agent,
+            inviter_server: notes.inviter_server,
+            invitee_server: notes.invitee_server,
+            is_federation,
+        });
+    }
+    response
+}
+
+async fn route(
+    state: &Arc<InboundState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    tls: bool,
+) -> (String, bool, RequestNotes, Response<Body>) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if path == "/.well-known/matrix/server" && method == Method::GET {
+        return (
+            path,
+            true,
+            RequestNotes::default(),
+            well_known_server(&state.config),
+        );
+    }
+    if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
+        let (parts, body) = req.into_parts();
+        let response = match state
+            .forwarder
+            .forward(parts, forward::stream(body), remote, tls)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => state.reject(&e, &method, SYNAPSE_ADMIN_TEMPLATE),
+        };
+        return (
+            SYNAPSE_ADMIN_TEMPLATE.to_owned(),
+            false,
+            RequestNotes::default(),
+            response,
+        );
+    }
+    let (endpoint, params) = match state.table.classify(&method, &path) {
+        Classification::NotFound => {
+            let err = MatrixError::unrecognized_path();
+            return (
+                "unknown".to_owned(),
+                false,
+                RequestNotes::default(),
+                state.reject(&err, &method, "unknown"),
+            );
+        }
+        Classification::MethodNotAllowed { template } => {
+            let err = crate::policy::blocked_endpoint(template)
+                .unwrap_or_else(MatrixError::method_not_allowed);
+            let response = state.reject(&err, &method, template);
+            return (
+                template.to_owned(),
+                false,
+                RequestNotes::default(),
+                response,
+            );
+        }
+        Classification::Matched { endpoint, params } => (endpoint, params),
+    };
+    let template = endpoint.template.clone();
+    let is_federation = endpoint.api == Api::ServerServer || path.starts_with("/_matrix/key/");
+    if let Some(err) = crate::policy::blocked_endpoint(&template) {
+        let response = state.reject(&err, &method, &template);
+        return (template, is_federation, RequestNotes::default(), response);
+    }
+    let mut notes = RequestNotes::default();
+    let outcome = if is_federation {
+        federation::apply(state, req, &template, &params, &mut notes).await
+    } else {
+        client::apply(state, req, &template, &params, &mut notes).await
+    };
+    let (parts, body) = match outcome {
+        Ok(ready) => ready,
+        Err(err) => {
+            let response = state.reject(&err, &method, &template);
+            return (template, is_federation, notes, response);
+        }
+    };
+    let response = match state.forwarder.forward(parts, body, remote, tls).await {
+        Ok(response) => response,
+        Err(err) => state.reject(&err, &method, &template),
+    };
+    let response = if method == Method::GET
+        && template == "/_matrix/client/versions"
+        && response.status() == StatusCode::OK
+    {
+        filter_versions_response(response, state.config.inbound.max_body_bytes).await
+    } else {
+        response
+    };
+    (template, is_federation, notes, response)
+}
+
+async fn filter_versions_response(response: Response<Body>, limit: u64) -> Response<Body> {
+    let (mut parts, mut body) = response.into_parts();
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return forward::error_response(&MatrixError::bad_gateway(
+                "could not read /versions answer",
+                "versions",
+            ));
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len().saturating_add(data.len()) > limit {
+                return forward::error_response(&MatrixError::bad_gateway(
+                    "/versions answer too large",
+                    "versions",
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    let bytes = buf.freeze();
+    let out = crate::policy::versions::filter_versions(&bytes)
+        .map(Bytes::from)
+        .unwrap_or(bytes);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Response::from_parts(parts, full(out))
+}
+
+/// Serve the inbound listener until `shutdown` fires, then drain for at most
+/// [`DRAIN_TIMEOUT`]. Plain HTTP, or TLS when `inbound.tls` is set; HTTP/1.1 and h2.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<InboundState>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(state.config.inbound.max_connections.max(1)));
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let gauge = state
+        .metrics
+        .open_connections
+        .get_or_create(&ListenerLabels { listener: LISTENER })
+        .clone();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.wait() => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "inbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let drain = drain_rx.clone();
+        let gauge = gauge.clone();
+        tasks.spawn(async move {
+            gauge.inc();
+            serve_connection(state, stream, remote, drain).await;
+            gauge.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = drain_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "inbound drain timed out; closing connections"
+        );
+        tasks.abort_all();
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    state: Arc<InboundState>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    drain: watch::Receiver<bool>,
+) {
+    let header_timeout = state.config.inbound.header_read_timeout;
+    match state.tls.clone() {
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "inbound TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            run_http(state, TokioIo::new(tls), remote, true, drain).await;
+        }
+        None => run_http(state, TokioIo::new(stream), remote, false, drain).await,
+    }
+}
+
+async fn run_http<I>(
+    state: Arc<InboundState>,
+    io: I,
+    remote: SocketAddr,
+    tls: bool,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.inbound.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(state, req, remote, tls).await) }
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    if *drain.borrow() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "inbound connection ended with error");
+            }
+            return;
+        }
+        _ = drain.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "inbound connection ended with error");
+    }
+}

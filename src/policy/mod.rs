@@ -1,1 +1,150 @@
-//! (in progress)
+//! TIM rules, one per file; each file's first doc comment names its requirement number.
+//!
+//! Rules are pure functions over parsed input and state snapshots. The few that need data
+//! from elsewhere (account data, event timestamps, federation membership) take it through the
+//! small traits defined here and in their files, so they are unit-testable without a network.
+
+pub mod create_room;
+pub mod get_token;
+pub mod guest;
+pub mod invite;
+pub mod join_rules;
+pub mod media_config;
+pub mod media_server;
+pub mod permission_config;
+pub mod presence;
+pub mod preview_url;
+pub mod public_room;
+pub mod public_rooms;
+pub mod reaction;
+pub mod redaction;
+pub mod room_type;
+pub mod room_version;
+pub mod threads;
+pub mod versions;
+
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+use crate::error::MatrixError;
+use crate::federation::list::{FederationHandle, Membership};
+use crate::matrix::ids::UserId;
+
+/// A failed lookup at the homeserver's admin API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no admin access token configured")]
+    NoAdminToken,
+    #[error("{0}")]
+    Transport(String),
+    #[error("homeserver answered {status}")]
+    Upstream { status: u16, body: String },
+    #[error("unexpected answer: {0}")]
+    Malformed(String),
+}
+
+impl LookupError {
+    /// Fail closed: missing token or transport problems are 403, upstream errors 502 with the
+    /// homeserver's body (as the reference does).
+    pub fn into_matrix_error(self, rule: &'static str, api: &str) -> MatrixError {
+        match self {
+            LookupError::NoAdminToken => MatrixError::forbidden(
+                "Could not get admin access token cause: no admin token configured",
+                rule,
+            ),
+            LookupError::Transport(e) | LookupError::Malformed(e) => {
+                MatrixError::forbidden(format!("Could not use {api} API, cause: {e}"), rule)
+            }
+            LookupError::Upstream { body, .. } => MatrixError::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                format!("Could not use {api} API, cause: {body}"),
+                rule,
+            ),
+        }
+    }
+}
+
+/// Global account data of a (local) user: event type → content.
+pub trait AccountDataSource: Send + Sync {
+    fn global_account_data(
+        &self,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Map<String, Value>, LookupError>> + Send;
+}
+
+/// Federation membership of a server name (with refresh-on-miss where the source has it).
+pub trait FederationList: Send + Sync {
+    fn membership(&self, server_name: &str) -> impl Future<Output = Membership> + Send;
+}
+
+impl FederationList for FederationHandle {
+    async fn membership(&self, server_name: &str) -> Membership {
+        self.check(server_name).await
+    }
+}
+
+/// Endpoints refused by a TIM rule whatever the method or caller (checked before auth).
+pub fn blocked_endpoint(template: &str) -> Option<MatrixError> {
+    if template == media_config::TEMPLATE {
+        Some(media_config::blocked())
+    } else if preview_url::TEMPLATES.contains(&template) {
+        Some(preview_url::blocked())
+    } else if template == get_token::TEMPLATE {
+        Some(get_token::blocked())
+    } else if template == public_rooms::TEMPLATE {
+        Some(public_rooms::blocked())
+    } else {
+        None
+    }
+}
+
+/// Parse a JSON object body; anything else is the reference's `body-parse` error.
+pub fn parse_object(body: &[u8]) -> Result<Value, MatrixError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) if value.is_object() => Ok(value),
+        _ => Err(body_parse_error()),
+    }
+}
+
+pub fn body_parse_error() -> MatrixError {
+    MatrixError::bad_json("Failed to deserialize request body", "body-parse")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_endpoints_carry_their_rule_ids() {
+        assert_eq!(
+            blocked_endpoint("/_matrix/media/v3/config").unwrap().rule,
+            "A_26262"
+        );
+        assert_eq!(
+            blocked_endpoint("/_matrix/client/v1/media/preview_url")
+                .unwrap()
+                .rule,
+            "A_26344"
+        );
+        assert_eq!(
+            blocked_endpoint("/_matrix/client/v1/login/get_token")
+                .unwrap()
+                .status,
+            404
+        );
+        let fed = blocked_endpoint("/_matrix/federation/v1/publicRooms").unwrap();
+        assert_eq!(
+            (fed.status.as_u16(), fed.error.as_str()),
+            (403, "A_26520, A_28590")
+        );
+        assert!(blocked_endpoint("/_matrix/client/v3/publicRooms").is_none());
+    }
+
+    #[test]
+    fn non_object_bodies_are_body_parse_errors() {
+        assert_eq!(parse_object(b"[1]").unwrap_err().rule, "body-parse");
+        assert_eq!(parse_object(b"{").unwrap_err().errcode, "M_BAD_JSON");
+        assert!(parse_object(b"{}").is_ok());
+    }
+}

@@ -1,0 +1,113 @@
+//! Inbound federation (`/_matrix/federation/*`, `/_matrix/key/*`): the `X-Matrix` origin must
+//! be a federated server (Berechtigungsstufe 1) and the `destination`, when given, this
+//! server; inbound invites get the invite rules.
+//!
+//! Unchecked, because their callers carry no X-Matrix or are not in the federation list:
+//! server keys (Synapse fetches them unauthenticated), `openid/userinfo` (the VZD directory),
+//! `3pid/onbind` (identity servers). `GET /version` is checked only when it carries X-Matrix
+//! (A_26331 in the reference, but Synapse sends it unauthenticated).
+
+use std::sync::Arc;
+
+use http::{Request, header};
+use hyper::body::Incoming;
+
+use super::client::{invite_context, with_body};
+use super::forward::{self, Body};
+use super::{InboundState, RequestNotes, read_body};
+use crate::error::MatrixError;
+use crate::federation::list::Membership;
+use crate::matrix::x_matrix::XMatrix;
+use crate::policy::invite::{InviteSource, check_invite, federation_invite};
+use crate::policy::parse_object;
+
+pub const RULE_MISSING: &str = "x-matrix-missing";
+pub const RULE_ORIGIN: &str = "federation-origin";
+pub const RULE_DESTINATION: &str = "x-matrix-destination";
+
+const UNCHECKED: [&str; 2] = [
+    "/_matrix/federation/v1/openid/userinfo",
+    "/_matrix/federation/v1/3pid/onbind",
+];
+const VERSION: &str = "/_matrix/federation/v1/version";
+
+type Ready = (http::request::Parts, Body);
+
+/// Check the origin of a federation request; `Ok(None)` when the endpoint is unchecked.
+pub async fn check_origin(
+    state: &InboundState,
+    template: &str,
+    authorization: Option<&str>,
+) -> Result<Option<XMatrix>, MatrixError> {
+    if !state.config.federation.enforce
+        || template.starts_with("/_matrix/key/")
+        || UNCHECKED.contains(&template)
+        || (template == VERSION && authorization.is_none())
+    {
+        return Ok(None);
+    }
+    let x = authorization
+        .and_then(|h| XMatrix::parse(h).ok())
+        .ok_or_else(|| {
+            MatrixError::unauthorized(
+                "missing X-Matrix authorization header with origin field",
+                RULE_MISSING,
+            )
+        })?;
+    if let Some(destination) = &x.destination
+        && !destination.eq_ignore_ascii_case(&state.config.homeserver.server_name)
+    {
+        return Err(MatrixError::forbidden(
+            "X-Matrix destination is not this server",
+            RULE_DESTINATION,
+        ));
+    }
+    match state.federation.check(&x.origin).await {
+        Membership::Member { .. } => Ok(Some(x)),
+        Membership::NotMember | Membership::Unavailable(_) => Err(MatrixError::forbidden(
+            "not part of federation",
+            RULE_ORIGIN,
+        )),
+    }
+}
+
+pub(crate) async fn apply(
+    state: &Arc<InboundState>,
+    req: Request<Incoming>,
+    template: &str,
+    _params: &[(String, String)],
+    notes: &mut RequestNotes,
+) -> Result<Ready, MatrixError> {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    check_origin(state, template, authorization).await?;
+    let (parts, body) = req.into_parts();
+    let v2 = match template {
+        "/_matrix/federation/v1/invite/{roomId}/{eventId}" => false,
+        "/_matrix/federation/v2/invite/{roomId}/{eventId}" => true,
+        _ => return Ok((parts, forward::stream(body))),
+    };
+    if !state.config.federation.enforce {
+        return Ok((parts, forward::stream(body)));
+    }
+    let bytes = read_body(body, state.config.inbound.max_body_bytes).await?;
+    let invite = federation_invite(&parse_object(&bytes)?, v2)?;
+    notes.inviter_server = Some(invite.sender.server_name().to_owned());
+    notes.invitee_server = Some(invite.invitee.server_name().to_owned());
+    if !invite.membership_is_invite {
+        return Err(MatrixError::forbidden(
+            "Cannot invite this user",
+            "A_26021-01",
+        ));
+    }
+    check_invite(
+        &invite_context(state),
+        &invite.sender,
+        &invite.invitee,
+        InviteSource::Federation,
+    )
+    .await?;
+    Ok(with_body(parts, bytes))
+}

@@ -1,0 +1,298 @@
+//! A_25534 (federation membership of inviter and invitee), A_26021-01 / AF_10064-02 (the
+//! invitee's permission configuration) and the TI-M ePA rule "no invites between insured
+//! persons", applied to client invites, createRoom invitees and inbound federation invites.
+
+use serde_json::Value;
+
+use crate::config::PolicyConfig;
+use crate::error::MatrixError;
+use crate::federation::list::{Membership, domain_of};
+use crate::matrix::ids::UserId;
+use crate::policy::permission_config::{self, ConfigKind, Decision, DefaultSetting};
+use crate::policy::{AccountDataSource, FederationList, body_parse_error};
+
+pub const RULE_FEDERATION: &str = "A_25534";
+pub const RULE_PERMISSION: &str = "A_26021-01";
+pub const RULE_PERMISSION_INVALID: &str = "A_26021-01-config";
+pub const RULE_INSURED: &str = "ePA-insured-to-insured";
+
+/// Where the invite came from (selects the reference's wording of a policy block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteSource {
+    Client,
+    Federation,
+}
+
+/// What a check needs besides the two users.
+pub struct InviteContext<'a, F, A> {
+    pub federation: &'a F,
+    pub account_data: &'a A,
+    pub policy: &'a PolicyConfig,
+    /// `homeserver.server_name`: the invitee's config can only be read for local users.
+    pub own_server: &'a str,
+    /// `federation.enforce`; false disables every check here.
+    pub enforce: bool,
+}
+
+fn same_server(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b) || domain_of(a).eq_ignore_ascii_case(domain_of(b))
+}
+
+fn not_federated(server: &str) -> MatrixError {
+    MatrixError::forbidden(
+        format!("{server} kann nicht in der Föderation gefunden werden"),
+        RULE_FEDERATION,
+    )
+}
+
+async fn insurance_of<F: FederationList>(
+    federation: &F,
+    server: &str,
+    own_server: &str,
+) -> Result<bool, MatrixError> {
+    match federation.membership(server).await {
+        Membership::Member { is_insurance } => Ok(is_insurance),
+        // The own server serves its local users even without a usable list.
+        _ if same_server(server, own_server) => Ok(false),
+        _ => Err(not_federated(server)),
+    }
+}
+
+/// Check one invite of `invitee` by `inviter`.
+pub async fn check_invite<F: FederationList, A: AccountDataSource>(
+    ctx: &InviteContext<'_, F, A>,
+    inviter: &UserId,
+    invitee: &UserId,
+    source: InviteSource,
+) -> Result<(), MatrixError> {
+    if !ctx.enforce {
+        return Ok(());
+    }
+    let invitee_insured =
+        insurance_of(ctx.federation, invitee.server_name(), ctx.own_server).await?;
+    let inviter_insured =
+        insurance_of(ctx.federation, inviter.server_name(), ctx.own_server).await?;
+    if invitee_insured && inviter_insured {
+        return Err(MatrixError::forbidden(
+            "invite between insured persons is not allowed",
+            RULE_INSURED,
+        ));
+    }
+    if !ctx.policy.invite_permission_check || !same_server(invitee.server_name(), ctx.own_server) {
+        return Ok(());
+    }
+    let blocked_message = match source {
+        InviteSource::Client => "The invite was blocked by the invitees policy",
+        InviteSource::Federation => "Cannot invite this user",
+    };
+    let data = ctx
+        .account_data
+        .global_account_data(invitee)
+        .await
+        .map_err(|e| e.into_matrix_error(RULE_PERMISSION, "AccountData"))?;
+    let (kind, content) = ConfigKind::lookup_order(ctx.policy.flavour)
+        .into_iter()
+        .find_map(|kind| data.get(kind.event_type()).map(|c| (kind, Some(c))))
+        .unwrap_or((ConfigKind::lookup_order(ctx.policy.flavour)[0], None));
+    let server_default =
+        DefaultSetting::parse(&ctx.policy.default_permission).unwrap_or(DefaultSetting::AllowAll);
+    match permission_config::decide(kind, content, server_default, inviter, inviter_insured) {
+        Decision::Allow => Ok(()),
+        Decision::Block => Err(MatrixError::forbidden(blocked_message, RULE_PERMISSION)),
+        Decision::Invalid(reason) => {
+            tracing::info!(rule = RULE_PERMISSION_INVALID, %reason, "invitee permission config does not fit its schema");
+            Err(MatrixError::forbidden(
+                blocked_message,
+                RULE_PERMISSION_INVALID,
+            ))
+        }
+    }
+}
+
+/// `POST /rooms/{roomId}/invite`: the invitee (`user_id`; 3PID invites are refused).
+pub fn client_invitee(body: &Value) -> Result<UserId, MatrixError> {
+    let user_id = body.get("user_id").and_then(Value::as_str).ok_or_else(|| {
+        MatrixError::bad_json(
+            "InviteUser.Request.userId is missing",
+            "invite-user-id-missing",
+        )
+    })?;
+    UserId::parse(user_id).map_err(|_| body_parse_error())
+}
+
+/// An inbound federation invite, from the v1 body (the event) or the v2 body (`{"event":…}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationInvite {
+    pub sender: UserId,
+    pub invitee: UserId,
+    pub membership_is_invite: bool,
+}
+
+pub fn federation_invite(body: &Value, v2: bool) -> Result<FederationInvite, MatrixError> {
+    let event = if v2 {
+        body.get("event").ok_or_else(body_parse_error)?
+    } else {
+        body
+    };
+    let field = |name: &str| event.get(name).and_then(Value::as_str);
+    let sender = field("sender")
+        .and_then(|s| UserId::parse(s).ok())
+        .ok_or_else(body_parse_error)?;
+    let invitee = field("state_key")
+        .and_then(|s| UserId::parse(s).ok())
+        .ok_or_else(body_parse_error)?;
+    let membership = event
+        .get("content")
+        .and_then(|c| c.get("membership"))
+        .and_then(Value::as_str);
+    Ok(FederationInvite {
+        sender,
+        invitee,
+        membership_is_invite: membership == Some("invite"),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Flavour;
+    use crate::policy::LookupError;
+    use serde_json::{Map, json};
+    use std::collections::HashMap;
+
+    pub struct Fed(pub HashMap<&'static str, bool>);
+    impl FederationList for Fed {
+        async fn membership(&self, server: &str) -> Membership {
+            match self.0.get(domain_of(server)) {
+                Some(i) => Membership::Member { is_insurance: *i },
+                None => Membership::NotMember,
+            }
+        }
+    }
+    pub struct Data(pub Result<Map<String, Value>, LookupError>);
+    impl AccountDataSource for Data {
+        async fn global_account_data(&self, _: &UserId) -> Result<Map<String, Value>, LookupError> {
+            self.0.clone()
+        }
+    }
+
+    fn fed() -> Fed {
+        Fed(HashMap::from([
+            ("hs1.test", false),
+            ("hs2.test", false),
+            ("kasse1", true),
+            ("kasse2", true),
+        ]))
+    }
+
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    async fn run(
+        data: Data,
+        policy: &PolicyConfig,
+        inviter: &str,
+        invitee: &str,
+    ) -> Result<(), MatrixError> {
+        let fed = fed();
+        let ctx = InviteContext {
+            federation: &fed,
+            account_data: &data,
+            policy,
+            own_server: "hs1.test",
+            enforce: true,
+        };
+        check_invite(&ctx, &uid(inviter), &uid(invitee), InviteSource::Client).await
+    }
+
+    fn data(v: Value) -> Data {
+        Data(Ok(v.as_object().unwrap().clone()))
+    }
+
+    #[tokio::test]
+    async fn invite_blocked_when_default_block_and_no_exception() {
+        let p = PolicyConfig::default();
+        let d = data(json!({permission_config::TYPE_PRO: {"defaultSetting":"block all"}}));
+        let err = run(d, &p, "@a:hs2.test", "@b:hs1.test").await.unwrap_err();
+        assert_eq!(
+            (err.rule, err.error.as_str()),
+            (
+                RULE_PERMISSION,
+                "The invite was blocked by the invitees policy"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn invite_allowed_without_config_and_for_remote_invitees() {
+        let p = PolicyConfig::default();
+        assert!(
+            run(data(json!({})), &p, "@a:hs2.test", "@b:hs1.test")
+                .await
+                .is_ok()
+        );
+        // Remote invitee: its own proxy evaluates its config.
+        let d = Data(Err(LookupError::NoAdminToken));
+        assert!(run(d, &p, "@a:hs1.test", "@b:hs2.test").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn malformed_config_fails_closed_with_distinct_rule() {
+        let p = PolicyConfig::default();
+        let d = data(json!({permission_config::TYPE_PRO: {"defaultSetting":"Allow All"}}));
+        assert_eq!(
+            run(d, &p, "@a:hs2.test", "@b:hs1.test")
+                .await
+                .unwrap_err()
+                .rule,
+            RULE_PERMISSION_INVALID
+        );
+    }
+
+    #[tokio::test]
+    async fn epa_flavour_reads_epa_type_then_legacy() {
+        let p = PolicyConfig {
+            flavour: Flavour::Epa,
+            ..PolicyConfig::default()
+        };
+        let d = data(
+            json!({permission_config::TYPE_PRO: {"defaultSetting":"block all"},
+                            permission_config::TYPE_LEGACY: {"defaultSetting":"block all","domainExceptions":{"hs2.test":{}}}}),
+        );
+        assert!(run(d, &p, "@a:hs2.test", "@b:hs1.test").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unfederated_and_insured_pairs_refused() {
+        let p = PolicyConfig::default();
+        let err = run(data(json!({})), &p, "@a:evil.test", "@b:hs1.test")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.error,
+            "evil.test kann nicht in der Föderation gefunden werden"
+        );
+        let err = run(data(json!({})), &p, "@a:kasse1", "@b:kasse2")
+            .await
+            .unwrap_err();
+        assert_eq!(err.rule, RULE_INSURED);
+    }
+
+    #[test]
+    fn federation_invite_bodies_parse_v1_and_v2() {
+        let event = json!({"sender":"@a:hs2.test","state_key":"@b:hs1.test","type":"m.room.member","content":{"membership":"invite"}});
+        let v1 = federation_invite(&event, false).unwrap();
+        let v2 = federation_invite(&json!({"event": event, "room_version":"10"}), true).unwrap();
+        assert_eq!(v1, v2);
+        assert!(v1.membership_is_invite);
+        assert_eq!(
+            federation_invite(&json!({}), true).unwrap_err().rule,
+            "body-parse"
+        );
+        assert_eq!(
+            client_invitee(&json!({"id_server":"x"})).unwrap_err().rule,
+            "invite-user-id-missing"
+        );
+    }
+}

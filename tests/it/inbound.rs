@@ -1,0 +1,1313 @@
+//! The inbound listener over real sockets, in front of a small fake homeserver.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use timproxy::config::Config;
+use timproxy::federation::{DomainEntry, FederationHandle, FederationList, ListSource};
+use timproxy::inbound::forward::{Body, full};
+use timproxy::inbound::{self, InboundState, ObservedRequest, RequestObserver};
+use timproxy::matrix::x_matrix::XMatrix;
+use timproxy::metrics::Metrics;
+use timproxy::shutdown;
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(30);
+const ADMIN_TOKEN: &str = "admin-secret";
+const BIG: u64 = 64 * 1024 * 1024;
+
+/// Counters of the fake homeserver.
+#[derive(Default)]
+struct Upstream {
+    requests: AtomicU64,
+    whoami: AtomicU64,
+    uploaded: AtomicU64,
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response<Body> {
+    let mut r = Response::new(full(value.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        "application/json".parse().unwrap(),
+    );
+    r
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
+fn chunks(total: u64) -> Body {
+    let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
+    let stream = futures_util::stream::iter((0..total / chunk.len() as u64).map(move |_| {
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))
+    }));
+    BodyExt::boxed_unsync(StreamBody::new(stream))
+}
+
+async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<Body> {
+    up.requests.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_owned();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if path == "/_matrix/client/v3/account/whoami" {
+        up.whoami.fetch_add(1, Ordering::SeqCst);
+        return match auth.as_str() {
+            "Bearer tok-alice" => {
+                json_response(StatusCode::OK, json!({"user_id":"@alice:hs1.test"}))
+            }
+            "Bearer tok-remote" => {
+                json_response(StatusCode::OK, json!({"user_id":"@mallory:evil.test"}))
+            }
+            _ => json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"errcode":"M_UNKNOWN_TOKEN","error":"x"}),
+            ),
+        };
+    }
+    if path.starts_with("/_synapse/admin/") {
+        if auth != format!("Bearer {ADMIN_TOKEN}") {
+            return json_response(StatusCode::FORBIDDEN, json!({"errcode":"M_FORBIDDEN"}));
+        }
+        if path == "/_synapse/admin/v1/users/%40bob%3Ahs1.test/accountdata" {
+            return json_response(
+                StatusCode::OK,
+                json!({"account_data":{"global":{
+                "de.gematik.tim.account.permissionconfig.pro.v1":{"defaultSetting":"block all"}},"rooms":{}}}),
+            );
+        }
+        if path == "/_synapse/admin/v1/users/%40dave%3Ahs1.test/accountdata" {
+            return json_response(
+                StatusCode::OK,
+                json!({"account_data":{"global":{
+                "de.gematik.tim.account.permissionconfig.pro.v1":{"defaultSetting":"allow all","groupExceptions":["isInsuredPerson"]}}}}),
+            );
+        }
+        if path.ends_with("/accountdata") {
+            return json_response(
+                StatusCode::OK,
+                json!({"account_data":{"global":{},"rooms":{}}}),
+            );
+        }
+        if path.ends_with("/context/%24old") {
+            return json_response(
+                StatusCode::OK,
+                json!({"event":{"origin_server_ts": now_ms() - 25 * 3600 * 1000}}),
+            );
+        }
+        if path.contains("/context/") {
+            return json_response(
+                StatusCode::OK,
+                json!({"event":{"origin_server_ts": now_ms()}}),
+            );
+        }
+    }
+    if path == "/_matrix/client/versions" {
+        return json_response(
+            StatusCode::OK,
+            json!({"versions":["v1.12","v1.11","r0.6.1","v1.2"],"unstable_features":{"x":true}}),
+        );
+    }
+    if path == "/_matrix/media/v3/upload" {
+        let mut body = req.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                n += data.len() as u64;
+            }
+        }
+        up.uploaded.store(n, Ordering::SeqCst);
+        return json_response(
+            StatusCode::OK,
+            json!({"content_uri":"mxc://hs1.test/x","received":n,"target":target,"method":"POST"}),
+        );
+    }
+    if path == "/_matrix/client/v1/media/download/hs1.test/big" {
+        let mut r = Response::new(chunks(BIG));
+        r.headers_mut().insert("content-length", BIG.into());
+        return r;
+    }
+    if path == "/_matrix/client/v3/rooms/%21missing%3Ahs1.test/members" {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({"errcode":"M_NOT_FOUND","error":"upstream says no"}),
+        );
+    }
+    let headers: HashMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let method = req.method().to_string();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    json_response(
+        StatusCode::OK,
+        json!({"echo":true,"method":method,"target":target,"headers":headers,
+               "body":String::from_utf8_lossy(&body)}),
+    )
+}
+
+async fn start_upstream(up: Arc<Upstream>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let up = up.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let up = up.clone();
+                    async move { Ok::<_, Infallible>(fake_homeserver(req, up).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<ObservedRequest>>);
+impl RequestObserver for Recorder {
+    fn observe(&self, obs: &ObservedRequest) {
+        self.0.lock().unwrap().push(obs.clone());
+    }
+}
+
+struct Harness {
+    addr: SocketAddr,
+    up: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    observed: Arc<Recorder>,
+    client: Client<HttpConnector, Body>,
+    trigger: shutdown::ShutdownTrigger,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+fn entry(domain: &str, insurance: bool) -> DomainEntry {
+    DomainEntry {
+        domain: domain.into(),
+        is_insurance: insurance,
+        telematik_id: None,
+        ik: vec![],
+    }
+}
+
+async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let up = Arc::new(Upstream::default());
+    let upstream = start_upstream(up.clone()).await;
+    let mut config = Config::default();
+    config.homeserver.url = format!("http://{upstream}").parse().unwrap();
+    config.homeserver.server_name = "hs1.test".into();
+    config.homeserver.admin_token = Some(ADMIN_TOKEN.into());
+    config.homeserver.request_timeout = Duration::from_secs(20);
+    tweak(&mut config);
+    let list = FederationList::new(
+        1,
+        time::OffsetDateTime::now_utc(),
+        false,
+        ListSource::File,
+        vec![
+            entry("hs1.test", false),
+            entry("hs2.test", false),
+            entry("kasse1.test", true),
+            entry("kasse2.test", true),
+        ],
+    );
+    let federation = FederationHandle::with_list(Duration::from_secs(3600), list);
+    let metrics = Metrics::new();
+    let state = InboundState::new(&config, federation, metrics.clone()).unwrap();
+    let observed = Arc::new(Recorder::default());
+    state.set_observer(observed.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, signal) = shutdown::channel();
+    let server = tokio::spawn(inbound::serve(listener, Arc::new(state), signal));
+    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    Harness {
+        addr,
+        up,
+        metrics,
+        observed,
+        client,
+        trigger,
+        server,
+    }
+}
+
+async fn start() -> Harness {
+    start_with(|_| {}).await
+}
+
+impl Harness {
+    async fn send_body(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Response<Incoming> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, target));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        tokio::time::timeout(WAIT, self.client.request(req.body(body).unwrap()))
+            .await
+            .expect("request timed out")
+            .unwrap()
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let body = body
+            .map(|b| full(b.to_string()))
+            .unwrap_or_else(|| full(Bytes::new()));
+        let response = self.send_body(method, target, headers, body).await;
+        let status = response.status();
+        let bytes = tokio::time::timeout(WAIT, response.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn alice(&self, method: Method, target: &str, body: Value) -> (StatusCode, Value) {
+        self.send(
+            method,
+            target,
+            &[("authorization", "Bearer tok-alice")],
+            Some(body),
+        )
+        .await
+    }
+
+    async fn federation(
+        &self,
+        method: Method,
+        target: &str,
+        origin: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let x = XMatrix {
+            origin: origin.into(),
+            destination: Some("hs1.test".into()),
+            key: Some("ed25519:a".into()),
+            sig: Some("c2ln".into()),
+        };
+        self.send(method, target, &[("authorization", &x.render())], body)
+            .await
+    }
+}
+
+fn echoed_body(v: &Value) -> Value {
+    assert_eq!(v["echo"], true, "not forwarded: {v}");
+    serde_json::from_str(v["body"].as_str().unwrap()).unwrap()
+}
+
+fn assert_rejected(got: &(StatusCode, Value), status: u16, errcode: &str) {
+    assert_eq!(got.0.as_u16(), status, "{}", got.1);
+    assert_eq!(got.1["errcode"], errcode, "{}", got.1);
+}
+
+fn sample(name: &str) -> &'static str {
+    match name {
+        "roomId" => "%21room%3Ahs1.test",
+        "userId" => "%40alice%3Ahs1.test",
+        "serverName" => "hs1.test",
+        "eventId" => "%24new",
+        "eventType" => "m.room.message",
+        "roomAlias" | "roomIdOrAlias" => "%23alias%3Ahs1.test",
+        _ => "sample",
+    }
+}
+
+fn fill(template: &str) -> String {
+    template
+        .split('/')
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => sample(name).to_owned(),
+                None => seg.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
+    let h = start().await;
+    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test","type":"m.room.member","content":{"membership":"invite"}});
+    let body = json!({"user_id":"@carol:hs1.test","new_version":"10","room_version":"10","sender":"@x:hs2.test",
+        "state_key":"@carol:hs1.test","content":{"membership":"invite"},"event":event});
+    let endpoints = timproxy::matrix::endpoints::v1_11();
+    assert_eq!(endpoints.len(), 191);
+    let (mut forwarded, mut blocked) = (0, 0);
+    for e in &endpoints {
+        let target = fill(&e.template);
+        let is_fed = e.template.starts_with("/_matrix/federation/")
+            || e.template.starts_with("/_matrix/key/");
+        let with_body = e.method == Method::POST || e.method == Method::PUT;
+        let got = if is_fed {
+            h.federation(
+                e.method.clone(),
+                &target,
+                "hs2.test",
+                with_body.then(|| body.clone()),
+            )
+            .await
+        } else {
+            h.send(
+                e.method.clone(),
+                &target,
+                &[("authorization", "Bearer tok-alice")],
+                with_body.then(|| body.clone()),
+            )
+            .await
+        };
+        if let Some(block) = timproxy::policy::blocked_endpoint(&e.template) {
+            assert_eq!(got.0, block.status, "{} {}", e.method, e.template);
+            blocked += 1;
+            continue;
+        }
+        assert_eq!(
+            got.0,
+            StatusCode::OK,
+            "{} {}: {}",
+            e.method,
+            e.template,
+            got.1
+        );
+        if e.template == "/.well-known/matrix/server" {
+            assert_eq!(got.1, json!({"m.server":"hs1.test:443"}));
+        } else if e.template == "/_matrix/client/v3/account/whoami" {
+            assert_eq!(got.1["user_id"], "@alice:hs1.test");
+        } else if e.template != "/_matrix/client/versions" {
+            assert_eq!(got.1["target"], target, "{} {}", e.method, e.template);
+            assert_eq!(got.1["method"], e.method.as_str());
+        }
+        forwarded += 1;
+    }
+    // media v3 config, two preview_url, get_token, federation publicRooms GET + POST.
+    assert_eq!(blocked, 6);
+    assert_eq!(forwarded, 191 - 6);
+}
+
+#[tokio::test]
+async fn non_v1_11_paths_are_unrecognized_and_never_forwarded() {
+    let h = start().await;
+    for target in [
+        "/_matrix/client/v3/asdf",
+        "/_synapse/admin/v1/users/%40alice%3Ahs1.test",
+        "/_synapse/client/oidc/callback",
+        "/metrics",
+        "/_matrix/client/r0/sync",
+        "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
+        "/_matrix/client/v3/sync/",
+        "/_matrix/client//v3/sync",
+        "/_matrix/client/v3/rooms//members",
+        "/_matrix/client/v3/pushrules",
+    ] {
+        let got = h.send(Method::GET, target, &[], None).await;
+        assert_rejected(&got, 404, "M_UNRECOGNIZED");
+    }
+    assert_eq!(h.up.requests.load(Ordering::SeqCst), 0);
+    let text = h.metrics.encode();
+    assert!(text.contains(r#"rule="unknown-endpoint""#), "{text}");
+}
+
+#[tokio::test]
+async fn known_path_with_wrong_method_is_405() {
+    let h = start().await;
+    let got = h
+        .send(Method::DELETE, "/_matrix/client/v3/createRoom", &[], None)
+        .await;
+    assert_rejected(&got, 405, "M_UNRECOGNIZED");
+    assert_eq!(
+        got.1["error"],
+        "This endpoint is implemented, but the method is not supported."
+    );
+}
+
+#[tokio::test]
+async fn extra_endpoints_and_exposed_synapse_admin_are_forwarded() {
+    let h = start_with(|c| {
+        c.inbound.extra_endpoints = vec!["GET /_synapse/client/oidc/callback".into()];
+        c.inbound.expose_synapse_admin = true;
+    })
+    .await;
+    assert_eq!(
+        h.send(
+            Method::GET,
+            "/_synapse/client/oidc/callback?code=1",
+            &[],
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let got = h
+        .send(
+            Method::GET,
+            "/_synapse/admin/v1/server_version",
+            &[("authorization", &admin)],
+            None,
+        )
+        .await;
+    assert_eq!(got.1["target"], "/_synapse/admin/v1/server_version");
+    assert_rejected(
+        &h.send(Method::GET, "/metrics", &[], None).await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+}
+
+#[tokio::test]
+async fn tim_blocked_endpoints_answer_with_rule_errors_before_auth() {
+    let h = start().await;
+    assert_rejected(
+        &h.send(Method::GET, "/_matrix/media/v3/config", &[], None)
+            .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_rejected(
+        &h.send(
+            Method::GET,
+            "/_matrix/media/v3/preview_url?url=x",
+            &[],
+            None,
+        )
+        .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_rejected(
+        &h.send(
+            Method::GET,
+            "/_matrix/client/v1/media/preview_url",
+            &[],
+            None,
+        )
+        .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_rejected(
+        &h.send(
+            Method::POST,
+            "/_matrix/client/v1/login/get_token",
+            &[],
+            Some(json!({})),
+        )
+        .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_rejected(
+        &h.send(Method::GET, "/_matrix/client/v1/login/get_token", &[], None)
+            .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    for method in [Method::GET, Method::POST] {
+        let got = h
+            .send(
+                method,
+                "/_matrix/federation/v1/publicRooms",
+                &[],
+                Some(json!({})),
+            )
+            .await;
+        assert_rejected(&got, 403, "M_FORBIDDEN");
+        assert_eq!(got.1["error"], "A_26520, A_28590");
+    }
+    assert_eq!(h.up.requests.load(Ordering::SeqCst), 0);
+    assert!(h.metrics.encode().contains(r#"rule="A_26520/A_28590"} 2"#));
+}
+
+#[tokio::test]
+async fn client_public_rooms_is_forwarded() {
+    let h = start().await;
+    assert_eq!(
+        h.alice(Method::POST, "/_matrix/client/v3/publicRooms", json!({}))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn request_target_is_forwarded_byte_for_byte() {
+    let h = start().await;
+    let target =
+        "/_matrix/client/v3/rooms/%21room%3Ahs1.test/messages?from=a%2Fb&dir=b&filter=%7B%7D";
+    let got = h
+        .send(Method::GET, target, &[("authorization", "Bearer t")], None)
+        .await;
+    assert_eq!(got.1["target"], target);
+    let headers = &got.1["headers"];
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["authorization"], "Bearer t");
+    let fed = "/_matrix/federation/v1/state/%21room%3Ahs1.test?event_id=%24e%2Bx";
+    assert_eq!(
+        h.federation(Method::GET, fed, "hs2.test", None).await.1["target"],
+        fed
+    );
+}
+
+#[tokio::test]
+async fn upstream_error_bodies_are_relayed_untouched() {
+    let h = start().await;
+    let got = h
+        .send(
+            Method::GET,
+            "/_matrix/client/v3/rooms/%21missing%3Ahs1.test/members",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(got.0, 404);
+    assert_eq!(
+        got.1,
+        json!({"errcode":"M_NOT_FOUND","error":"upstream says no"})
+    );
+}
+
+#[tokio::test]
+async fn unreachable_homeserver_is_502() {
+    let h = start_with(|c| c.homeserver.url = "http://127.0.0.1:1".parse().unwrap()).await;
+    assert_rejected(
+        &h.send(Method::GET, "/_matrix/client/v3/sync", &[], None)
+            .await,
+        502,
+        "M_UNKNOWN",
+    );
+}
+
+#[tokio::test]
+async fn versions_are_filtered_to_v1_11() {
+    let h = start().await;
+    let got = h
+        .send(Method::GET, "/_matrix/client/versions", &[], None)
+        .await;
+    assert_eq!(
+        got.1,
+        json!({"versions":["r0.6.1","v1.2","v1.11"],"unstable_features":{}})
+    );
+}
+
+#[tokio::test]
+async fn create_room_rules() {
+    let h = start().await;
+    let url = "/_matrix/client/v3/createRoom";
+    // allow: one local invitee without config; default version injected, unknown fields kept.
+    let got = h.alice(Method::POST, url, json!({"x.unknown":1,"invite":["@carol:hs1.test"],"preset":"public_chat","creation_content":{"x.c":2}})).await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(
+        echoed_body(&got.1),
+        json!({"x.unknown":1,"invite":["@carol:hs1.test"],"preset":"public_chat","creation_content":{"x.c":2,"m.federate":false},"room_version":"10"})
+    );
+    assert_rejected(
+        &h.alice(
+            Method::POST,
+            url,
+            json!({"invite":["@a:hs1.test","@b:hs1.test"]}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_rejected(
+        &h.alice(Method::POST, url, json!({"room_version":"11"}))
+            .await,
+        400,
+        "M_UNSUPPORTED_ROOM_VERSION",
+    );
+    assert_rejected(
+        &h.alice(
+            Method::POST,
+            url,
+            json!({"creation_content":{"type":"de.gematik.tim.roomtype.default.v2"}}),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+    let got = h
+        .alice(Method::POST, url, json!({"invite":["@bob:hs1.test"]}))
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
+    let got = h
+        .alice(Method::POST, url, json!({"invite":["@x:evil.test"]}))
+        .await;
+    assert_eq!(
+        got.1["error"],
+        "evil.test kann nicht in der Föderation gefunden werden"
+    );
+    assert_rejected(
+        &h.alice(Method::POST, url, json!([1])).await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_rejected(
+        &h.send(Method::POST, url, &[], Some(json!({}))).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    assert_rejected(
+        &h.send(
+            Method::POST,
+            url,
+            &[("authorization", "Bearer nope")],
+            Some(json!({})),
+        )
+        .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    let metrics = h.metrics.encode();
+    for rule in [
+        "A_25368-01",
+        "A_26202/A_26203",
+        "A_28596",
+        "A_26021-01",
+        "A_25534",
+    ] {
+        assert!(
+            metrics.contains(&format!("rule=\"{rule}\"")),
+            "{rule}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn create_room_by_unfederated_creator_refused() {
+    let h = start().await;
+    let got = h
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            &[("authorization", "Bearer tok-remote")],
+            Some(json!({})),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn create_room_public_refused_on_epa() {
+    let h = start_with(|c| c.policy.flavour = timproxy::config::Flavour::Epa).await;
+    let got = h
+        .alice(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            json!({"visibility":"public"}),
+        )
+        .await;
+    assert_rejected(&got, 400, "M_INVALID_ROOM_STATE");
+    assert_eq!(
+        h.alice(Method::POST, "/_matrix/client/v3/createRoom", json!({}))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn whoami_is_cached_by_token() {
+    let h = start().await;
+    for _ in 0..3 {
+        assert_eq!(
+            h.alice(Method::POST, "/_matrix/client/v3/createRoom", json!({}))
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(h.up.whoami.load(Ordering::SeqCst), 1);
+    let text = h.metrics.encode();
+    assert!(
+        text.contains(r#"whoami_cache_total{outcome="hit"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn client_invite_rules() {
+    let h = start().await;
+    let url = "/_matrix/client/v3/rooms/%21room%3Ahs1.test/invite";
+    assert_eq!(
+        h.alice(
+            Method::POST,
+            url,
+            json!({"user_id":"@carol:hs1.test","reason":"r"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        h.alice(Method::POST, url, json!({"user_id":"@z:hs2.test"}))
+            .await
+            .0,
+        200
+    );
+    assert_rejected(
+        &h.alice(Method::POST, url, json!({"user_id":"@bob:hs1.test"}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Malformed config (bare-string groupExceptions) fails closed.
+    assert_rejected(
+        &h.alice(Method::POST, url, json!({"user_id":"@dave:hs1.test"}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert!(h.metrics.encode().contains(r#"rule="A_26021-01-config""#));
+    let got = h
+        .alice(Method::POST, url, json!({"id_server":"x","medium":"email"}))
+        .await;
+    assert_eq!(got.1["error"], "InviteUser.Request.userId is missing");
+    assert_rejected(
+        &h.alice(Method::POST, url, json!({"user_id":"@x:unlisted.test"}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let observed = h.observed.0.lock().unwrap();
+    let invite = observed
+        .iter()
+        .find(|o| o.endpoint_template.ends_with("/invite") && o.status == 200)
+        .unwrap();
+    assert_eq!(invite.inviter_server.as_deref(), Some("hs1.test"));
+    assert!(!invite.is_federation);
+}
+
+#[tokio::test]
+async fn permission_checks_fail_closed_without_admin_token() {
+    let h = start_with(|c| c.homeserver.admin_token = None).await;
+    let got = h
+        .alice(
+            Method::POST,
+            "/_matrix/client/v3/rooms/%21r%3Ahs1.test/invite",
+            json!({"user_id":"@carol:hs1.test"}),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn federation_disabled_skips_federation_and_permission_checks() {
+    let h = start_with(|c| c.federation.enforce = false).await;
+    assert_eq!(
+        h.alice(
+            Method::POST,
+            "/_matrix/client/v3/rooms/%21r%3Ahs1.test/invite",
+            json!({"user_id":"@bob:hs1.test"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        h.send(
+            Method::GET,
+            "/_matrix/federation/v1/state/%21r%3Ahs1.test",
+            &[],
+            None
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn x_matrix_origin_and_destination_checks() {
+    let h = start().await;
+    let url = "/_matrix/federation/v1/event/%24e";
+    assert_eq!(
+        h.federation(Method::GET, url, "hs2.test", None).await.0,
+        200
+    );
+    assert_eq!(
+        h.federation(Method::GET, url, "hs2.test:8448", None)
+            .await
+            .0,
+        200
+    );
+    let got = h.federation(Method::GET, url, "evil.test", None).await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(got.1["error"], "not part of federation");
+    let got = h.send(Method::GET, url, &[], None).await;
+    assert_rejected(&got, 401, "M_UNAUTHORIZED");
+    assert_eq!(
+        got.1["error"],
+        "missing X-Matrix authorization header with origin field"
+    );
+    assert_rejected(
+        &h.send(Method::GET, url, &[("authorization", "Bearer x")], None)
+            .await,
+        401,
+        "M_UNAUTHORIZED",
+    );
+    let unquoted = "X-Matrix origin=hs2.test,destination=other.test,key=\"ed25519:a\",sig=\"x\"";
+    assert_rejected(
+        &h.send(Method::GET, url, &[("authorization", unquoted)], None)
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let unquoted = "X-Matrix origin=hs2.test,key=\"ed25519:a\",sig=\"x\"";
+    assert_eq!(
+        h.send(Method::GET, url, &[("authorization", unquoted)], None)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn synapse_unauthenticated_federation_calls_pass() {
+    let h = start().await;
+    for target in [
+        "/_matrix/key/v2/server",
+        "/_matrix/key/v2/query/hs2.test",
+        "/_matrix/federation/v1/version",
+        "/_matrix/federation/v1/openid/userinfo?access_token=x",
+    ] {
+        assert_eq!(
+            h.send(Method::GET, target, &[], None).await.0,
+            200,
+            "{target}"
+        );
+    }
+    assert_eq!(
+        h.send(Method::POST, "/_matrix/key/v2/query", &[], Some(json!({})))
+            .await
+            .0,
+        200
+    );
+    // With X-Matrix, /version is checked.
+    assert_eq!(
+        h.federation(
+            Method::GET,
+            "/_matrix/federation/v1/version",
+            "evil.test",
+            None
+        )
+        .await
+        .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn federation_invite_rules() {
+    let h = start().await;
+    let event = |invitee: &str, membership: &str| json!({"sender":"@x:hs2.test","state_key":invitee,"type":"m.room.member","content":{"membership":membership}});
+    let v1 = "/_matrix/federation/v1/invite/%21r%3Ahs1.test/%24ev";
+    let v2 = "/_matrix/federation/v2/invite/%21r%3Ahs1.test/%24ev";
+    assert_eq!(
+        h.federation(
+            Method::PUT,
+            v1,
+            "hs2.test",
+            Some(event("@carol:hs1.test", "invite"))
+        )
+        .await
+        .0,
+        200
+    );
+    let got = h
+        .federation(
+            Method::PUT,
+            v2,
+            "hs2.test",
+            Some(json!({"event": event("@carol:hs1.test", "invite"),"room_version":"10"})),
+        )
+        .await;
+    assert_eq!(got.0, 200);
+    let got = h
+        .federation(
+            Method::PUT,
+            v2,
+            "hs2.test",
+            Some(json!({"event": event("@bob:hs1.test", "invite")})),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(got.1["error"], "Cannot invite this user");
+    assert_rejected(
+        &h.federation(
+            Method::PUT,
+            v1,
+            "hs2.test",
+            Some(event("@carol:hs1.test", "join")),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let insured = json!({"sender":"@i:kasse1.test","state_key":"@carol:kasse2.test","content":{"membership":"invite"}});
+    assert_rejected(
+        &h.federation(Method::PUT, v1, "kasse1.test", Some(insured))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert!(
+        h.metrics
+            .encode()
+            .contains(r#"rule="ePA-insured-to-insured""#)
+    );
+}
+
+#[tokio::test]
+async fn state_send_redact_presence_register_upgrade_rules() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    // A_28271, with and without trailing slash for the empty state key.
+    for suffix in ["/state/m.room.join_rules/", "/state/m.room.join_rules"] {
+        assert_rejected(
+            &h.alice(
+                Method::PUT,
+                &format!("{room}{suffix}"),
+                json!({"join_rule":"public"}),
+            )
+            .await,
+            400,
+            "M_INVALID_ROOM_STATE",
+        );
+        assert_eq!(
+            h.alice(
+                Method::PUT,
+                &format!("{room}{suffix}"),
+                json!({"join_rule":"invite"})
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    assert_eq!(
+        h.alice(
+            Method::PUT,
+            &format!("{room}/state/m.room.name/"),
+            json!({"join_rule":"public"})
+        )
+        .await
+        .0,
+        200
+    );
+    // A_25395-02
+    let send = format!("{room}/send/m.room.message/t1");
+    assert_rejected(
+        &h.alice(
+            Method::PUT,
+            &send,
+            json!({"body":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}}),
+        )
+        .await,
+        400,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        h.alice(Method::PUT, &send, json!({"body":"x"})).await.0,
+        200
+    );
+    // A_26228-01
+    let react = format!("{room}/send/m.reaction/t2");
+    assert_eq!(
+        h.alice(
+            Method::PUT,
+            &react,
+            json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍🏽"}})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_rejected(
+        &h.alice(
+            Method::PUT,
+            &react,
+            json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍👍"}}),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+    // A_28358
+    assert_eq!(
+        h.alice(Method::PUT, &format!("{room}/redact/%24new/t3"), json!({}))
+            .await
+            .0,
+        200
+    );
+    let got = h
+        .alice(Method::PUT, &format!("{room}/redact/%24old/t4"), json!({}))
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "Event cannot be redacted, it is older than 24h - see A_28358"
+    );
+    // presence
+    let presence = "/_matrix/client/v3/presence/%40alice%3Ahs1.test/status";
+    assert_eq!(
+        h.alice(
+            Method::PUT,
+            presence,
+            json!({"presence":"online","status_msg":"x".repeat(250)})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_rejected(
+        &h.alice(
+            Method::PUT,
+            presence,
+            json!({"presence":"online","status_msg":"x".repeat(251)}),
+        )
+        .await,
+        403,
+        "M_TOO_LARGE",
+    );
+    // guest
+    let got = h
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/register?kind=guest",
+            &[],
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(got.1["error"], "Guest access is disabled");
+    assert_eq!(
+        h.send(
+            Method::POST,
+            "/_matrix/client/v3/register?kind=user",
+            &[],
+            Some(json!({}))
+        )
+        .await
+        .0,
+        200
+    );
+    // upgrade
+    assert_rejected(
+        &h.alice(
+            Method::POST,
+            &format!("{room}/upgrade"),
+            json!({"new_version":"11"}),
+        )
+        .await,
+        400,
+        "M_UNSUPPORTED_ROOM_VERSION",
+    );
+    assert_eq!(
+        h.alice(
+            Method::POST,
+            &format!("{room}/upgrade"),
+            json!({"new_version":"9"})
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn media_server_name_must_be_federated() {
+    let h = start().await;
+    assert_eq!(
+        h.send(
+            Method::GET,
+            "/_matrix/media/v3/download/hs2.test/m1",
+            &[],
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        h.send(
+            Method::GET,
+            "/_matrix/client/v1/media/thumbnail/hs1.test/m1?width=1",
+            &[],
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let got = h
+        .send(
+            Method::GET,
+            "/_matrix/client/v1/media/download/evil.test/m1",
+            &[],
+            None,
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "evil.test kann nicht in der Föderation gefunden werden"
+    );
+}
+
+#[tokio::test]
+async fn rule_bodies_over_the_limit_are_413() {
+    let h = start_with(|c| c.inbound.max_body_bytes = 1024).await;
+    let got = h
+        .alice(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            json!({"name":"x".repeat(2000)}),
+        )
+        .await;
+    assert_rejected(&got, 413, "M_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_upload_and_download() {
+    let h = start_with(|c| c.inbound.max_body_bytes = 1024).await;
+    let response = h
+        .send_body(
+            Method::POST,
+            "/_matrix/media/v3/upload",
+            &[
+                ("authorization", "Bearer t"),
+                ("content-type", "application/octet-stream"),
+            ],
+            chunks(BIG),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["received"], BIG);
+    assert_eq!(h.up.uploaded.load(Ordering::SeqCst), BIG);
+    let response = h
+        .send_body(
+            Method::GET,
+            "/_matrix/client/v1/media/download/hs1.test/big",
+            &[],
+            full(Bytes::new()),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = tokio::time::timeout(WAIT, body.frame()).await.unwrap() {
+        if let Ok(data) = frame.unwrap().into_data() {
+            n += data.len() as u64;
+        }
+    }
+    assert_eq!(n, BIG);
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_returns() {
+    let h = start().await;
+    assert_eq!(
+        h.send(Method::GET, "/_matrix/client/v3/sync", &[], None)
+            .await
+            .0,
+        200
+    );
+    h.trigger.trigger();
+    let result = tokio::time::timeout(Duration::from_secs(15), h.server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_ok());
+    assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn tls_listener_serves_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let h = start_with(|c| {
+        c.inbound.tls = Some(timproxy::config::TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        })
+    })
+    .await;
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .resolve("localhost", h.addr)
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://localhost:{}/.well-known/matrix/server",
+        h.addr.port()
+    );
+    let response = tokio::time::timeout(WAIT, client.get(&url).send())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let url = format!("https://localhost:{}/_matrix/client/v3/sync", h.addr.port());
+    let body: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+}
