@@ -18,8 +18,12 @@ use crate::admin::{self, AdminState, Component, ComponentStatus, HomeserverCompo
 use crate::cli::GlobalOpts;
 use crate::federation::refresh::Refresher;
 use crate::federation::{FederationHandle, SnapshotStore};
+use crate::config::{CaConfig, Config};
+use crate::inbound::{self, InboundState, ObservedRequest, RequestObserver};
 use crate::info_api::{self, InfoApiState};
-use crate::rawdata::{self, Reporter};
+use crate::outbound::{self, OutboundState};
+use crate::rawdata::{self, Direction, Invitee, Measurement, RawDataReport, Reporter};
+use crate::tls::{self, CaOptions, CertificateAuthority};
 use crate::store::{Store, StoreError};
 use crate::cleanup;
 use crate::metrics::Metrics;
@@ -70,7 +74,13 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
         Err(e) => tracing::warn!(error = %e, "stored federation list not usable"),
     }
 
-    // 3. Listeners: bind all before serving any, so a port clash fails the start cleanly.
+    // 3. The interception CA: configured files, or a dev CA on the embedded defaults.
+    let ca = load_or_create_ca(&config)?;
+    let ca_fingerprint = ca.fingerprint().to_owned();
+
+    // 4. Listeners: bind all before serving any, so a port clash fails the start cleanly.
+    let inbound_listener = bind("inbound.listen", config.inbound.listen).await?;
+    let outbound_listener = bind("outbound.listen", config.outbound.listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
     let info_listener = if config.info_api.enabled {
         Some(bind("info_api.listen", config.info_api.listen).await?)
@@ -93,7 +103,32 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
 
     let mut tasks: JoinSet<(&'static str, std::io::Result<()>)> = JoinSet::new();
     let mut summary = Vec::new();
+    summary.push(("inbound", local_addr(&inbound_listener)?));
+    summary.push(("outbound", local_addr(&outbound_listener)?));
     summary.push(("admin", local_addr(&admin_listener)?));
+
+    let inbound_state = Arc::new(
+        InboundState::new(&config, federation.clone(), metrics.clone())
+            .map_err(|e| CliError::usage(e.to_string()))?,
+    );
+    {
+        let shutdown = shutdown.clone();
+        let state = inbound_state.clone();
+        tasks.spawn(async move { ("inbound", inbound::serve(inbound_listener, state, shutdown).await) });
+    }
+    let authority = Arc::new(tls::Authority::new(
+        ca,
+        &config.outbound.cert_cache,
+        config.outbound.leaf_validity,
+        metrics.clone(),
+    ));
+    let outbound_state = OutboundState::new(&config, federation.clone(), authority, metrics.clone())
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    {
+        let shutdown = shutdown.clone();
+        let state = Arc::new(outbound_state);
+        tasks.spawn(async move { ("outbound", outbound::serve(outbound_listener, state, shutdown).await) });
+    }
     {
         let shutdown = shutdown.clone();
         let state = Arc::new(admin_state);
@@ -109,11 +144,15 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
         });
     }
 
-    // 4. Background jobs.
+    // 5. Background jobs.
     let mut jobs = vec![refresher.spawn(shutdown.clone())];
     if config.raw_data.enabled {
-        let (_reporter, writer) =
+        let (reporter, writer) =
             Reporter::spawn(store.clone(), &config.raw_data, metrics.clone(), shutdown.clone());
+        inbound_state.set_observer(Arc::new(RawDataObserver {
+            config: config.clone(),
+            reporter,
+        }));
         jobs.push(writer);
         jobs.push(rawdata::spawn_sender(
             store.clone(),
@@ -135,11 +174,14 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
     }
     tracing::info!(
         config = %path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into()),
+        inbound = %addr_of(&summary, "inbound"),
+        outbound = %addr_of(&summary, "outbound"),
         admin = %addr_of(&summary, "admin"),
         info_api = %addr_of(&summary, "info_api"),
         database = %redact_url(&config.database.url),
         homeserver = %config.homeserver.url,
         federation_source = ?config.federation.source,
+        ca_fingerprint = %ca_fingerprint,
         "timproxy started"
     );
 
@@ -151,6 +193,73 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
     }
     store.close().await;
     code
+}
+
+/// The configured CA, or — only when both default paths are missing — a freshly generated dev
+/// CA written there, so `timproxy serve` works on a fresh checkout. Explicitly configured paths
+/// must exist: silently minting a new CA would break the homeserver's trust.
+fn load_or_create_ca(config: &Config) -> Result<CertificateAuthority, CliError> {
+    let paths = &config.outbound.ca;
+    let usage_or_io = |e: tls::TlsError| {
+        if e.is_usage() {
+            CliError::usage(e.to_string())
+        } else {
+            CliError::io(e.to_string())
+        }
+    };
+    let is_default = *paths == CaConfig::default();
+    if is_default && !paths.cert_file.exists() && !paths.key_file.exists() {
+        let generated = tls::ca::generate_ca(&CaOptions {
+            common_name: "timproxy development CA".to_owned(),
+            ..CaOptions::default()
+        })
+        .map_err(usage_or_io)?;
+        if let Some(dir) = paths.cert_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::io(format!("{}: {e}", dir.display())))?;
+        }
+        tls::ca::write_ca(&paths.cert_file, &paths.key_file, &generated, false)
+            .map_err(usage_or_io)?;
+        tracing::warn!(
+            cert = %paths.cert_file.display(),
+            fingerprint = %generated.fingerprint,
+            "generated a development interception CA; use `timproxy gen-ca` and outbound.ca for production"
+        );
+        return CertificateAuthority::from_generated(&generated).map_err(usage_or_io);
+    }
+    CertificateAuthority::load(&paths.cert_file, &paths.key_file).map_err(usage_or_io)
+}
+
+/// Turns finished inbound requests into raw-data reports (only the operations the spec lists).
+struct RawDataObserver {
+    config: Arc<Config>,
+    reporter: Reporter,
+}
+
+impl RequestObserver for RawDataObserver {
+    fn observe(&self, obs: &ObservedRequest) {
+        let invitee = match &obs.invitee_server {
+            None => Invitee::None,
+            Some(server) if *server == self.config.homeserver.server_name => Invitee::Local,
+            Some(_) => Invitee::Remote,
+        };
+        let Some(operation) =
+            rawdata::operation_for(Direction::Inbound, &obs.method, &obs.endpoint_template, invitee)
+        else {
+            return;
+        };
+        let measurement = Measurement {
+            operation,
+            start: obs.started,
+            duration: obs.duration,
+            status: obs.status,
+            useragent: if obs.is_federation { None } else { obs.user_agent.as_deref() },
+            size_in: obs.size_in.unwrap_or(0),
+            size_out: obs.size_out.unwrap_or(0),
+        };
+        self.reporter
+            .report(RawDataReport::build(&self.config, &measurement));
+    }
 }
 
 fn addr_of(summary: &[(&'static str, SocketAddr)], name: &str) -> String {

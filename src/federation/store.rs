@@ -179,7 +179,7 @@ mod tests {
 impl SnapshotStore for crate::store::Store {
     fn save<'a>(&'a self, snapshot: &'a SnapshotRecord) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let row = crate::store::federation::NewSnapshot {
+            let row = crate::store::NewSnapshot {
                 version: snapshot.version,
                 fetched_at: unix_millis(snapshot.fetched_at),
                 source: snapshot.source.clone(),

@@ -1,4 +1,4 @@
-//! The Matrix v1.11 endpoint table (`data/matrix-v1.11-endpoints.tsv`) compiled into one
+//! The Matrix v1.11 endpoint table (`src/matrix/v1_11_endpoints.tsv`, a copy of the shared v1.11 table) compiled into one
 //! matcher per HTTP method.
 //!
 //! Matching runs on the **raw** request path, before any percent-decoding, so an encoded
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use http::Method;
 
 /// The table shipped with the binary (a copy of the spec extract, kept as data).
-pub const V1_11_TSV: &str = include_str!("../../data/matrix-v1.11-endpoints.tsv");
+pub const V1_11_TSV: &str = include_str!("v1_11_endpoints.tsv");
 
 /// Which API an endpoint belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -693,17 +693,6 @@ async fn cli_exit_codes_distinguish_rejected_lists_from_unreachable_sources() {
     assert_eq!(usage.code, 2, "{}", usage.stderr);
 }
 
-/// The `commands/fetch-federation*.toml` CLI examples (file sources).
-#[test]
-fn fetch_federation_cli_examples() {
-    trycmd::TestCases::new()
-        .register_bin(
-            "timproxy",
-            std::path::Path::new(env!("CARGO_BIN_EXE_timproxy")),
-        )
-        .case("commands/fetch-federation*.toml");
-}
-
 #[tokio::test]
 async fn confirmations_reach_the_store_so_reading_replicas_do_not_expire() {
     install_crypto();

@@ -373,12 +373,3 @@ async fn lock_is_exclusive_until_released() {
     .await;
 }
 
-#[test]
-fn migrate_cli_examples() {
-    trycmd::TestCases::new()
-        .register_bin(
-            "timproxy",
-            std::path::Path::new(env!("CARGO_BIN_EXE_timproxy")),
-        )
-        .case("commands/migrate*.toml");
-}
