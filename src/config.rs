@@ -608,7 +608,7 @@ impl Config {
         };
         let overrides: Vec<&(String, String)> = env
             .iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.len() > ENV_PREFIX.len())
+            .filter(|(k, _)| is_override(k))
             .collect();
         if overrides.is_empty() {
             return Ok(parsed);
@@ -623,7 +623,7 @@ impl Config {
         serde_yaml::from_value(tree).map_err(|e| {
             let var = env
                 .iter()
-                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .filter(|(k, _)| is_override(k))
                 .map(|(k, _)| k.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -804,6 +804,13 @@ impl Config {
     }
 }
 
+/// Every section is a mapping, so a real override always has a `__` after the section; other
+/// `TIMPROXY_*` variables (`TIMPROXY_LOG`, test switches) are not config keys.
+fn is_override(var: &str) -> bool {
+    var.strip_prefix(ENV_PREFIX)
+        .is_some_and(|rest| rest.contains("__"))
+}
+
 fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
 }
@@ -974,6 +981,8 @@ mod tests {
                 "[a.example, b.example]".to_owned(),
             ),
             ("OTHER".to_owned(), "ignored".to_owned()),
+            ("TIMPROXY_LOG".to_owned(), "debug".to_owned()),
+            ("TIMPROXY_SKIP_PG".to_owned(), "1".to_owned()),
         ];
         let c = Config::from_yaml_with_env("database:\n  url: sqlite://x\n", "t", &env).unwrap();
         assert_eq!(c.database.url, "postgres://db/x");
