@@ -2,4 +2,5 @@
 
 mod compose;
 mod serve;
+mod spec_check;
 mod support;
