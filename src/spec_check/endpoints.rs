@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn blocked_wrong_method_unknown_deprecated_and_guest() {
         let d = run(
-            "GET /_matrix/media/v3/config\nDELETE /_matrix/client/v3/createRoom\nGET /_matrix/client/v1/auth_metadata\nGET /_matrix/client/v3/events\nPOST /_matrix/client/v3/register?kind=guest\nPOST /_matrix/client/v3/register?kind=user\n",
+            "GET /_matrix/media/v3/config\nDELETE /_matrix/client/v3/createRoom\nGET /_matrix/client/v1/auth_metadata\nGET /_matrix/client/v3/initialSync\nPOST /_matrix/client/v3/register?kind=guest\nPOST /_matrix/client/v3/register?kind=user\n",
             check_list,
         );
         assert_eq!(d.len(), 5, "{d:#?}");

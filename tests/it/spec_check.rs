@@ -11,10 +11,6 @@ fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn fixture(name: &str) -> PathBuf {
-    data("tests/data/spec-check").join(name)
-}
-
 /// Run `timproxy spec-check ARGS` in the fixture directory (so paths print relative).
 fn spec_check(args: &[&str]) -> (i32, String, String) {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_timproxy"))
