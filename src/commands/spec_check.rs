@@ -35,16 +35,7 @@ impl From<PermissionType> for ConfigKind {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(
-    long_about = "Validate files against Matrix v1.11 and the TIM rules, the way timproxy would judge them.\n\n\
-Each file's kind is detected from its content: an OpenAPI 3 / Swagger 2 document or a list of \
-`METHOD /path` lines (every operation checked against the endpoint allow-list and the TIM \
-endpoint blocks), a permission config (content or account-data event), a timproxy config file, \
-or a federation list (registration-service JSON or VZD JWS). Directories are searched \
-recursively for .json, .yaml, .yml, .jws, .txt, .tsv and .endpoints files; files found there \
-whose kind cannot be told are skipped.\n\n\
-Diagnostics: `path:line:col: error|warning: message [rule]`. Warnings alone exit 0."
-)]
+#[command(after_long_help = long_help())]
 pub struct SpecCheckArgs {
     /// Files or directories to check
     #[arg(required = true, value_name = "PATH")]
@@ -66,6 +57,25 @@ pub struct SpecCheckArgs {
     /// domainExceptions, else pro]
     #[arg(long, value_enum, value_name = "TYPE")]
     pub permission_type: Option<PermissionType>,
+}
+
+/// `--help` text: what the subcommand does in detail, then the shared exit-code table (the
+/// one-line about comes from the subcommand's entry in `cli.rs`).
+fn long_help() -> String {
+    format!(
+        "Kinds are detected from content: an OpenAPI 3 / Swagger 2 document or a list of \
+`METHOD /path` lines (every operation checked against the endpoint allow-list and the TIM \
+endpoint blocks), a permission config (content or account-data event), a timproxy config \
+file, or a federation list (registration-service JSON or VZD JWS). Directories are searched \
+recursively for .json, .yaml, .yml, .jws, .txt, .tsv and .endpoints files; files found there \
+whose kind cannot be told are skipped.
+
+Diagnostics: `path:line:col: error|warning: message [rule]`. Exit 0 when clean or with \
+warnings only, 1 when any error was found, 2 when a file could not be read or on bad usage.
+
+{}",
+        crate::cli::EXIT_CODES_HELP
+    )
 }
 
 pub async fn run(args: SpecCheckArgs, global: &GlobalOpts) -> CmdResult {

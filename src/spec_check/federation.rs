@@ -59,10 +59,10 @@ fn check_jws(text: &str, sink: &mut Sink<'_>) {
         Some(alg) => sink.error(None, RULE, format!("JWS alg `{alg}` is not accepted (BP256R1, or ES256 when federation.allow_es256 is set)")),
         None => sink.error(None, RULE, "JWS header has no `alg`"),
     }
-    if !header
+    if header
         .get("x5c")
         .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
+        .is_none_or(Vec::is_empty)
     {
         sink.error(None, RULE, "JWS header has no `x5c` certificate chain");
     }

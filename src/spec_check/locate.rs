@@ -143,13 +143,7 @@ mod tests {
         let text = "{\n  \"a\": {\"x\": 1},\n  \"b\": {\n    \"x\": 2\n  }\n}";
         let loc = Locator::new(text);
         assert_eq!(loc.locate(&["b", "x"]), Some(Pos { line: 4, column: 5 }));
-        assert_eq!(
-            loc.locate(&["a", "x"]),
-            Some(Pos {
-                line: 2,
-                column: 9
-            })
-        );
+        assert_eq!(loc.locate(&["a", "x"]), Some(Pos { line: 2, column: 9 }));
     }
 
     #[test]
