@@ -10,5 +10,6 @@ mod info_api;
 mod outbound;
 mod rawdata;
 mod serve;
+mod spec_check;
 mod store;
 mod support;
