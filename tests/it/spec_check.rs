@@ -32,7 +32,7 @@ fn lines_with<'a>(out: &'a str, needle: &str) -> Vec<&'a str> {
 
 #[test]
 fn the_v1_11_table_itself_is_clean_against_the_matrix_allow_list() {
-    let table = data("data/matrix-v1.11-endpoints.tsv");
+    let table = data("src/matrix/v1_11_endpoints.tsv");
     let table = table.to_str().unwrap();
     let (code, out, err) = spec_check(&["--matrix-only", table]);
     assert_eq!(code, 0, "{out}{err}");
@@ -49,7 +49,7 @@ fn the_v1_11_table_itself_is_clean_against_the_matrix_allow_list() {
 
 #[test]
 fn the_v1_11_table_under_tim_rules_flags_exactly_the_blocked_endpoints() {
-    let table = data("data/matrix-v1.11-endpoints.tsv");
+    let table = data("src/matrix/v1_11_endpoints.tsv");
     let (code, out, _) = spec_check(&[table.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     let mut rules: Vec<&str> = lines_with(&out, ": error:")
