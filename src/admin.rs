@@ -97,8 +97,10 @@ impl AdminState {
             };
             (c.name(), status)
         });
-        let components: std::collections::BTreeMap<_, _> =
-            futures_util::future::join_all(checks).await.into_iter().collect();
+        let components: std::collections::BTreeMap<_, _> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .collect();
         let ready = components.values().all(|s| s.ready);
         Report {
             status: if ready { "UP" } else { "DOWN" },
@@ -298,9 +300,11 @@ mod tests {
             .with_federation(FederationHandle::with_list(Duration::from_secs(60), list));
         assert_eq!(loaded.readiness().await.status, "UP");
         loaded.update_gauges();
-        assert!(loaded
-            .metrics
-            .encode()
-            .contains("timproxy_federation_list_version 3"));
+        assert!(
+            loaded
+                .metrics
+                .encode()
+                .contains("timproxy_federation_list_version 3")
+        );
     }
 }

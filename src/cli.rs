@@ -37,7 +37,13 @@ pub struct GlobalOpts {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
-    #[arg(long, global = true, value_name = "LEVEL", default_value = "info", env = "TIMPROXY_LOG")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        default_value = "info",
+        env = "TIMPROXY_LOG"
+    )]
     pub log_level: String,
     /// Log line format
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -606,10 +606,8 @@ impl Config {
         } else {
             serde_yaml::from_str(text).map_err(|e| yaml_error(name, &e))?
         };
-        let overrides: Vec<&(String, String)> = env
-            .iter()
-            .filter(|(k, _)| is_override(k))
-            .collect();
+        let overrides: Vec<&(String, String)> =
+            env.iter().filter(|(k, _)| is_override(k)).collect();
         if overrides.is_empty() {
             return Ok(parsed);
         }
@@ -732,15 +730,13 @@ impl Config {
                 "must not be empty".to_owned(),
             ));
         }
-        if self.federation.source == FederationSource::VzdJws && self.federation.vzd_url.is_none()
-        {
+        if self.federation.source == FederationSource::VzdJws && self.federation.vzd_url.is_none() {
             return Err(semantic(
                 "federation.vzd_url",
                 "is required when federation.source is vzd_jws".to_owned(),
             ));
         }
-        if self.federation.source == FederationSource::File && self.federation.list_file.is_none()
-        {
+        if self.federation.source == FederationSource::File && self.federation.list_file.is_none() {
             return Err(semantic(
                 "federation.list_file",
                 "is required when federation.source is file".to_owned(),
@@ -829,11 +825,7 @@ fn yaml_error(name: &str, error: &serde_yaml::Error) -> ConfigError {
     ConfigError::Invalid { location, message }
 }
 
-fn apply_override(
-    tree: &mut serde_yaml::Value,
-    var: &str,
-    raw: &str,
-) -> Result<(), ConfigError> {
+fn apply_override(tree: &mut serde_yaml::Value, var: &str, raw: &str) -> Result<(), ConfigError> {
     let path: Vec<String> = var[ENV_PREFIX.len()..]
         .split("__")
         .map(|s| s.to_ascii_lowercase())
@@ -844,8 +836,8 @@ fn apply_override(
             message: "empty key segment (use `__` only between keys)".to_owned(),
         });
     }
-    let value: serde_yaml::Value = serde_yaml::from_str(raw)
-        .unwrap_or_else(|_| serde_yaml::Value::String(raw.to_owned()));
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(raw).unwrap_or_else(|_| serde_yaml::Value::String(raw.to_owned()));
     let mut node = tree;
     for (i, key) in path.iter().enumerate() {
         let map = match node {
@@ -937,19 +929,55 @@ mod tests {
     #[test]
     fn bad_configs_are_rejected_with_location_and_key() {
         let cases: &[(&str, &str)] = &[
-            ("inbound:\n  lisen: 0.0.0.0:1\n", "t.yaml:2:3: inbound: unknown field `lisen`"),
+            (
+                "inbound:\n  lisen: 0.0.0.0:1\n",
+                "t.yaml:2:3: inbound: unknown field `lisen`",
+            ),
             ("nonsense: 1\n", "t.yaml:1:1: unknown field `nonsense`"),
-            ("inbound:\n  max_body_bytes: lots\n", "t.yaml:2:19: inbound.max_body_bytes: invalid type"),
-            ("homeserver:\n  url: not a url\n", "t.yaml:2:8: homeserver.url: relative URL without a base"),
-            ("homeserver:\n  url: ftp://x\n", "t.yaml: homeserver.url: URL scheme must be http or https"),
-            ("admin:\n  listen: 0.0.0.0:8090\n", "t.yaml: admin.listen: port 8090 is already used by inbound.listen"),
-            ("inbound:\n  tls:\n    cert_file: /nonexistent/c.pem\n    key_file: /nonexistent/k.pem\n", "t.yaml: inbound.tls.cert_file: cannot read /nonexistent/c.pem"),
-            ("database:\n  url: mysql://x\n", "t.yaml: database.url: must start with"),
-            ("policy:\n  default_permission: maybe\n", "t.yaml: policy.default_permission: must be"),
-            ("policy:\n  default_room_version: '11'\n", "t.yaml: policy.default_room_version: `11` is not in"),
-            ("federation:\n  max_age: forever\n", "t.yaml:2:12: federation.max_age: "),
-            ("federation:\n  source: vzd_jws\n", "t.yaml: federation.vzd_url: is required"),
-            ("inbound:\n  extra_endpoints: ['GET']\n", "t.yaml: inbound.extra_endpoints: `GET` must be"),
+            (
+                "inbound:\n  max_body_bytes: lots\n",
+                "t.yaml:2:19: inbound.max_body_bytes: invalid type",
+            ),
+            (
+                "homeserver:\n  url: not a url\n",
+                "t.yaml:2:8: homeserver.url: relative URL without a base",
+            ),
+            (
+                "homeserver:\n  url: ftp://x\n",
+                "t.yaml: homeserver.url: URL scheme must be http or https",
+            ),
+            (
+                "admin:\n  listen: 0.0.0.0:8090\n",
+                "t.yaml: admin.listen: port 8090 is already used by inbound.listen",
+            ),
+            (
+                "inbound:\n  tls:\n    cert_file: /nonexistent/c.pem\n    key_file: /nonexistent/k.pem\n",
+                "t.yaml: inbound.tls.cert_file: cannot read /nonexistent/c.pem",
+            ),
+            (
+                "database:\n  url: mysql://x\n",
+                "t.yaml: database.url: must start with",
+            ),
+            (
+                "policy:\n  default_permission: maybe\n",
+                "t.yaml: policy.default_permission: must be",
+            ),
+            (
+                "policy:\n  default_room_version: '11'\n",
+                "t.yaml: policy.default_room_version: `11` is not in",
+            ),
+            (
+                "federation:\n  max_age: forever\n",
+                "t.yaml:2:12: federation.max_age: ",
+            ),
+            (
+                "federation:\n  source: vzd_jws\n",
+                "t.yaml: federation.vzd_url: is required",
+            ),
+            (
+                "inbound:\n  extra_endpoints: ['GET']\n",
+                "t.yaml: inbound.extra_endpoints: `GET` must be",
+            ),
             ("inbound: [1, 2\n", "t.yaml:1:"),
         ];
         for (text, expected) in cases {
@@ -972,10 +1000,7 @@ mod tests {
                 "TIMPROXY_OUTBOUND__CA__CERT_FILE".to_owned(),
                 "/tmp/ca.crt".to_owned(),
             ),
-            (
-                "TIMPROXY_FEDERATION__MAX_AGE".to_owned(),
-                "48h".to_owned(),
-            ),
+            ("TIMPROXY_FEDERATION__MAX_AGE".to_owned(), "48h".to_owned()),
             (
                 "TIMPROXY_OUTBOUND__ALLOW_HOSTS".to_owned(),
                 "[a.example, b.example]".to_owned(),

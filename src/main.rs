@@ -11,7 +11,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.global.log_level, cli.global.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return report(CliError::io(format!("cannot start the async runtime: {e}"))),
     };

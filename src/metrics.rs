@@ -75,35 +75,87 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("timproxy");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests by listener, endpoint template and status", requests.clone());
+        registry.register(
+            "requests",
+            "Requests by listener, endpoint template and status",
+            requests.clone(),
+        );
         let rejections = Family::<RejectionLabels, Counter>::default();
-        registry.register("rejections", "Requests rejected by a TIM rule", rejections.clone());
+        registry.register(
+            "rejections",
+            "Requests rejected by a TIM rule",
+            rejections.clone(),
+        );
         let upstream_seconds = Family::<ListenerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
-        registry.register("upstream_seconds", "Upstream time to response head", upstream_seconds.clone());
+        registry.register(
+            "upstream_seconds",
+            "Upstream time to response head",
+            upstream_seconds.clone(),
+        );
         let cert_cache_size = Gauge::default();
-        registry.register("cert_cache_size", "Leaf certificates cached", cert_cache_size.clone());
+        registry.register(
+            "cert_cache_size",
+            "Leaf certificates cached",
+            cert_cache_size.clone(),
+        );
         let cert_mints = Counter::default();
         registry.register("cert_mints", "Leaf certificates minted", cert_mints.clone());
         let federation_list_version = Gauge::default();
-        registry.register("federation_list_version", "Version of the loaded federation list", federation_list_version.clone());
+        registry.register(
+            "federation_list_version",
+            "Version of the loaded federation list",
+            federation_list_version.clone(),
+        );
         let federation_list_age_seconds = Gauge::default();
-        registry.register("federation_list_age_seconds", "Age of the loaded federation list", federation_list_age_seconds.clone());
+        registry.register(
+            "federation_list_age_seconds",
+            "Age of the loaded federation list",
+            federation_list_age_seconds.clone(),
+        );
         let federation_list_domains = Gauge::default();
-        registry.register("federation_list_domains", "Domains in the loaded federation list", federation_list_domains.clone());
+        registry.register(
+            "federation_list_domains",
+            "Domains in the loaded federation list",
+            federation_list_domains.clone(),
+        );
         let federation_fetches = Family::<OutcomeLabels, Counter>::default();
-        registry.register("federation_fetches", "Federation list fetches by outcome", federation_fetches.clone());
+        registry.register(
+            "federation_fetches",
+            "Federation list fetches by outcome",
+            federation_fetches.clone(),
+        );
         let outbox_depth = Gauge::default();
-        registry.register("outbox_depth", "Undelivered raw-data reports", outbox_depth.clone());
+        registry.register(
+            "outbox_depth",
+            "Undelivered raw-data reports",
+            outbox_depth.clone(),
+        );
         let outbox_reports = Family::<OutcomeLabels, Counter>::default();
-        registry.register("outbox_reports", "Raw-data reports by outcome", outbox_reports.clone());
+        registry.register(
+            "outbox_reports",
+            "Raw-data reports by outcome",
+            outbox_reports.clone(),
+        );
         let whoami_cache = Family::<OutcomeLabels, Counter>::default();
-        registry.register("whoami_cache", "Access-token cache lookups by outcome", whoami_cache.clone());
+        registry.register(
+            "whoami_cache",
+            "Access-token cache lookups by outcome",
+            whoami_cache.clone(),
+        );
         let cleanup_rooms = Family::<OutcomeLabels, Counter>::default();
-        registry.register("cleanup_rooms", "Orphaned-room cleanup decisions", cleanup_rooms.clone());
+        registry.register(
+            "cleanup_rooms",
+            "Orphaned-room cleanup decisions",
+            cleanup_rooms.clone(),
+        );
         let open_connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register("open_connections", "Open client connections", open_connections.clone());
+        registry.register(
+            "open_connections",
+            "Open client connections",
+            open_connections.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,

@@ -24,7 +24,11 @@ fn synapse_federates_through_timproxy() {
     println!("{stdout}");
     eprintln!("{stderr}");
     let summaries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("e2e: ")).collect();
-    assert_eq!(summaries.len(), 4, "expected four flow summaries:\n{stdout}\n{stderr}");
+    assert_eq!(
+        summaries.len(),
+        4,
+        "expected four flow summaries:\n{stdout}\n{stderr}"
+    );
     for line in &summaries {
         assert!(line.ends_with(" 0 failed"), "flow failed: {line}");
     }

@@ -40,10 +40,16 @@ pub async fn run(args: CheckHealthArgs, global: &GlobalOpts) -> CmdResult {
             format!("http://{host}:{}", addr.port())
         }
     };
-    let path = if args.ready { "/health/ready" } else { "/health/live" };
+    let path = if args.ready {
+        "/health/ready"
+    } else {
+        "/health/live"
+    };
     let url = format!("{base}{path}");
     if let Err(e) = url::Url::parse(&url) {
-        return Err(CliError::usage(format!("--url `{base}` is not a valid URL: {e}")));
+        return Err(CliError::usage(format!(
+            "--url `{base}` is not a valid URL: {e}"
+        )));
     }
     let client = reqwest::Client::builder()
         .timeout(args.timeout)

@@ -32,13 +32,25 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { code: exit::USAGE, message: message.into(), hint: None }
+        Self {
+            code: exit::USAGE,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn io(message: impl Into<String>) -> Self {
-        Self { code: exit::IO, message: message.into(), hint: None }
+        Self {
+            code: exit::IO,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn failed(message: impl Into<String>) -> Self {
-        Self { code: exit::FAILED, message: message.into(), hint: None }
+        Self {
+            code: exit::FAILED,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

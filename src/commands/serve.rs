@@ -15,19 +15,19 @@ use tokio::task::JoinSet;
 use futures_util::future::BoxFuture;
 
 use crate::admin::{self, AdminState, Component, ComponentStatus, HomeserverComponent};
+use crate::cleanup;
 use crate::cli::GlobalOpts;
+use crate::config::{CaConfig, Config};
 use crate::federation::refresh::Refresher;
 use crate::federation::{FederationHandle, SnapshotStore};
-use crate::config::{CaConfig, Config};
 use crate::inbound::{self, InboundState, ObservedRequest, RequestObserver};
 use crate::info_api::{self, InfoApiState};
+use crate::metrics::Metrics;
 use crate::outbound::{self, OutboundState};
 use crate::rawdata::{self, Direction, Invitee, Measurement, RawDataReport, Reporter};
-use crate::tls::{self, CaOptions, CertificateAuthority};
-use crate::store::{Store, StoreError};
-use crate::cleanup;
-use crate::metrics::Metrics;
 use crate::shutdown;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, CaOptions, CertificateAuthority};
 
 use super::{CliError, CmdResult, exit, load_config};
 
@@ -114,7 +114,12 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
     {
         let shutdown = shutdown.clone();
         let state = inbound_state.clone();
-        tasks.spawn(async move { ("inbound", inbound::serve(inbound_listener, state, shutdown).await) });
+        tasks.spawn(async move {
+            (
+                "inbound",
+                inbound::serve(inbound_listener, state, shutdown).await,
+            )
+        });
     }
     let authority = Arc::new(tls::Authority::new(
         ca,
@@ -122,12 +127,18 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
         config.outbound.leaf_validity,
         metrics.clone(),
     ));
-    let outbound_state = OutboundState::new(&config, federation.clone(), authority, metrics.clone())
-        .map_err(|e| CliError::usage(e.to_string()))?;
+    let outbound_state =
+        OutboundState::new(&config, federation.clone(), authority, metrics.clone())
+            .map_err(|e| CliError::usage(e.to_string()))?;
     {
         let shutdown = shutdown.clone();
         let state = Arc::new(outbound_state);
-        tasks.spawn(async move { ("outbound", outbound::serve(outbound_listener, state, shutdown).await) });
+        tasks.spawn(async move {
+            (
+                "outbound",
+                outbound::serve(outbound_listener, state, shutdown).await,
+            )
+        });
     }
     {
         let shutdown = shutdown.clone();
@@ -140,15 +151,22 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
             .map_err(|e| CliError::usage(e.to_string()))?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            ("info_api", info_api::serve(listener, Arc::new(state), shutdown).await)
+            (
+                "info_api",
+                info_api::serve(listener, Arc::new(state), shutdown).await,
+            )
         });
     }
 
     // 5. Background jobs.
     let mut jobs = vec![refresher.spawn(shutdown.clone())];
     if config.raw_data.enabled {
-        let (reporter, writer) =
-            Reporter::spawn(store.clone(), &config.raw_data, metrics.clone(), shutdown.clone());
+        let (reporter, writer) = Reporter::spawn(
+            store.clone(),
+            &config.raw_data,
+            metrics.clone(),
+            shutdown.clone(),
+        );
         inbound_state.set_observer(Arc::new(RawDataObserver {
             config: config.clone(),
             reporter,
@@ -214,7 +232,11 @@ fn load_or_create_ca(config: &Config) -> Result<CertificateAuthority, CliError> 
             ..CaOptions::default()
         })
         .map_err(usage_or_io)?;
-        if let Some(dir) = paths.cert_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = paths
+            .cert_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir)
                 .map_err(|e| CliError::io(format!("{}: {e}", dir.display())))?;
         }
@@ -243,9 +265,12 @@ impl RequestObserver for RawDataObserver {
             Some(server) if *server == self.config.homeserver.server_name => Invitee::Local,
             Some(_) => Invitee::Remote,
         };
-        let Some(operation) =
-            rawdata::operation_for(Direction::Inbound, &obs.method, &obs.endpoint_template, invitee)
-        else {
+        let Some(operation) = rawdata::operation_for(
+            Direction::Inbound,
+            &obs.method,
+            &obs.endpoint_template,
+            invitee,
+        ) else {
             return;
         };
         let measurement = Measurement {
@@ -253,7 +278,11 @@ impl RequestObserver for RawDataObserver {
             start: obs.started,
             duration: obs.duration,
             status: obs.status,
-            useragent: if obs.is_federation { None } else { obs.user_agent.as_deref() },
+            useragent: if obs.is_federation {
+                None
+            } else {
+                obs.user_agent.as_deref()
+            },
             size_in: obs.size_in.unwrap_or(0),
             size_out: obs.size_out.unwrap_or(0),
         };
@@ -386,4 +415,3 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
-

@@ -61,7 +61,9 @@ impl FederationList {
         for mut entry in entries {
             entry.domain = entry.domain.trim().to_ascii_lowercase();
             for ik in &entry.ik {
-                by_ik.entry(ik.clone()).or_insert_with(|| entry.domain.clone());
+                by_ik
+                    .entry(ik.clone())
+                    .or_insert_with(|| entry.domain.clone());
             }
             domains.insert(entry.domain.clone(), entry);
         }
@@ -312,7 +314,10 @@ mod tests {
         assert!(list.contains("HS1.Test:8448"));
         assert!(!list.contains("hs1.test.evil"));
         assert!(!list.contains("evil.hs1.test"));
-        assert_eq!(list.find_by_ik("101575519").unwrap().domain, "kasse.example");
+        assert_eq!(
+            list.find_by_ik("101575519").unwrap().domain,
+            "kasse.example"
+        );
         assert_eq!(list.insurance_count(), 1);
     }
 
@@ -328,7 +333,10 @@ mod tests {
     fn expired_list_fails_closed() {
         let old = OffsetDateTime::now_utc() - time::Duration::hours(73);
         let handle = FederationHandle::with_list(Duration::from_secs(72 * 3600), list_at(old));
-        assert!(matches!(handle.lookup("hs1.test"), Membership::Unavailable(_)));
+        assert!(matches!(
+            handle.lookup("hs1.test"),
+            Membership::Unavailable(_)
+        ));
         assert!(!handle.state().ready);
         let fresh = FederationHandle::with_list(
             Duration::from_secs(72 * 3600),

@@ -138,43 +138,6 @@ impl SnapshotStore for MemoryStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(version: i64, secs: i64) -> SnapshotRecord {
-        SnapshotRecord {
-            version,
-            fetched_at: OffsetDateTime::from_unix_timestamp(secs).unwrap(),
-            source: "file".to_owned(),
-            raw: b"{}".to_vec(),
-            verified: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn latest_is_highest_version_then_newest() {
-        let store = MemoryStore::new();
-        assert_eq!(store.latest().await.unwrap(), None);
-        store.save(&record(2, 10)).await.unwrap();
-        store.save(&record(3, 5)).await.unwrap();
-        store.save(&record(3, 7)).await.unwrap();
-        store.save(&record(1, 99)).await.unwrap();
-        assert_eq!(store.latest().await.unwrap(), Some(record(3, 7)));
-    }
-
-    #[tokio::test]
-    async fn lock_is_exclusive_until_dropped() {
-        let store = MemoryStore::new();
-        let guard = store.try_lock("refresh").await.unwrap();
-        assert!(guard.is_some());
-        assert!(store.try_lock("refresh").await.unwrap().is_none());
-        assert!(store.try_lock("other").await.unwrap().is_some());
-        drop(guard);
-        assert!(store.try_lock("refresh").await.unwrap().is_some());
-    }
-}
-
 /// The SQL store (`federation_snapshots`, advisory locks) behind the refresher's seam.
 impl SnapshotStore for crate::store::Store {
     fn save<'a>(&'a self, snapshot: &'a SnapshotRecord) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -230,4 +193,41 @@ fn unix_millis(t: OffsetDateTime) -> i64 {
 fn from_unix_millis(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: i64, secs: i64) -> SnapshotRecord {
+        SnapshotRecord {
+            version,
+            fetched_at: OffsetDateTime::from_unix_timestamp(secs).unwrap(),
+            source: "file".to_owned(),
+            raw: b"{}".to_vec(),
+            verified: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn latest_is_highest_version_then_newest() {
+        let store = MemoryStore::new();
+        assert_eq!(store.latest().await.unwrap(), None);
+        store.save(&record(2, 10)).await.unwrap();
+        store.save(&record(3, 5)).await.unwrap();
+        store.save(&record(3, 7)).await.unwrap();
+        store.save(&record(1, 99)).await.unwrap();
+        assert_eq!(store.latest().await.unwrap(), Some(record(3, 7)));
+    }
+
+    #[tokio::test]
+    async fn lock_is_exclusive_until_dropped() {
+        let store = MemoryStore::new();
+        let guard = store.try_lock("refresh").await.unwrap();
+        assert!(guard.is_some());
+        assert!(store.try_lock("refresh").await.unwrap().is_none());
+        assert!(store.try_lock("other").await.unwrap().is_some());
+        drop(guard);
+        assert!(store.try_lock("refresh").await.unwrap().is_some());
+    }
 }

@@ -57,7 +57,10 @@ fn compose_timproxy_environment_is_valid_config() {
         .collect();
     assert_eq!(&health[..3], ["CMD", "timproxy", "check-health"]);
     let url = health[health.iter().position(|a| *a == "--url").unwrap() + 1];
-    assert_eq!(url, format!("http://127.0.0.1:{}", config.admin.listen.port()));
+    assert_eq!(
+        url,
+        format!("http://127.0.0.1:{}", config.admin.listen.port())
+    );
 
     let synapse_env = env_of(&doc["services"]["synapse"]);
     let proxy = synapse_env
@@ -65,7 +68,10 @@ fn compose_timproxy_environment_is_valid_config() {
         .find(|(k, _)| k == "HTTPS_PROXY")
         .map(|(_, v)| v.clone())
         .unwrap();
-    assert_eq!(proxy, format!("http://timproxy:{}", config.outbound.listen.port()));
+    assert_eq!(
+        proxy,
+        format!("http://timproxy:{}", config.outbound.listen.port())
+    );
     assert_eq!(
         config.homeserver.url.as_str(),
         "http://synapse:8083/",

@@ -16,15 +16,19 @@ fn check_health_reports_live_and_not_ready_then_unreachable_after_shutdown() {
     // Homeserver unreachable and no federation list: not ready, with reasons.
     let (code, out, _) = run_cli(
         dir.path(),
-        &["check-health", "--url", &admin, "--ready", "--format", "json"],
+        &[
+            "check-health",
+            "--url",
+            &admin,
+            "--ready",
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(code, 1, "{out}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["healthy"], false);
-    assert_eq!(
-        report["report"]["components"]["homeserver"]["ready"],
-        false
-    );
+    assert_eq!(report["report"]["components"]["homeserver"]["ready"], false);
     assert_eq!(
         report["report"]["components"]["federation_list"]["reason"],
         "no federation list loaded yet"
@@ -35,9 +39,15 @@ fn check_health_reports_live_and_not_ready_then_unreachable_after_shutdown() {
     assert_eq!(code, 0, "{out}");
 
     assert_eq!(served.terminate(), Some(0), "graceful SIGTERM exits 0");
-    let (code, _, err) = run_cli(dir.path(), &["check-health", "--url", &admin, "--timeout", "1s"]);
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &["check-health", "--url", &admin, "--timeout", "1s"],
+    );
     assert_eq!(code, 3, "{err}");
-    assert!(err.starts_with("error: ") && err.contains("unreachable"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("unreachable"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -372,4 +372,3 @@ async fn lock_is_exclusive_until_released() {
     })
     .await;
 }
-

@@ -31,6 +31,7 @@ impl Served {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
+        #[allow(clippy::zombie_processes)] // waited for in `Drop` / `terminate`
         let mut child = cmd.spawn().expect("spawn timproxy");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
@@ -60,7 +61,10 @@ impl Served {
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("timproxy did not start within 30 s; stderr:\n{}", seen.join("\n"));
+                    panic!(
+                        "timproxy did not start within 30 s; stderr:\n{}",
+                        seen.join("\n")
+                    );
                 }
             }
         }
