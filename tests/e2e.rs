@@ -23,7 +23,17 @@ fn synapse_federates_through_timproxy() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    let summaries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("e2e: ")).collect();
+    // flow.py's closing line per flow: `e2e: N passed, M failed`.
+    let summaries: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("e2e: ")
+                .and_then(|rest| rest.split_once(" passed, "))
+                .is_some_and(|(n, m)| {
+                    n.bytes().all(|b| b.is_ascii_digit()) && m.ends_with(" failed")
+                })
+        })
+        .collect();
     assert_eq!(
         summaries.len(),
         4,
