@@ -322,6 +322,9 @@ pub struct RegistrationServiceConfig {
     pub well_known_support_path: String,
     /// Server name used for the support lookup (default: `homeserver.server_name`).
     pub support_server_name: Option<String>,
+    /// JSON support document served when the registration service has none (404); absent =
+    /// answer 404 `M_NOT_FOUND`.
+    pub support_fallback_file: Option<PathBuf>,
     /// Timeout of one call.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -334,6 +337,7 @@ impl Default for RegistrationServiceConfig {
             federation_list_path: "/backend/federation".to_owned(),
             well_known_support_path: "/backend/well-known-support".to_owned(),
             support_server_name: None,
+            support_fallback_file: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -759,6 +763,9 @@ impl Config {
         }
         if let Some(path) = &self.federation.list_file {
             files.push(("federation.list_file", path));
+        }
+        if let Some(path) = &self.registration_service.support_fallback_file {
+            files.push(("registration_service.support_fallback_file", path));
         }
         for (key, path) in files {
             if let Err(e) = std::fs::File::open(path) {

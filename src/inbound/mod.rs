@@ -11,6 +11,7 @@ pub mod admin_api;
 pub mod client;
 pub mod federation;
 pub mod forward;
+mod support;
 pub mod whoami;
 
 use std::convert::Infallible;
@@ -46,6 +47,7 @@ pub const LISTENER: &str = "inbound";
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Template used in metrics for the proxied Synapse admin API.
 const SYNAPSE_ADMIN_TEMPLATE: &str = "/_synapse/admin/{*path}";
+const SUPPORT_PATH: &str = "/.well-known/matrix/support";
 
 /// Setting up the inbound listener failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,7 @@ pub struct InboundState {
     pub(crate) forwarder: Forwarder,
     pub(crate) whoami: WhoamiCache,
     pub(crate) admin: AdminApi,
+    support: support::SupportLookup,
     tls: Option<TlsAcceptor>,
     observer: RwLock<Option<Arc<dyn RequestObserver>>>,
 }
@@ -150,6 +153,7 @@ impl InboundState {
             metrics: metrics.clone(),
             forwarder: Forwarder::new(&config.homeserver),
             whoami: WhoamiCache::new(config, client.clone(), metrics),
+            support: support::SupportLookup::new(config, client.clone()),
             admin: AdminApi::new(&config.homeserver, client),
             tls,
             observer: RwLock::new(None),
@@ -287,6 +291,13 @@ async fn route(
             RequestNotes::default(),
             well_known_server(&state.config),
         );
+    }
+    if path == SUPPORT_PATH && method == Method::GET {
+        let response = match state.support.answer().await {
+            Ok(response) => response,
+            Err(e) => state.reject(&e, &method, SUPPORT_PATH),
+        };
+        return (path, false, RequestNotes::default(), response);
     }
     if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
         let (parts, body) = req.into_parts();

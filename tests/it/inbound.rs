@@ -62,6 +62,15 @@ fn chunks(total: u64) -> Body {
 async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<Body> {
     up.requests.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_owned();
+    // The same fake plays the registration service's well-known support endpoint.
+    if path == "/backend/well-known-support/hs1.test" {
+        return Response::new(full(SUPPORT_DOC));
+    }
+    if path.starts_with("/backend/well-known-support/") {
+        let mut r = Response::new(full(""));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    }
     let target = req
         .uri()
         .path_and_query()
@@ -1310,4 +1319,71 @@ async fn tls_listener_serves_https() {
     let url = format!("https://localhost:{}/_matrix/client/v3/sync", h.addr.port());
     let body: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+}
+
+const SUPPORT_DOC: &str = r#"{"contacts":[{"matrix_id":"@admin:hs1.test","role":"m.role.admin"}],"support_page":"https://hs1.test/help"}"#;
+
+fn registration_service_is_upstream(c: &mut Config) {
+    c.registration_service.url = c.homeserver.url.clone();
+}
+
+#[tokio::test]
+async fn well_known_support_comes_from_the_registration_service_by_full_server_name() {
+    let h = start_with(registration_service_is_upstream).await;
+    let got = h
+        .send(Method::GET, "/.well-known/matrix/support", &[], None)
+        .await;
+    assert_eq!(got.0, 200);
+    assert_eq!(got.1, serde_json::from_str::<Value>(SUPPORT_DOC).unwrap());
+}
+
+#[tokio::test]
+async fn well_known_support_unknown_server_is_404_or_the_configured_fallback() {
+    let h = start_with(|c| {
+        registration_service_is_upstream(c);
+        c.registration_service.support_server_name = Some("unknown.test".into());
+    })
+    .await;
+    assert_rejected(
+        &h.send(Method::GET, "/.well-known/matrix/support", &[], None)
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fallback = dir.path().join("support.json");
+    std::fs::write(
+        &fallback,
+        r#"{"support_page":"https://operator.example/help"}"#,
+    )
+    .unwrap();
+    let h = start_with(|c| {
+        registration_service_is_upstream(c);
+        c.registration_service.support_server_name = Some("unknown.test".into());
+        c.registration_service.support_fallback_file = Some(fallback.clone());
+    })
+    .await;
+    let got = h
+        .send(Method::GET, "/.well-known/matrix/support", &[], None)
+        .await;
+    assert_eq!(got.0, 200);
+    assert_eq!(
+        got.1,
+        json!({"support_page":"https://operator.example/help"})
+    );
+}
+
+#[tokio::test]
+async fn well_known_support_with_registration_service_down_is_502() {
+    let h = start_with(|c| {
+        c.registration_service.url = "http://127.0.0.1:1".parse().unwrap();
+    })
+    .await;
+    assert_rejected(
+        &h.send(Method::GET, "/.well-known/matrix/support", &[], None)
+            .await,
+        502,
+        "M_UNKNOWN",
+    );
 }
