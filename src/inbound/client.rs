@@ -130,7 +130,10 @@ pub(crate) async fn apply(
                 return stream(parts, body);
             }
             let bytes = read_body(body, limit).await?;
-            policy::join_rules::check_join_rules(&parse_object(&bytes)?)?;
+            policy::join_rules::check_join_rules(
+                &parse_object(&bytes)?,
+                state.config.policy.flavour,
+            )?;
             Ok(with_body(parts, bytes))
         }
         (Method::PUT, "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}") => {
