@@ -110,19 +110,7 @@ impl AdminState {
 
     fn update_gauges(&self) {
         if let Some(handle) = &self.federation {
-            let state = handle.state();
-            self.metrics
-                .federation_list_version
-                .set(state.version.unwrap_or(0));
-            self.metrics
-                .federation_list_domains
-                .set(i64::try_from(state.domains).unwrap_or(i64::MAX));
-            self.metrics.federation_list_age_seconds.set(
-                state
-                    .age_seconds
-                    .and_then(|s| i64::try_from(s).ok())
-                    .unwrap_or(-1),
-            );
+            self.metrics.observe_federation_list(&handle.state());
         }
     }
 }

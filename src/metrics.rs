@@ -197,6 +197,19 @@ impl Metrics {
         family.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
+    /// Publish the federation list's version, size and age (-1 = no list loaded).
+    pub fn observe_federation_list(&self, state: &crate::federation::list::ListState) {
+        self.federation_list_version.set(state.version.unwrap_or(0));
+        self.federation_list_domains
+            .set(i64::try_from(state.domains).unwrap_or(i64::MAX));
+        self.federation_list_age_seconds.set(
+            state
+                .age_seconds
+                .and_then(|s| i64::try_from(s).ok())
+                .unwrap_or(-1),
+        );
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

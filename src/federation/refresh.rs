@@ -417,19 +417,7 @@ impl Refresher {
 
     /// Refresh the list gauges (also called on every poll so the age keeps moving).
     pub fn update_gauges(&self) {
-        let state = self.handle.state();
-        self.metrics
-            .federation_list_version
-            .set(state.version.unwrap_or(0));
-        self.metrics
-            .federation_list_domains
-            .set(i64::try_from(state.domains).unwrap_or(i64::MAX));
-        self.metrics.federation_list_age_seconds.set(
-            state
-                .age_seconds
-                .and_then(|s| i64::try_from(s).ok())
-                .unwrap_or(0),
-        );
+        self.metrics.observe_federation_list(&self.handle.state());
     }
 }
 
