@@ -4,7 +4,7 @@
 #   bash benches/streaming-rss.sh [path/to/timproxy]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${1:-$here/../target/release/timproxy}
+bin=$(realpath "${1:-$here/../target/release/timproxy}")
 dir=$(mktemp -d)
 trap 'kill $tp $up 2>/dev/null || true; rm -rf "$dir"' EXIT
 echo '{"version":1,"domainList":[{"domain":"hs1.test","isInsurance":false,"telematikID":"x"}]}' >"$dir/fl.json"
