@@ -1,7 +1,16 @@
+"""Origin for benches/streaming-rss.sh: serves a 256 MiB download, swallows uploads."""
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     def do_GET(self):
+        if self.path.endswith('/versions'):
+            body = b'{"versions":["v1.11"]}'
+            self.send_response(200)
+            self.send_header('Content-Type', 'application/json')
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         size = 256 << 20
         self.send_response(200)
         self.send_header('Content-Type', 'application/octet-stream')

@@ -20,12 +20,12 @@ cleanup: {enabled: false}
 YAML
 python3 "$here/streaming-origin.py" 39083 & up=$!
 (cd "$dir" && exec "$bin" --log-level warn --config "$dir/c.yaml" serve 2>"$dir/tp.log") & tp=$!
-for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:39090/_matrix/client/v3/sync 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:39090/_matrix/client/versions 2>/dev/null && break; sleep 0.1; done
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$tp/status"; }
 before=$(hwm)
-head -c 268435456 /dev/zero | curl -s -o /dev/null -X POST -T - -H 'Content-Type: application/octet-stream' \
+head -c 268435456 /dev/zero | curl -sS -o /dev/null -w 'upload: HTTP %{http_code}\n' -X POST -T - -H 'Authorization: Bearer bench' -H 'Content-Type: application/octet-stream' \
   http://127.0.0.1:39090/_matrix/media/v3/upload
-curl -s -o /dev/null -w 'download: HTTP %{http_code}, %{size_download} bytes\n' \
+curl -sS -o /dev/null -H 'Authorization: Bearer bench' -w 'download: HTTP %{http_code}, %{size_download} bytes\n' \
   http://127.0.0.1:39090/_matrix/client/v1/media/download/hs1.test/abc
 after=$(hwm)
 echo "peak RSS before: ${before} kB, after 256 MiB up + 256 MiB down: ${after} kB, growth: $((after - before)) kB"
