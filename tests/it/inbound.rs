@@ -384,7 +384,7 @@ fn fill(template: &str) -> String {
 
 #[tokio::test]
 async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
-    let h = start().await;
+    let h = start_with(registration_service_is_upstream).await;
     let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test","type":"m.room.member","content":{"membership":"invite"}});
     let body = json!({"user_id":"@carol:hs1.test","new_version":"10","room_version":"10","sender":"@x:hs2.test",
         "state_key":"@carol:hs1.test","content":{"membership":"invite"},"event":event});
@@ -428,6 +428,9 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
         );
         if e.template == "/.well-known/matrix/server" {
             assert_eq!(got.1, json!({"m.server":"hs1.test:443"}));
+        } else if e.template == "/.well-known/matrix/support" {
+            // Served from the registration service (A_26265), not the homeserver.
+            assert_eq!(got.1, serde_json::from_str::<Value>(SUPPORT_DOC).unwrap());
         } else if e.template == "/_matrix/client/v3/account/whoami" {
             assert_eq!(got.1["user_id"], "@alice:hs1.test");
         } else if e.template != "/_matrix/client/versions" {
