@@ -505,7 +505,15 @@ async fn run_http<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.inbound.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    // hyper-util's auto builder sniffs the first bytes for the h2 preface without any timer, and
+    // h2 has no header timeout: a client that connects and sends nothing (or part of the
+    // preface) would hold a `max_connections` slot forever. So the first request head must
+    // arrive within `inbound.header_read_timeout` too.
+    let header_timeout = state.config.inbound.header_read_timeout;
+    let first_request = Arc::new(tokio::sync::Notify::new());
+    let seen = first_request.clone();
     let service = service_fn(move |req| {
+        seen.notify_one();
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(state, req, remote, tls).await) }
     });
@@ -514,14 +522,29 @@ async fn run_http<I>(
     if *drain.borrow() {
         conn.as_mut().graceful_shutdown();
     }
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "inbound connection ended with error");
+    let first_deadline = tokio::time::timeout(header_timeout, first_request.notified());
+    tokio::pin!(first_deadline);
+    let mut awaiting_first = true;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "inbound connection ended with error");
+                }
+                return;
             }
-            return;
+            _ = drain.changed() => {
+                conn.as_mut().graceful_shutdown();
+                break;
+            }
+            arrived = &mut first_deadline, if awaiting_first => {
+                if arrived.is_err() {
+                    tracing::debug!("inbound connection sent no request within header_read_timeout");
+                    return;
+                }
+                awaiting_first = false;
+            }
         }
-        _ = drain.changed() => conn.as_mut().graceful_shutdown(),
     }
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "inbound connection ended with error");
