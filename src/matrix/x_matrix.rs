@@ -27,14 +27,9 @@ pub enum XMatrixError {
 
 impl XMatrix {
     pub fn parse(header: &str) -> Result<Self, XMatrixError> {
-        let header = header.trim();
-        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
-        if !scheme.eq_ignore_ascii_case("X-Matrix") {
-            return Err(XMatrixError::Scheme);
-        }
         let mut out = XMatrix::default();
         let mut origin = None;
-        for (name, value) in parse_params(rest)? {
+        for (name, value) in parameters(header)? {
             match name.to_ascii_lowercase().as_str() {
                 "origin" => origin = Some(value),
                 "destination" => out.destination = Some(value),
@@ -79,6 +74,19 @@ fn quote(v: &str) -> String {
 }
 
 /// `name=value` pairs separated by commas, optional whitespace around them.
+/// The `(name, value)` parameters of an X-Matrix header, without requiring any of them —
+/// the outbound proxy needs only `destination`, the inbound side needs `origin` too.
+pub fn parameters(header: &str) -> Result<Vec<(String, String)>, XMatrixError> {
+    let header = header.trim();
+    let (scheme, rest) = header
+        .split_once(char::is_whitespace)
+        .unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("X-Matrix") {
+        return Err(XMatrixError::Scheme);
+    }
+    parse_params(rest)
+}
+
 fn parse_params(input: &str) -> Result<Vec<(String, String)>, XMatrixError> {
     let bytes = input.as_bytes();
     let mut i = 0;

@@ -1,6 +1,7 @@
 //! What a request inside a tunnel is, as far as the destination checks care (TIM-PROXY §5):
 //! pure functions over the path and headers, so every case is unit-tested without sockets.
 
+use crate::matrix::x_matrix::XMatrixError;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use percent_encoding::percent_decode_str;
@@ -92,72 +93,24 @@ pub(crate) enum XMatrix {
 }
 
 /// Read the `destination` parameter of an `X-Matrix` Authorization header (scheme
-/// case-insensitive, parameters in any order, values quoted or bare). When several
-/// Authorization headers are present, the first X-Matrix one counts.
+/// case-insensitive, parameters in any order, values quoted or bare; parsed by
+/// [`crate::matrix::x_matrix::parameters`]). When several Authorization headers are present,
+/// the first X-Matrix one counts; a malformed one has no usable destination.
 pub(crate) fn x_matrix_destination(headers: &HeaderMap) -> XMatrix {
     for value in headers.get_all(AUTHORIZATION) {
         let Ok(text) = value.to_str() else { continue };
-        let text = text.trim_start();
-        let Some((scheme, params)) = text.split_once(char::is_whitespace) else {
-            if text.eq_ignore_ascii_case("x-matrix") {
-                return XMatrix::NoDestination;
-            }
-            continue;
-        };
-        if !scheme.eq_ignore_ascii_case("x-matrix") {
-            continue;
-        }
-        return match param(params, "destination") {
-            Some(dest) if !dest.is_empty() => XMatrix::Destination(dest),
-            _ => XMatrix::NoDestination,
+        return match crate::matrix::x_matrix::parameters(text) {
+            Err(XMatrixError::Scheme) => continue,
+            Err(_) => XMatrix::NoDestination,
+            Ok(params) => params
+                .into_iter()
+                .find(|(name, value)| name.eq_ignore_ascii_case("destination") && !value.is_empty())
+                .map_or(XMatrix::NoDestination, |(_, value)| {
+                    XMatrix::Destination(value)
+                }),
         };
     }
     XMatrix::Absent
-}
-
-/// Value of parameter `name` in `k1=v1,k2="v2",…` (quoted values may contain commas and
-/// backslash escapes).
-fn param(params: &str, name: &str) -> Option<String> {
-    let mut rest = params;
-    loop {
-        rest = rest.trim_start_matches([' ', '\t', ',']);
-        if rest.is_empty() {
-            return None;
-        }
-        let eq = rest.find('=')?;
-        let key = rest[..eq].trim();
-        rest = rest[eq + 1..].trim_start();
-        let value;
-        if let Some(quoted) = rest.strip_prefix('"') {
-            let mut out = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some((_, next)) = chars.next() {
-                            out.push(next);
-                        }
-                    }
-                    '"' => {
-                        end = Some(i);
-                        break;
-                    }
-                    c => out.push(c),
-                }
-            }
-            let end = end?;
-            value = out;
-            rest = &quoted[end + 1..];
-        } else {
-            let stop = rest.find(',').unwrap_or(rest.len());
-            value = rest[..stop].trim().to_owned();
-            rest = &rest[stop..];
-        }
-        if key.eq_ignore_ascii_case(name) {
-            return Some(value);
-        }
-    }
 }
 
 #[cfg(test)]
