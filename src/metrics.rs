@@ -63,6 +63,9 @@ pub struct Metrics {
     pub cleanup_rooms: Family<OutcomeLabels, Counter>,
     /// Open client connections by listener.
     pub open_connections: Family<ListenerLabels, Gauge>,
+    /// Times a listener had all `max_connections` slots taken and new connections had to
+    /// wait in the accept backlog.
+    pub connection_limit_reached: Family<ListenerLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,6 +159,12 @@ impl Metrics {
             "Open client connections",
             open_connections.clone(),
         );
+        let connection_limit_reached = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connection_limit_reached",
+            "Times all connection slots of a listener were taken",
+            connection_limit_reached.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -172,6 +181,7 @@ impl Metrics {
             whoami_cache,
             cleanup_rooms,
             open_connections,
+            connection_limit_reached,
         })
     }
 

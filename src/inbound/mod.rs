@@ -45,6 +45,8 @@ use whoami::WhoamiCache;
 pub const LISTENER: &str = "inbound";
 /// How long in-flight connections may finish after shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one "connection limit reached" log line per this interval.
+const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Template used in metrics for the proxied Synapse admin API.
 const SYNAPSE_ADMIN_TEMPLATE: &str = "/_synapse/admin/{*path}";
 const SUPPORT_PATH: &str = "/.well-known/matrix/support";
@@ -419,14 +421,38 @@ pub async fn serve(
         .open_connections
         .get_or_create(&ListenerLabels { listener: LISTENER })
         .clone();
+    let max_connections = state.config.inbound.max_connections.max(1);
+    let limit_reached = state
+        .metrics
+        .connection_limit_reached
+        .get_or_create(&ListenerLabels { listener: LISTENER })
+        .clone();
+    let mut limit_logged: Option<Instant> = None;
     loop {
         while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.wait() => break,
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Every slot is taken: new connections now wait unanswered in the kernel's
+                // accept backlog. Operators must see that, but a saturated listener must not
+                // flood the log either — one line per minute, the counter has every time.
+                limit_reached.inc();
+                if limit_logged.is_none_or(|at| at.elapsed() >= LIMIT_LOG_INTERVAL) {
+                    limit_logged = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections,
+                        "inbound connection limit reached (inbound.max_connections); new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    permit = limit.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.wait() => break,
+                }
+            }
         };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -215,6 +215,7 @@ struct Harness {
     up: Arc<Upstream>,
     metrics: Arc<Metrics>,
     observed: Arc<Recorder>,
+    federation: FederationHandle,
     client: Client<HttpConnector, Body>,
     trigger: shutdown::ShutdownTrigger,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -253,7 +254,7 @@ async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
     );
     let federation = FederationHandle::with_list(Duration::from_secs(3600), list);
     let metrics = Metrics::new();
-    let state = InboundState::new(&config, federation, metrics.clone()).unwrap();
+    let state = InboundState::new(&config, federation.clone(), metrics.clone()).unwrap();
     let observed = Arc::new(Recorder::default());
     state.set_observer(observed.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -266,6 +267,7 @@ async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
         up,
         metrics,
         observed,
+        federation,
         client,
         trigger,
         server,
@@ -925,6 +927,77 @@ async fn x_matrix_origin_and_destination_checks() {
             .await
             .0,
         200
+    );
+}
+
+/// The federation list is swapped hundreds of times while federation requests are in
+/// flight: readers always see one whole list (old or new), so a server in every list is
+/// never refused, a server in every other list is either served or refused cleanly, and
+/// nothing errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_list_swaps_under_load_never_fail_a_request() {
+    let h = Arc::new(start().await);
+    let swapper = {
+        let federation = h.federation.clone();
+        tokio::spawn(async move {
+            let mut swaps = 0u32;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while tokio::time::Instant::now() < deadline && swaps < 400 {
+                swaps += 1;
+                let mut entries: Vec<DomainEntry> = (0..2_000)
+                    .map(|i| entry(&format!("filler{i}-{swaps}.test"), false))
+                    .collect();
+                entries.push(entry("hs1.test", false));
+                entries.push(entry("hs2.test", false));
+                if swaps % 2 == 0 {
+                    entries.push(entry("flaky.test", false));
+                }
+                federation.replace(FederationList::new(
+                    i64::from(swaps) + 1,
+                    time::OffsetDateTime::now_utc(),
+                    false,
+                    ListSource::File,
+                    entries,
+                ));
+                tokio::task::yield_now().await;
+            }
+            swaps
+        })
+    };
+    let mut clients = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let h = h.clone();
+        clients.spawn(async move {
+            let (mut served, mut refused) = (0u32, 0u32);
+            for i in 0..60 {
+                let url = format!("/_matrix/federation/v1/event/%24e{worker}-{i}");
+                let got = h.federation(Method::GET, &url, "hs2.test", None).await;
+                assert_eq!(got.0, 200, "member refused during a swap: {got:?}");
+                let got = h.federation(Method::GET, &url, "flaky.test", None).await;
+                match got.0.as_u16() {
+                    200 => served += 1,
+                    403 => {
+                        assert_eq!(got.1["errcode"], "M_FORBIDDEN", "{got:?}");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected status {other} during a swap: {got:?}"),
+                }
+            }
+            (served, refused)
+        });
+    }
+    let (mut served, mut refused) = (0, 0);
+    while let Some(result) = clients.join_next().await {
+        let (s, r) = result.unwrap();
+        served += s;
+        refused += r;
+    }
+    let swaps = swapper.await.unwrap();
+    assert!(swaps >= 10, "only {swaps} swaps happened");
+    assert_eq!(served + refused, 8 * 60);
+    assert!(
+        h.federation.snapshot().unwrap().version > 1,
+        "the list was never replaced"
     );
 }
 

@@ -19,7 +19,8 @@ use timproxy::shutdown;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::store::each_migrated_backend;
+use crate::store::{each_migrated_backend, skip_pg, with_pg_database};
+use crate::support::FaultyRelay;
 
 /// Idempotency keys the collector received, with how often each arrived.
 type Received = Arc<Mutex<HashMap<String, u32>>>;
@@ -256,6 +257,108 @@ async fn reports_past_retention_are_dropped_and_counted() {
             .await
             .unwrap()
             .unwrap();
+    })
+    .await;
+}
+
+/// PostgreSQL restarting mid-run (every connection dropped, new ones refused for a while):
+/// the store reconnects by itself, the writer holds reports until it can write them, the
+/// sender re-takes its lock, and every report reaches the collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_arrives_across_a_postgres_restart() {
+    if skip_pg() {
+        return;
+    }
+    with_pg_database(|db_url| async move {
+        let mut url = url::Url::parse(&db_url).unwrap();
+        let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        let target = tokio::net::lookup_host(target)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let relay = FaultyRelay::start(target).await;
+        url.set_port(Some(relay.addr.port())).unwrap();
+        let store = timproxy::store::Store::connect_url(url.as_str(), 4)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+
+        let received: Received = Arc::default();
+        let (addr, collector) =
+            start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
+        let config = Config {
+            raw_data: RawDataConfig {
+                enabled: true,
+                url: format!("http://{addr}/add-performance-data")
+                    .parse()
+                    .unwrap(),
+                instance_id: "inst-1".to_owned(),
+                batch_size: 16,
+                retry_initial: Duration::from_millis(20),
+                retry_max: Duration::from_millis(200),
+                ..RawDataConfig::default()
+            },
+            ..Config::default()
+        };
+        let metrics = Metrics::new();
+        let (trigger, signal) = shutdown::channel();
+        let (reporter, writer) = Reporter::spawn(
+            store.clone(),
+            &config.raw_data,
+            metrics.clone(),
+            signal.clone(),
+        );
+        let sender = spawn_sender(
+            store.clone(),
+            config.raw_data.clone(),
+            metrics.clone(),
+            signal,
+        );
+
+        const TOTAL: u64 = 150;
+        for i in 0..50 {
+            reporter.report(report(&config, i));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        relay.cut();
+        assert!(
+            store.ping().await.is_err(),
+            "the store still answers while PostgreSQL is down"
+        );
+        // Reports keep coming while the database is away.
+        for i in 50..120 {
+            reporter.report(report(&config, i));
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        relay.restore();
+        for i in 120..TOTAL {
+            reporter.report(report(&config, i));
+        }
+        wait_until(
+            "all reports at the collector after the restart",
+            Duration::from_secs(60),
+            || received.lock().unwrap().len() as u64 == TOTAL,
+        )
+        .await;
+        store.ping().await.expect("store reconnected");
+        let text = metrics.encode();
+        assert!(!text.contains("outcome=\"dropped\""), "{text}");
+
+        trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), sender)
+            .await
+            .unwrap()
+            .unwrap();
+        collector.stop.send(()).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), collector.task).await;
+        store.close().await;
     })
     .await;
 }

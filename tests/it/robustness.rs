@@ -548,11 +548,41 @@ async fn slow_loris_clients_are_disconnected_after_header_read_timeout() {
     assert_alive(proxy.addr).await;
 }
 
+/// Log output of the current thread, for tests that check what an operator would read.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// `inbound.max_connections` bounds accepted connections with a semaphore: beyond the limit,
 /// new connections wait in the kernel's accept backlog (unanswered, not refused) until a slot
-/// frees; the `open_connections` gauge shows the limit.
+/// frees; the `open_connections` gauge shows the limit, and reaching it is logged once and
+/// counted every time.
 #[tokio::test]
 async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    // current-thread runtime: the listener task runs on this thread, under this subscriber.
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let (proxy, _) = start_normal(|c| {
         c.inbound.max_connections = 4;
         c.inbound.header_read_timeout = Duration::from_secs(20);
@@ -578,7 +608,35 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     let waiting = read_answer(&mut fifth, Duration::from_secs(1)).await;
     assert_eq!(waiting.status, None, "fifth connection served: {waiting:?}");
     assert!(!waiting.closed, "fifth connection refused: {waiting:?}");
+    let text = proxy.metrics.encode();
+    assert!(
+        text.contains(r#"connection_limit_reached_total{listener="inbound"} 1"#),
+        "counter:\n{text}"
+    );
+    let logged = log.text();
+    assert!(
+        logged.contains("inbound connection limit reached") && logged.contains("max_connections=4"),
+        "log:\n{logged}"
+    );
     drop(held.pop());
     let served = read_answer(&mut fifth, WAIT).await;
     assert_eq!(served.status, Some(200), "{served:?}");
+    // A second time within the minute is counted but not logged again.
+    let mut sixth = TcpStream::connect(proxy.addr).await.unwrap();
+    sixth.write_all(keep_alive).await.unwrap();
+    let waiting = read_answer(&mut sixth, Duration::from_millis(500)).await;
+    assert_eq!(waiting.status, None, "sixth connection served: {waiting:?}");
+    let text = proxy.metrics.encode();
+    assert!(
+        text.contains(r#"connection_limit_reached_total{listener="inbound"} 2"#),
+        "counter:\n{text}"
+    );
+    assert_eq!(
+        log.text()
+            .matches("inbound connection limit reached")
+            .count(),
+        1,
+        "log:\n{}",
+        log.text()
+    );
 }

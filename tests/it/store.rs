@@ -15,7 +15,7 @@ fn pg_admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
 }
 
-fn skip_pg() -> bool {
+pub fn skip_pg() -> bool {
     std::env::var("TIMPROXY_SKIP_PG").is_ok_and(|v| v == "1")
 }
 
@@ -40,6 +40,26 @@ where
     if skip_pg() {
         return;
     }
+    with_pg_database(|db_url| async move {
+        let store = Store::connect_url(&db_url, 4).await.unwrap();
+        let result = tokio::spawn(body(store.clone())).await;
+        store.close().await;
+        if let Err(e) = result {
+            eprintln!("failed on postgres");
+            std::panic::resume_unwind(e.into_panic());
+        }
+    })
+    .await;
+}
+
+/// Run `body` with the URL of a fresh, empty PostgreSQL database that is dropped afterwards
+/// (also when the body panics).
+pub async fn with_pg_database<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use futures_util::FutureExt;
     let admin_url = pg_admin_url();
     let mut admin = match tokio::time::timeout(
         Duration::from_secs(10),
@@ -62,17 +82,16 @@ where
         .unwrap();
     let mut db_url = url::Url::parse(&admin_url).unwrap();
     db_url.set_path(&format!("/{name}"));
-    let store = Store::connect_url(db_url.as_str(), 4).await.unwrap();
-    let result = tokio::spawn(body(store.clone())).await;
-    store.close().await;
+    let result = std::panic::AssertUnwindSafe(body(db_url.to_string()))
+        .catch_unwind()
+        .await;
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
     .execute(&mut admin)
     .await;
-    if let Err(e) = result {
-        eprintln!("failed on postgres");
-        std::panic::resume_unwind(e.into_panic());
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
     }
 }
 

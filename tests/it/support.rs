@@ -138,3 +138,62 @@ pub fn loopback_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).expect("write config");
     path
 }
+
+/// A TCP relay in front of a real server that can play an outage: [`FaultyRelay::cut`] drops
+/// every relayed connection and turns new ones away, as a server restart looks to a client;
+/// [`FaultyRelay::restore`] relays again.
+pub struct FaultyRelay {
+    pub addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pipes: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyRelay {
+    pub async fn start(target: std::net::SocketAddr) -> FaultyRelay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pipes = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let (flag, set) = (down.clone(), pipes.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                set.lock().unwrap().spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        FaultyRelay {
+            addr,
+            down,
+            pipes,
+            accept,
+        }
+    }
+
+    /// Drop every open connection and refuse new ones until [`FaultyRelay::restore`].
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.pipes.lock().unwrap().abort_all();
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultyRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        if let Ok(mut pipes) = self.pipes.lock() {
+            pipes.abort_all();
+        }
+    }
+}

@@ -1,4 +1,5 @@
-"""Origin for benches/streaming-rss.sh: serves a 256 MiB download, swallows uploads."""
+"""Origin for benches/memory.sh: serves a download of SIZE_MIB (argv[2]) MiB, swallows uploads,
+answers /versions."""
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
@@ -11,13 +12,13 @@ class H(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        size = 256 << 20
+        size = SIZE_MIB << 20
         self.send_response(200)
         self.send_header('Content-Type', 'application/octet-stream')
         self.send_header('Content-Length', str(size))
         self.end_headers()
         chunk = b'\0' * (1 << 20)
-        for _ in range(256):
+        for _ in range(SIZE_MIB):
             self.wfile.write(chunk)
     def do_POST(self):
         total = 0
@@ -43,4 +44,5 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
+SIZE_MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
 http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
