@@ -674,6 +674,12 @@ impl Config {
                 ));
             }
         }
+        if self.homeserver.url.scheme() != "http" {
+            return Err(semantic(
+                "homeserver.url",
+                "must be an http:// URL: timproxy speaks plain HTTP/1.1 to the homeserver on the internal network (TLS belongs on inbound.tls)".to_owned(),
+            ));
+        }
         if let Some(url) = &self.homeserver.admin_url
             && !matches!(url.scheme(), "http" | "https")
         {

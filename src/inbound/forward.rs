@@ -1,19 +1,17 @@
-//! Forwarding to the homeserver: pooled hyper client, bodies streamed both ways, the request
-//! target forwarded byte for byte (X-Matrix signatures cover the raw URI), hop-by-hop headers
-//! removed and `X-Forwarded-*` set.
+//! Forwarding to the homeserver over [`super::upstream`]'s keep-alive pool: bodies streamed
+//! both ways, the request target forwarded byte for byte (X-Matrix signatures cover the raw
+//! URI), hop-by-hop headers removed and `X-Forwarded-*` set.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::upstream::{UpstreamError, UpstreamPool};
 use crate::config::HomeserverConfig;
 use crate::error::MatrixError;
 
@@ -51,15 +49,25 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the (few) names instead of nine hashed lookups when none is present,
+    // which is nearly always.
+    if !headers
+        .keys()
+        .any(|name| name == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(&name.as_str()))
+    {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -67,41 +75,42 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// Pooled client to `homeserver.url`.
+/// Keep-alive connections to `homeserver.url` (see [`super::upstream`]).
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Body>,
-    /// `scheme://authority` plus an optional base path, without trailing slash.
-    base: String,
+    pool: UpstreamPool,
+    /// Path prefix of `homeserver.url` without trailing slash (usually empty).
+    base_path: String,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Forwarder")
-            .field("base", &self.base)
+            .field("pool", &self.pool)
             .finish()
     }
 }
 
 impl Forwarder {
     pub fn new(config: &HomeserverConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.max_idle_connections)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        let base = config.url.as_str().trim_end_matches('/').to_owned();
+        let url = &config.url;
+        let host = url.host_str().unwrap_or("localhost");
+        let port = url.port_or_known_default().unwrap_or(80);
         Self {
-            client,
-            base,
+            pool: UpstreamPool::new(
+                format!("{host}:{port}"),
+                config.max_idle_connections,
+                Duration::from_secs(60),
+                config.connect_timeout,
+            ),
+            base_path: url.path().trim_end_matches('/').to_owned(),
             timeout: config.request_timeout,
         }
     }
 
-    /// Send `parts` + `body` upstream and return the response head with a streaming body.
+    /// Send `parts` + `body` upstream and return the response head with its body (complete
+    /// when small, streaming otherwise).
     pub async fn forward(
         &self,
         mut parts: http::request::Parts,
@@ -109,64 +118,67 @@ impl Forwarder {
         remote: SocketAddr,
         tls: bool,
     ) -> Result<Response<Body>, MatrixError> {
-        let target = parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let uri: Uri = format!("{}{}", self.base, target)
-            .parse()
-            .map_err(|_| MatrixError::bad_gateway("invalid upstream URI", "upstream"))?;
-        let original_authority = parts.uri.authority().map(|a| a.as_str().to_owned());
         strip_hop_by_hop(&mut parts.headers);
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| original_authority.and_then(|a| HeaderValue::from_str(&a).ok()));
+        let host = match parts.headers.get(header::HOST) {
+            Some(host) => Some(host.clone()),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         if let Some(host) = host {
             parts.headers.insert("x-forwarded-host", host.clone());
             parts.headers.insert(header::HOST, host);
         }
-        let client_ip = remote.ip().to_string();
         let xff = match parts
             .headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
         {
-            Some(prev) => format!("{prev}, {client_ip}"),
-            None => client_ip,
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", remote.ip())),
+            None => HeaderValue::try_from(remote.ip().to_string()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Ok(v) = xff {
             parts.headers.insert("x-forwarded-for", v);
         }
         parts.headers.insert(
             "x-forwarded-proto",
             HeaderValue::from_static(if tls { "https" } else { "http" }),
         );
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        let request = Request::from_parts(parts, body);
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
-        {
-            Err(_) => {
-                return Err(MatrixError::gateway_timeout(
-                    "homeserver did not answer in time",
-                    "upstream-timeout",
-                ));
+        // The request target is kept byte for byte: X-Matrix signatures cover the raw URI.
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let prefixed;
+        let target = if self.base_path.is_empty() {
+            target
+        } else {
+            prefixed = format!("{}{target}", self.base_path);
+            prefixed.as_str()
+        };
+        let exchange = self.pool.send(&parts.method, target, &parts.headers, body);
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(mut response)) => {
+                strip_hop_by_hop(response.headers_mut());
+                Ok(response)
+            }
+            Ok(Err(UpstreamError::RequestBody(e))) => {
+                tracing::debug!(error = %e, "client request body broke off");
+                Err(MatrixError::bad_json(
+                    "could not read request body",
+                    "body-read",
+                ))
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "homeserver request failed");
-                return Err(MatrixError::bad_gateway(
+                Err(MatrixError::bad_gateway(
                     "homeserver unreachable",
                     "upstream-error",
-                ));
+                ))
             }
-            Ok(Ok(response)) => response,
-        };
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, stream(body)))
+            Err(_) => Err(MatrixError::gateway_timeout(
+                "homeserver did not answer in time",
+                "upstream-timeout",
+            )),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod client;
 pub mod federation;
 pub mod forward;
 mod support;
+pub mod upstream;
 pub mod whoami;
 
 use std::convert::Infallible;

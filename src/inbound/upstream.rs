@@ -1,0 +1,880 @@
+//! HTTP/1.1 to the homeserver, driven from the request's own task.
+//!
+//! Why not a general-purpose client: every proxied request crossed from the connection task to
+//! a pooled client's connection task and back (channels, wake-ups, a pool lock), and on the
+//! 2-vCPU reference machine that hand-off cost more than the proxying itself. Here the task that
+//! serves the client also writes the request to a pooled keep-alive connection and reads the
+//! answer; only a body too large to buffer streams afterwards, from the same connection, which
+//! goes back to the pool when the body ends.
+//!
+//! Scope is exactly what the inbound path needs: plain HTTP/1.1 to one homeserver, bodies framed
+//! by `Content-Length`, chunked or connection close; requests whose body is small enough to keep
+//! are retried once on a fresh connection when a pooled one turns out to be closed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::forward::{Body, BoxError, full};
+
+/// Request bodies up to this size are read before sending, so a request can be retried on a
+/// new connection; answers up to this size are read before the head is passed on, so head and
+/// body reach the client in one write.
+pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
+/// Largest response head accepted from the homeserver.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response header fields accepted.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+/// Read granularity.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why an exchange with the homeserver failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    #[error("sending the request failed: {0}")]
+    Write(io::Error),
+    #[error("reading the answer failed: {0}")]
+    Read(io::Error),
+    #[error("connection closed before an answer")]
+    Closed,
+    #[error("invalid answer: {0}")]
+    Invalid(&'static str),
+    #[error("reading the request body failed: {0}")]
+    RequestBody(BoxError),
+}
+
+impl UpstreamError {
+    /// Failures that mean a pooled connection was already dead before this request.
+    fn stale_connection(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Write(_) | UpstreamError::Read(_) | UpstreamError::Closed
+        )
+    }
+}
+
+struct Conn {
+    io: TcpStream,
+    /// Bytes read but not consumed yet.
+    buf: BytesMut,
+}
+
+struct IdleConn {
+    conn: Conn,
+    since: Instant,
+}
+
+struct PoolInner {
+    /// `host:port` to connect to.
+    addr: String,
+    idle: Mutex<Vec<IdleConn>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl PoolInner {
+    /// The most recently used live connection, if any (LIFO keeps few connections warm).
+    fn take(&self) -> Option<Conn> {
+        let mut expired = Vec::new();
+        let found = {
+            let Ok(mut idle) = self.idle.lock() else {
+                return None;
+            };
+            let mut found = None;
+            while let Some(entry) = idle.pop() {
+                if entry.since.elapsed() < self.idle_timeout {
+                    found = Some(entry.conn);
+                    break;
+                }
+                expired.push(entry);
+            }
+            found
+        };
+        drop(expired);
+        found
+    }
+
+    fn put(&self, conn: Conn) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(IdleConn {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let io = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Connect)?;
+        let _ = io.set_nodelay(true);
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+}
+
+/// Keep-alive connections to the homeserver; cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamPool {
+    inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+/// The request body as it will be sent.
+enum Outgoing {
+    /// Small or empty: kept, so the request can be sent again.
+    Kept(Bytes),
+    /// Streamed with a known length.
+    Sized(Body, u64),
+    /// Streamed with chunked framing.
+    Chunked(Body),
+}
+
+impl UpstreamPool {
+    pub fn new(
+        addr: String,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(PoolInner {
+                addr,
+                idle: Mutex::new(Vec::new()),
+                max_idle,
+                idle_timeout,
+                connect_timeout,
+            }),
+        }
+    }
+
+    /// Send one request (`target` is the origin-form request target, byte for byte) and return
+    /// the answer. Bodies of answers up to [`BUFFERED_BODY_MAX`] are complete; larger ones
+    /// stream from the connection. Hop-by-hop fields are left for the caller to strip.
+    pub async fn send(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let outgoing = if body.is_end_stream() {
+            Outgoing::Kept(Bytes::new())
+        } else {
+            match body.size_hint().exact() {
+                Some(n) if n <= BUFFERED_BODY_MAX => Outgoing::Kept(
+                    body.collect()
+                        .await
+                        .map_err(UpstreamError::RequestBody)?
+                        .to_bytes(),
+                ),
+                Some(n) => Outgoing::Sized(body, n),
+                None => Outgoing::Chunked(body),
+            }
+        };
+        let mut head = Vec::with_capacity(512);
+        encode_head(&mut head, method, target, headers, &outgoing, declared);
+        match outgoing {
+            Outgoing::Kept(bytes) => {
+                head.extend_from_slice(&bytes);
+                let (conn, reused) = match self.inner.take() {
+                    Some(conn) => (conn, true),
+                    None => (self.inner.connect().await?, false),
+                };
+                match self.exchange_kept(conn, &head, method).await {
+                    Err(e) if reused && e.stale_connection() => {
+                        tracing::debug!(error = %e, "pooled homeserver connection was closed; retrying on a new one");
+                        let conn = self.inner.connect().await?;
+                        self.exchange_kept(conn, &head, method).await
+                    }
+                    other => other,
+                }
+            }
+            Outgoing::Sized(body, _) => {
+                let conn = match self.inner.take() {
+                    Some(conn) => conn,
+                    None => self.inner.connect().await?,
+                };
+                self.exchange_streamed(conn, &head, body, false, method)
+                    .await
+            }
+            Outgoing::Chunked(body) => {
+                let conn = match self.inner.take() {
+                    Some(conn) => conn,
+                    None => self.inner.connect().await?,
+                };
+                self.exchange_streamed(conn, &head, body, true, method)
+                    .await
+            }
+        }
+    }
+
+    async fn exchange_kept(
+        &self,
+        mut conn: Conn,
+        request: &[u8],
+        method: &Method,
+    ) -> Result<Response<Body>, UpstreamError> {
+        conn.io
+            .write_all(request)
+            .await
+            .map_err(UpstreamError::Write)?;
+        self.answer(conn, method).await
+    }
+
+    async fn exchange_streamed(
+        &self,
+        mut conn: Conn,
+        head: &[u8],
+        mut body: Body,
+        chunked: bool,
+        method: &Method,
+    ) -> Result<Response<Body>, UpstreamError> {
+        conn.io
+            .write_all(head)
+            .await
+            .map_err(UpstreamError::Write)?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(UpstreamError::RequestBody)?;
+            let Ok(mut data) = frame.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                let size = format!("{:x}\r\n", data.len());
+                conn.io
+                    .write_all(size.as_bytes())
+                    .await
+                    .map_err(UpstreamError::Write)?;
+            }
+            conn.io
+                .write_all_buf(&mut data)
+                .await
+                .map_err(UpstreamError::Write)?;
+            if chunked {
+                conn.io
+                    .write_all(b"\r\n")
+                    .await
+                    .map_err(UpstreamError::Write)?;
+            }
+        }
+        if chunked {
+            conn.io
+                .write_all(b"0\r\n\r\n")
+                .await
+                .map_err(UpstreamError::Write)?;
+        }
+        self.answer(conn, method).await
+    }
+
+    /// Read the answer head (skipping interim 1xx answers) and set up its body.
+    async fn answer(
+        &self,
+        mut conn: Conn,
+        method: &Method,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let mut received_any = false;
+        let (mut parts, keep_alive) = loop {
+            let parsed = parse_head(&conn.buf)?;
+            if let Some((consumed, parts, keep_alive)) = parsed {
+                conn.buf.advance(consumed);
+                if parts.status.is_informational() {
+                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(UpstreamError::Invalid("unexpected protocol switch"));
+                    }
+                    continue;
+                }
+                break (parts, keep_alive);
+            }
+            if conn.buf.len() >= MAX_HEAD {
+                return Err(UpstreamError::Invalid("answer head too large"));
+            }
+            conn.buf.reserve(READ_CHUNK);
+            let n = conn
+                .io
+                .read_buf(&mut conn.buf)
+                .await
+                .map_err(UpstreamError::Read)?;
+            if n == 0 {
+                return Err(if received_any {
+                    UpstreamError::Invalid("answer cut off")
+                } else {
+                    UpstreamError::Closed
+                });
+            }
+            received_any = true;
+        };
+        let framing = framing(method, &parts)?;
+        if matches!(framing, Framing::Chunked(_)) {
+            // Chunked wins over a Content-Length sent alongside it (RFC 9112 §6.3).
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let body = UpstreamBody {
+            conn: Some(conn),
+            framing,
+            keep_alive,
+            pool: self.inner.clone(),
+        };
+        if let Framing::Length(n) = body.framing
+            && n <= BUFFERED_BODY_MAX
+        {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|_| UpstreamError::Invalid("answer body cut off"))?
+                .to_bytes();
+            return Ok(Response::from_parts(parts, full(bytes)));
+        }
+        Ok(Response::from_parts(
+            parts,
+            http_body_util::BodyExt::boxed_unsync(body),
+        ))
+    }
+}
+
+/// Request line and header fields, with the body framing this proxy chose.
+fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    outgoing: &Outgoing,
+    declared: Option<u64>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        // Framing is ours to set; `Expect` was already answered to the client by the server.
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match outgoing {
+        Outgoing::Kept(bytes) => {
+            if !bytes.is_empty() || declared.is_some() {
+                write_length(out, bytes.len() as u64);
+            }
+        }
+        Outgoing::Sized(_, n) => write_length(out, *n),
+        Outgoing::Chunked(_) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parse a complete response head from `buf`: bytes consumed, the head, and whether the
+/// connection may be reused afterwards. `None` when more bytes are needed.
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, http::response::Parts, bool)>, UpstreamError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let consumed = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Invalid("too many header fields"));
+        }
+        Err(_) => return Err(UpstreamError::Invalid("malformed answer head")),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(UpstreamError::Invalid("invalid status code"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| UpstreamError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| UpstreamError::Invalid("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let connection_has = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let keep_alive = match version {
+        Version::HTTP_10 => connection_has("keep-alive"),
+        _ => !connection_has("close"),
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    let (parts, ()) = response.into_parts();
+    Ok(Some((consumed, parts, keep_alive)))
+}
+
+/// How the answer's body is delimited (RFC 9112 §6.3).
+fn framing(method: &Method, parts: &http::response::Parts) -> Result<Framing, UpstreamError> {
+    if method == Method::HEAD
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Length(0));
+    }
+    let chunked = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .last()
+        .map(|last| last.eq_ignore_ascii_case("chunked"));
+    match chunked {
+        Some(true) => return Ok(Framing::Chunked(Chunk::Size)),
+        // A transfer coding other than chunked last: the body runs to the close.
+        Some(false) => return Ok(Framing::Eof),
+        None => {}
+    }
+    let mut length = None;
+    for value in parts.headers.get_all(header::CONTENT_LENGTH) {
+        let n = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(UpstreamError::Invalid("invalid Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(UpstreamError::Invalid("conflicting Content-Length"));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(n) => Framing::Length(n),
+        None => Framing::Eof,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty line.
+    Trailers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the homeserver closes the connection.
+    Eof,
+    Done,
+}
+
+/// An answer body read from its connection; the connection goes back to the pool when the
+/// body has been read to its end (and is closed when the body is dropped early).
+struct UpstreamBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<PoolInner>,
+}
+
+fn cut_off() -> BoxError {
+    Box::new(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "homeserver closed the connection inside the answer body",
+    ))
+}
+
+fn invalid_chunk() -> BoxError {
+    Box::new(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "invalid chunked encoding from the homeserver",
+    ))
+}
+
+/// Take one CRLF-terminated line from `buf` (without the CRLF), if complete.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(at) => {
+            let line = buf.split_to(at).freeze();
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE => Err(invalid_chunk()),
+        None => Ok(None),
+    }
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            self.pool.put(conn);
+        }
+    }
+
+    /// Read more into the buffer; `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        conn.buf.reserve(READ_CHUNK);
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut conn.io),
+            cx,
+            &mut conn.buf
+        ))?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn buffered(&mut self) -> Option<&mut BytesMut> {
+        self.conn.as_mut().map(|c| &mut c.buf)
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    let available = this.buffered().map_or(0, |b| b.len());
+                    if available == 0 {
+                        if ready!(this.poll_fill(cx))? == 0 {
+                            this.framing = Framing::Done;
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(cut_off())));
+                        }
+                        continue;
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(available);
+                    let Some(buf) = this.buffered() else {
+                        return Poll::Ready(None);
+                    };
+                    let data = buf.split_to(take).freeze();
+                    let rest = left - take as u64;
+                    this.framing = match this.framing {
+                        Framing::Chunked(_) if rest == 0 => Framing::Chunked(Chunk::DataEnd),
+                        Framing::Chunked(_) => Framing::Chunked(Chunk::Data(rest)),
+                        _ => Framing::Length(rest),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Eof => {
+                    let available = this.buffered().map_or(0, |b| b.len());
+                    if available > 0 {
+                        let Some(buf) = this.buffered() else {
+                            return Poll::Ready(None);
+                        };
+                        let data = buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ready!(this.poll_fill(cx))? == 0 {
+                        this.framing = Framing::Done;
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                }
+                Framing::Chunked(state) => {
+                    let Some(buf) = this.buffered() else {
+                        return Poll::Ready(None);
+                    };
+                    let line = match state {
+                        Chunk::DataEnd if buf.len() >= 2 => {
+                            if &buf[..2] != b"\r\n" {
+                                return Poll::Ready(Some(Err(invalid_chunk())));
+                            }
+                            buf.advance(2);
+                            this.framing = Framing::Chunked(Chunk::Size);
+                            continue;
+                        }
+                        Chunk::DataEnd => None,
+                        _ => take_line(buf)?,
+                    };
+                    let Some(line) = line else {
+                        if ready!(this.poll_fill(cx))? == 0 {
+                            this.framing = Framing::Done;
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(cut_off())));
+                        }
+                        continue;
+                    };
+                    match state {
+                        Chunk::Size => {
+                            let digits = line.split(|b| *b == b';').next().unwrap_or(&[]);
+                            let size = std::str::from_utf8(digits)
+                                .ok()
+                                .map(str::trim)
+                                .filter(|d| !d.is_empty() && d.len() <= 15)
+                                .and_then(|d| u64::from_str_radix(d, 16).ok())
+                                .ok_or_else(invalid_chunk)?;
+                            this.framing = Framing::Chunked(if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            });
+                        }
+                        Chunk::Trailers if line.is_empty() => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        // Trailer fields are dropped.
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-connection-at-a-time fake homeserver that answers each request with the next
+    /// canned bytes and records what it received.
+    async fn serve_canned(
+        answers: Vec<&'static [u8]>,
+    ) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let (mut s, _) = listener.accept().await.unwrap();
+            for answer in answers {
+                let mut buf = vec![0u8; 65536];
+                let n = s.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+                s.write_all(answer).await.unwrap();
+            }
+            seen
+        });
+        (addr, task)
+    }
+
+    fn pool(addr: String) -> UpstreamPool {
+        UpstreamPool::new(addr, 4, Duration::from_secs(60), Duration::from_secs(5))
+    }
+
+    async fn body_of(response: Response<Body>) -> Bytes {
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn chunked_answer_is_decoded_and_connection_reused() {
+        let (addr, server) = serve_canned(vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+            b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+        ])
+        .await;
+        let pool = pool(addr);
+        let r = pool
+            .send(
+                &Method::GET,
+                "/a?b=%2F",
+                &HeaderMap::new(),
+                full(Bytes::new()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(body_of(r).await, "hello world");
+        let r = pool
+            .send(&Method::PUT, "/b", &HeaderMap::new(), full("{}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(body_of(r).await, "ok");
+        let seen = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(seen.starts_with("GET /a?b=%2F HTTP/1.1\r\n"), "{seen}");
+        assert!(
+            seen.contains("PUT /b HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"),
+            "{seen}"
+        );
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_head_requests_have_no_body() {
+        let (addr, server) = serve_canned(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n",
+        ])
+        .await;
+        let pool = pool(addr);
+        let r = pool
+            .send(&Method::POST, "/x", &HeaderMap::new(), full("1"))
+            .await
+            .unwrap();
+        assert_eq!(body_of(r).await, "abc");
+        let r = pool
+            .send(&Method::HEAD, "/x", &HeaderMap::new(), full(Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-length"], "1000");
+        assert!(body_of(r).await.is_empty());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors_not_panics() {
+        for canned in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            b"NOT HTTP\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ] {
+            let (addr, _server) = serve_canned(vec![canned]).await;
+            let err = pool(addr)
+                .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, UpstreamError::Invalid(_)), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_pooled_connection_is_replaced_transparently() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            // First connection: answer once, then close (an idle timeout on the homeserver).
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n1")
+                .await
+                .unwrap();
+            drop(s);
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2")
+                .await
+                .unwrap();
+        });
+        let pool = pool(addr);
+        let r = pool
+            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(body_of(r).await, "1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = pool
+            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(body_of(r).await, "2");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn large_answers_stream_and_cut_off_bodies_error() {
+        static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let big = BIG.get_or_init(|| {
+            let mut v = b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n".to_vec();
+            v.extend(std::iter::repeat_n(b'x', 200_000));
+            v
+        });
+        let (addr, _server) = serve_canned(vec![big.as_slice()]).await;
+        let r = pool(addr)
+            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(r.body().size_hint().exact(), Some(200_000));
+        assert_eq!(body_of(r).await.len(), 200_000);
+
+        let (addr, _server) = serve_canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nshort",
+        ])
+        .await;
+        let r = pool(addr)
+            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .await
+            .unwrap_err();
+        assert!(matches!(r, UpstreamError::Invalid(_)), "{r}");
+    }
+}
