@@ -148,7 +148,9 @@ pub struct OutboundConfig {
     /// Upstream response timeout (time to response head).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Idle pooled upstream connections kept per host.
+    /// Idle pooled upstream connections kept per host. A busy remote homeserver sees bursts
+    /// of parallel federation requests; a pool smaller than the burst closes connections
+    /// only to re-handshake them moments later.
     pub max_idle_per_host: usize,
     /// Time allowed for the CONNECT head plus the TLS handshake of a new tunnel
     /// (slow-loris protection; an idle homeserver connection never gets this far).
@@ -179,7 +181,7 @@ impl Default for OutboundConfig {
             danger_accept_invalid_upstream_certs: false,
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(120),
-            max_idle_per_host: 32,
+            max_idle_per_host: 256,
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             resolve: BTreeMap::new(),

@@ -51,6 +51,7 @@ const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Template used in metrics for the proxied Synapse admin API.
 const SYNAPSE_ADMIN_TEMPLATE: &str = "/_synapse/admin/{*path}";
 const SUPPORT_PATH: &str = "/.well-known/matrix/support";
+const WELL_KNOWN_SERVER_PATH: &str = "/.well-known/matrix/server";
 
 /// Setting up the inbound listener failed.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +234,15 @@ fn well_known_server(config: &Config) -> Response<Body> {
     response
 }
 
+/// What raw-data reports need from the request, taken before it is consumed.
+struct RequestFacts {
+    started: time::OffsetDateTime,
+    clock: Instant,
+    method: Method,
+    size_in: Option<u64>,
+    user_agent: Option<String>,
+}
+
 /// Handle one request end to end.
 pub(crate) async fn handle(
     state: Arc<InboundState>,
@@ -240,37 +250,42 @@ pub(crate) async fn handle(
     remote: SocketAddr,
     tls: bool,
 ) -> Response<Body> {
-    let started = time::OffsetDateTime::now_utc();
-    let clock = Instant::now();
-    let method = req.method().clone();
-    let size_in = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // Only a raw-data observer needs timestamps and header copies; without one the request
+    // path skips them.
+    let observer = state.observer();
+    let facts = observer.as_ref().map(|_| RequestFacts {
+        started: time::OffsetDateTime::now_utc(),
+        clock: Instant::now(),
+        method: req.method().clone(),
+        size_in: req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
     let (template, is_federation, notes, response) = route(&state, req, remote, tls).await;
     let status = response.status().as_u16();
-    state.metrics.request(LISTENER, &template, status);
-    if let Some(observer) = state.observer() {
+    state.metrics.request(LISTENER, template, status);
+    if let (Some(observer), Some(facts)) = (observer, facts) {
         let size_out = response
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         observer.observe(&ObservedRequest {
-            endpoint_template: template,
-            method,
+            endpoint_template: template.to_owned(),
+            method: facts.method,
             status,
-            started,
-            duration: clock.elapsed(),
-            size_in,
+            started: facts.started,
+            duration: facts.clock.elapsed(),
+            size_in: facts.size_in,
             size_out,
-            user_agent,
+            user_agent: facts.user_agent,
             inviter_server: notes.inviter_server,
             invitee_server: notes.invitee_server,
             is_federation,
@@ -279,17 +294,19 @@ pub(crate) async fn handle(
     response
 }
 
+/// Classify, apply the rules, forward. Returns the endpoint template (borrowed from the
+/// endpoint table, for metrics and reports) with the answer.
 async fn route(
     state: &Arc<InboundState>,
     req: Request<Incoming>,
     remote: SocketAddr,
     tls: bool,
-) -> (String, bool, RequestNotes, Response<Body>) {
+) -> (&str, bool, RequestNotes, Response<Body>) {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    if path == "/.well-known/matrix/server" && method == Method::GET {
+    let path = req.uri().path();
+    if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
         return (
-            path,
+            WELL_KNOWN_SERVER_PATH,
             true,
             RequestNotes::default(),
             well_known_server(&state.config),
@@ -300,7 +317,7 @@ async fn route(
             Ok(response) => response,
             Err(e) => state.reject(&e, &method, SUPPORT_PATH),
         };
-        return (path, false, RequestNotes::default(), response);
+        return (SUPPORT_PATH, false, RequestNotes::default(), response);
     }
     if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
         let (parts, body) = req.into_parts();
@@ -313,17 +330,17 @@ async fn route(
             Err(e) => state.reject(&e, &method, SYNAPSE_ADMIN_TEMPLATE),
         };
         return (
-            SYNAPSE_ADMIN_TEMPLATE.to_owned(),
+            SYNAPSE_ADMIN_TEMPLATE,
             false,
             RequestNotes::default(),
             response,
         );
     }
-    let (endpoint, params) = match state.table.classify(&method, &path) {
+    let (endpoint, params) = match state.table.classify(&method, path) {
         Classification::NotFound => {
             let err = MatrixError::unrecognized_path();
             return (
-                "unknown".to_owned(),
+                "unknown",
                 false,
                 RequestNotes::default(),
                 state.reject(&err, &method, "unknown"),
@@ -333,37 +350,32 @@ async fn route(
             let err = crate::policy::blocked_endpoint(template)
                 .unwrap_or_else(MatrixError::method_not_allowed);
             let response = state.reject(&err, &method, template);
-            return (
-                template.to_owned(),
-                false,
-                RequestNotes::default(),
-                response,
-            );
+            return (template, false, RequestNotes::default(), response);
         }
         Classification::Matched { endpoint, params } => (endpoint, params),
     };
-    let template = endpoint.template.clone();
+    let template = endpoint.template.as_str();
     let is_federation = endpoint.api == Api::ServerServer || path.starts_with("/_matrix/key/");
-    if let Some(err) = crate::policy::blocked_endpoint(&template) {
-        let response = state.reject(&err, &method, &template);
+    if let Some(err) = crate::policy::blocked_endpoint(template) {
+        let response = state.reject(&err, &method, template);
         return (template, is_federation, RequestNotes::default(), response);
     }
     let mut notes = RequestNotes::default();
     let outcome = if is_federation {
-        federation::apply(state, req, &template, &params, &mut notes).await
+        federation::apply(state, req, template, &params, &mut notes).await
     } else {
-        client::apply(state, req, &template, &params, &mut notes).await
+        client::apply(state, req, template, &params, &mut notes).await
     };
     let (parts, body) = match outcome {
         Ok(ready) => ready,
         Err(err) => {
-            let response = state.reject(&err, &method, &template);
+            let response = state.reject(&err, &method, template);
             return (template, is_federation, notes, response);
         }
     };
     let response = match state.forwarder.forward(parts, body, remote, tls).await {
         Ok(response) => response,
-        Err(err) => state.reject(&err, &method, &template),
+        Err(err) => state.reject(&err, &method, template),
     };
     let response = if method == Method::GET
         && template == "/_matrix/client/versions"

@@ -478,8 +478,7 @@ fn framing(method: &Method, parts: &http::response::Parts) -> Result<Framing, Up
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .last()
+        .rfind(|t| !t.is_empty())
         .map(|last| last.eq_ignore_ascii_case("chunked"));
     match chunked {
         Some(true) => return Ok(Framing::Chunked(Chunk::Size)),

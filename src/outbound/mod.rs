@@ -98,6 +98,7 @@ pub struct OutboundState {
     pub(crate) authority: Arc<Authority>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) client: UpstreamClient,
+    connector: UpstreamConnector,
     enforce: bool,
     allow_hosts: Vec<String>,
     sso_hosts: Vec<String>,
@@ -168,12 +169,13 @@ impl OutboundState {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(out.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .build(connector.clone());
         Ok(Self {
             federation,
             authority,
             metrics,
             client,
+            connector,
             enforce: config.outbound_enforce(),
             allow_hosts: lower_all(&out.allow_hosts),
             sso_hosts: lower_all(&out.sso_hosts),
@@ -460,6 +462,8 @@ async fn open_tunnel(
         let _ = connect::write_matrix_error(&mut stream, &error).await;
         return None;
     }
+    // The upstream handshake overlaps the homeserver's handshake with us.
+    state.connector.dial_early(&target.authority);
     if connect::write_established(&mut stream).await.is_err() {
         return None;
     }

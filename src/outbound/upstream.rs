@@ -2,14 +2,14 @@
 //! CONNECT target (the homeserver already resolved delegation), refuses private addresses
 //! unless allowed (no SSRF through the proxy), and verifies the remote's TLS certificate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -19,6 +19,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -69,6 +70,63 @@ pub(crate) struct DialPolicy {
 pub(crate) struct UpstreamConnector {
     tls: TlsConnector,
     policy: Arc<DialPolicy>,
+    early: Arc<EarlyDials>,
+}
+
+/// How long an early dial waits to be used before it is dropped.
+const EARLY_DIAL_TTL: Duration = Duration::from_secs(10);
+/// Most early dials in flight or waiting at once.
+const EARLY_DIAL_MAX: usize = 256;
+
+type DialTask = JoinHandle<Result<UpstreamStream, DialError>>;
+
+/// Upstream connections opened as soon as a CONNECT is accepted, while the homeserver is
+/// still doing its TLS handshake with the proxy; the first request in the tunnel then finds
+/// its upstream connection (nearly) ready instead of starting a second handshake after the
+/// first. Only for authorities without any live connection, so a warm pool is never
+/// duplicated.
+#[derive(Default)]
+struct EarlyDials {
+    state: Mutex<EarlyState>,
+}
+
+#[derive(Default)]
+struct EarlyState {
+    /// Authority (`host:port`, lower case) → pending or finished dial.
+    pending: HashMap<String, (Instant, DialTask)>,
+    /// Authority → live upstream connections (early or not).
+    live: HashMap<String, usize>,
+}
+
+impl EarlyState {
+    fn purge_expired(&mut self) {
+        self.pending.retain(|_, (since, task)| {
+            let keep = since.elapsed() < EARLY_DIAL_TTL;
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+}
+
+/// Counts a live upstream connection for its authority; dropped with the connection.
+struct LiveGuard {
+    early: Arc<EarlyDials>,
+    key: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.early.state.lock()
+            && let Some(n) = state.live.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.live.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl UpstreamConnector {
@@ -76,7 +134,62 @@ impl UpstreamConnector {
         Self {
             tls: TlsConnector::from(tls),
             policy: Arc::new(policy),
+            early: Arc::default(),
         }
+    }
+
+    /// Start connecting to `authority` now, unless a connection to it exists or is being
+    /// made already.
+    pub(crate) fn dial_early(&self, authority: &http::uri::Authority) {
+        let key = authority.as_str().to_ascii_lowercase();
+        let Ok(uri) = Uri::builder()
+            .scheme("https")
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+        else {
+            return;
+        };
+        let Ok(mut state) = self.early.state.lock() else {
+            return;
+        };
+        state.purge_expired();
+        if state.live.contains_key(&key)
+            || state.pending.contains_key(&key)
+            || state.pending.len() >= EARLY_DIAL_MAX
+        {
+            return;
+        }
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.dial_counted(&uri).await });
+        state.pending.insert(key, (Instant::now(), task));
+    }
+
+    fn take_early(&self, key: &str) -> Option<DialTask> {
+        let mut state = self.early.state.lock().ok()?;
+        let (since, task) = state.pending.remove(key)?;
+        if since.elapsed() < EARLY_DIAL_TTL {
+            Some(task)
+        } else {
+            task.abort();
+            None
+        }
+    }
+
+    async fn dial_counted(&self, uri: &Uri) -> Result<UpstreamStream, DialError> {
+        let mut stream = dial(&self.tls, &self.policy, uri).await?;
+        let key = uri
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            .unwrap_or_default();
+        if let Ok(mut state) = self.early.state.lock() {
+            *state.live.entry(key.clone()).or_default() += 1;
+        }
+        stream._live = Some(LiveGuard {
+            early: self.early.clone(),
+            key,
+        });
+        Ok(stream)
     }
 }
 
@@ -90,9 +203,20 @@ impl tower_service::Service<Uri> for UpstreamConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        let policy = self.policy.clone();
-        Box::pin(async move { dial(&tls, &policy, &uri).await })
+        let this = self.clone();
+        Box::pin(async move {
+            let key = uri
+                .authority()
+                .map(|a| a.as_str().to_ascii_lowercase())
+                .unwrap_or_default();
+            // An aborted early dial falls back to dialling now.
+            if let Some(task) = this.take_early(&key)
+                && let Ok(result) = task.await
+            {
+                return result;
+            }
+            this.dial_counted(&uri).await
+        })
     }
 }
 
@@ -162,6 +286,7 @@ async fn dial(
     Ok(UpstreamStream {
         io: TokioIo::new(stream),
         h2,
+        _live: None,
     })
 }
 
@@ -225,6 +350,8 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 pub(crate) struct UpstreamStream {
     io: TokioIo<TlsStream<TcpStream>>,
     h2: bool,
+    /// Keeps the authority's live-connection count while the connection exists.
+    _live: Option<LiveGuard>,
 }
 
 impl Connection for UpstreamStream {

@@ -949,7 +949,7 @@ async fn federation_list_swaps_under_load_never_fail_a_request() {
                     .collect();
                 entries.push(entry("hs1.test", false));
                 entries.push(entry("hs2.test", false));
-                if swaps % 2 == 0 {
+                if swaps.is_multiple_of(2) {
                     entries.push(entry("flaky.test", false));
                 }
                 federation.replace(FederationList::new(
