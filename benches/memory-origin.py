@@ -45,4 +45,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 SIZE_MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
-http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 refuses bursts of new connections
+
+
+Server(('127.0.0.1', int(sys.argv[1])), H).serve_forever()

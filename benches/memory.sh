@@ -12,9 +12,11 @@ idle_conns=${IDLE_CONNS:-10000}
 port=${PORT:-39090} origin_port=${ORIGIN_PORT:-39083}
 dir=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [[ -n ${KEEP:-} ]] && echo "kept $dir" || rm -rf "$dir"; }
 trap cleanup EXIT
-ulimit -n "$((idle_conns * 2 + 1024))"
+want=$((idle_conns + 1024)) hard=$(ulimit -Hn)
+[[ $hard != unlimited && $hard -lt $want ]] && { echo "open-file hard limit $hard < $want needed for $idle_conns connections" >&2; exit 1; }
+ulimit -n "$want"
 
 echo '{"version":1,"domainList":[{"domain":"hs1.test","isInsurance":false,"telematikID":"x"}]}' >"$dir/fl.json"
 cat >"$dir/c.yaml" <<YAML

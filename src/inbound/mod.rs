@@ -554,7 +554,10 @@ async fn run_http<I>(
     let service = service_fn(move |req| {
         seen.notify_one();
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req, remote, tls).await) }
+        // Boxed: the request future is several KiB (rules, forwarding, streaming state) and
+        // hyper keeps the slot for it inside every connection, also idle keep-alive ones.
+        // One allocation per request is cheaper than that slot times 10k idle clients.
+        Box::pin(async move { Ok::<_, Infallible>(handle(state, req, remote, tls).await) })
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
