@@ -505,6 +505,11 @@ pub struct RawDataConfig {
     pub retention: Duration,
     /// Readiness turns false above this many undelivered reports.
     pub max_backlog: u64,
+    /// How long a sender owns the reports it claimed. Reports claimed just before the sender
+    /// lost its database connection (or died) are sent again after this; the collector
+    /// de-duplicates by `Idempotency-Key`.
+    #[serde(with = "humantime_serde")]
+    pub claim_lease: Duration,
 }
 
 impl Default for RawDataConfig {
@@ -521,6 +526,7 @@ impl Default for RawDataConfig {
             retry_max: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
             max_backlog: 100_000,
+            claim_lease: Duration::from_secs(120),
         }
     }
 }

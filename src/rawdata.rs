@@ -39,8 +39,6 @@ pub const SENDER_LOCK: &str = "rawdata-sender";
 const WRITER_QUEUE: usize = 8192;
 /// How long one delivery POST may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Claimed rows are leased this long; only matters if the sending replica dies mid-batch.
-const CLAIM_LEASE: Duration = Duration::from_secs(300);
 /// Delivered rows are kept this long for inspection, then deleted.
 const DELIVERED_KEEP: Duration = Duration::from_secs(3600);
 /// How often a replica without the sender lock checks whether it can take over.
@@ -665,7 +663,7 @@ async fn send_round(
         .prune_delivered_reports(now.saturating_sub(crate::store::duration_ms(DELIVERED_KEEP)))
         .await?;
     let rows = store
-        .claim_due_reports(now, config.batch_size.max(1), CLAIM_LEASE)
+        .claim_due_reports(now, config.batch_size.max(1), config.claim_lease)
         .await?;
     let claimed = rows.len();
     let mut unreachable: Option<i64> = None;

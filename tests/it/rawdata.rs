@@ -297,6 +297,8 @@ async fn every_report_arrives_across_a_postgres_restart() {
                 batch_size: 16,
                 retry_initial: Duration::from_millis(20),
                 retry_max: Duration::from_millis(200),
+                // Reports claimed the moment the database vanished come back after this.
+                claim_lease: Duration::from_secs(2),
                 ..RawDataConfig::default()
             },
             ..Config::default()
