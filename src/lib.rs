@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod federation;
+pub mod hop_by_hop;
 pub mod inbound;
 pub mod info_api;
 pub mod matrix;

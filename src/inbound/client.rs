@@ -138,7 +138,7 @@ pub(crate) async fn apply(
         }
         (Method::PUT, "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}") => {
             let bytes = read_body(body, limit).await?;
-            let content = parse_object(&bytes)?;
+            let content = policy::parse_relation(&bytes)?;
             policy::threads::check_threads(&content)?;
             if decoded(params, "eventType").as_deref() == Some(policy::reaction::EVENT_TYPE) {
                 policy::reaction::check_reaction(&content)?;

@@ -98,6 +98,7 @@ pub struct InboundState {
     pub(crate) whoami: WhoamiCache,
     pub(crate) admin: AdminApi,
     support: support::SupportLookup,
+    versions: VersionsMemo,
     tls: Option<TlsAcceptor>,
     observer: RwLock<Option<Arc<dyn RequestObserver>>>,
 }
@@ -159,6 +160,7 @@ impl InboundState {
             whoami: WhoamiCache::new(config, client.clone(), metrics),
             support: support::SupportLookup::new(config, client.clone()),
             admin: AdminApi::new(&config.homeserver, client),
+            versions: VersionsMemo::default(),
             tls,
             observer: RwLock::new(None),
         })
@@ -381,14 +383,48 @@ async fn route(
         && template == "/_matrix/client/versions"
         && response.status() == StatusCode::OK
     {
-        filter_versions_response(response, state.config.inbound.max_body_bytes).await
+        filter_versions_response(
+            response,
+            state.config.inbound.max_body_bytes,
+            &state.versions,
+        )
+        .await
     } else {
         response
     };
     (template, is_federation, notes, response)
 }
 
-async fn filter_versions_response(response: Response<Body>, limit: u64) -> Response<Body> {
+/// The last `/versions` answer of the homeserver and its filtered form: the answer only
+/// changes on a homeserver upgrade, and clients ask for it constantly.
+#[derive(Debug, Default)]
+pub(crate) struct VersionsMemo {
+    last: std::sync::Mutex<Option<(Bytes, Bytes)>>,
+}
+
+impl VersionsMemo {
+    fn filtered(&self, upstream: Bytes) -> Bytes {
+        if let Ok(last) = self.last.lock()
+            && let Some((seen, filtered)) = last.as_ref()
+            && *seen == upstream
+        {
+            return filtered.clone();
+        }
+        let filtered = crate::policy::versions::filter_versions(&upstream)
+            .map(Bytes::from)
+            .unwrap_or_else(|| upstream.clone());
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((upstream, filtered.clone()));
+        }
+        filtered
+    }
+}
+
+async fn filter_versions_response(
+    response: Response<Body>,
+    limit: u64,
+    memo: &VersionsMemo,
+) -> Response<Body> {
     let (mut parts, mut body) = response.into_parts();
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut buf = bytes::BytesMut::new();
@@ -409,10 +445,7 @@ async fn filter_versions_response(response: Response<Body>, limit: u64) -> Respo
             buf.extend_from_slice(&data);
         }
     }
-    let bytes = buf.freeze();
-    let out = crate::policy::versions::filter_versions(&bytes)
-        .map(Bytes::from)
-        .unwrap_or(bytes);
+    let out = memo.filtered(buf.freeze());
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));

@@ -4,12 +4,9 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{
-    CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
-};
+use http::header::HOST;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
@@ -18,6 +15,7 @@ use super::route::{self, Route, XMatrix};
 use super::upstream::DialError;
 use super::{LISTENER, OutboundState, error_response, rules};
 use crate::error::MatrixError;
+use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::ListenerLabels;
 
 /// Response bodies: the upstream body streamed through, or the proxy's own error JSON.
@@ -229,60 +227,5 @@ fn upstream_error(error: &hyper_util::client::legacy::Error, authority: &str) ->
             format!("request to {authority} failed: {error}"),
             rules::UPSTREAM,
         )
-    }
-}
-
-/// Remove connection-scoped headers (RFC 9110 §7.6.1), including those named in
-/// `Connection`; they describe one hop, not the end-to-end message.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in [
-        CONNECTION,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_are_removed_and_end_to_end_kept() {
-        let mut headers = HeaderMap::new();
-        for (k, v) in [
-            ("connection", "keep-alive, x-hop"),
-            ("keep-alive", "timeout=5"),
-            ("x-hop", "1"),
-            ("proxy-authorization", "Basic abc"),
-            ("transfer-encoding", "chunked"),
-            ("authorization", "X-Matrix origin=a"),
-            ("content-length", "12"),
-        ] {
-            headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        strip_hop_by_hop(&mut headers);
-        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, vec!["authorization", "content-length"]);
     }
 }

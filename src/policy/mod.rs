@@ -107,6 +107,27 @@ pub fn parse_object(body: &[u8]) -> Result<Value, MatrixError> {
     }
 }
 
+/// An event content body reduced to its `m.relates_to` (the only part the message rules
+/// read), without building the rest: message bodies are the most frequent request bodies and
+/// can be large. The body must still be one well-formed JSON object.
+pub fn parse_relation(body: &[u8]) -> Result<Value, MatrixError> {
+    #[derive(serde::Deserialize)]
+    struct RelationOnly {
+        #[serde(rename = "m.relates_to", default)]
+        relates_to: Option<Value>,
+    }
+    // A derived struct would also accept a JSON array; content must be an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(body_parse_error());
+    }
+    let parsed: RelationOnly = serde_json::from_slice(body).map_err(|_| body_parse_error())?;
+    let mut content = serde_json::Map::new();
+    if let Some(relation) = parsed.relates_to {
+        content.insert("m.relates_to".to_owned(), relation);
+    }
+    Ok(Value::Object(content))
+}
+
 pub fn body_parse_error() -> MatrixError {
     MatrixError::bad_json("Failed to deserialize request body", "body-parse")
 }
@@ -114,6 +135,22 @@ pub fn body_parse_error() -> MatrixError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relation_is_extracted_and_non_objects_refused() {
+        let v = parse_relation(br#" {"body":"x","m.relates_to":{"rel_type":"m.thread"}}"#).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"m.relates_to":{"rel_type":"m.thread"}})
+        );
+        assert_eq!(
+            parse_relation(br#"{"body":"x"}"#).unwrap(),
+            serde_json::json!({})
+        );
+        for bad in [&b"[1]"[..], b"\"x\"", b"{", b"", b"{\"a\":1}x"] {
+            assert_eq!(parse_relation(bad).unwrap_err().rule, "body-parse");
+        }
+    }
 
     #[test]
     fn blocked_endpoints_carry_their_rule_ids() {

@@ -1,0 +1,89 @@
+//! Connection-scoped header fields (RFC 9110 §7.6.1), shared by both proxy directions: they
+//! describe one hop, never the end-to-end message, so neither listener forwards them.
+
+use http::header::{
+    self, CONNECTION, HeaderMap, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Every field that is always hop-by-hop.
+const ALWAYS: [HeaderName; 9] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Whether `name` is always hop-by-hop.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    ALWAYS.contains(name)
+}
+
+/// Remove hop-by-hop fields, including those the `Connection` field names. Messages rarely
+/// carry any, so one pass over the names comes first and usually ends it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &ALWAYS {
+        headers.remove(name);
+    }
+}
+
+/// Whether a `Connection` field lists `token` (case-insensitive), e.g. `close`.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_fields_and_connection_named_ones_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("proxy-authorization", "Basic abc"),
+            ("transfer-encoding", "chunked"),
+            ("authorization", "X-Matrix origin=a"),
+            ("content-length", "12"),
+        ] {
+            headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        assert!(connection_has(&headers, "KEEP-ALIVE"));
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["authorization", "content-length"]);
+        assert!(!connection_has(&headers, "keep-alive"));
+    }
+}
