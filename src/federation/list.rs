@@ -232,7 +232,12 @@ impl FederationHandle {
 
     /// Swap in a new list; readers see either the old or the new one.
     pub fn replace(&self, list: FederationList) {
-        self.inner.current.store(Some(Arc::new(list)));
+        self.replace_shared(Arc::new(list));
+    }
+
+    /// [`FederationHandle::replace`] with a list that is already shared.
+    pub fn replace_shared(&self, list: Arc<FederationList>) {
+        self.inner.current.store(Some(list));
     }
 
     /// Membership without refresh-on-miss (hot path).

@@ -111,6 +111,20 @@ impl PoolInner {
         found
     }
 
+    /// Like [`PoolInner::take`], but skips connections the homeserver has closed meanwhile
+    /// (one non-blocking read each), for requests that cannot simply be sent again.
+    fn take_open(&self) -> Option<Conn> {
+        while let Some(conn) = self.take() {
+            let mut probe = [0u8; 1];
+            match conn.io.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(conn),
+                // Closed, reset, or unexpected bytes: not usable.
+                _ => {}
+            }
+        }
+        None
+    }
+
     fn put(&self, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
@@ -210,12 +224,22 @@ impl UpstreamPool {
         match outgoing {
             Outgoing::Kept(bytes) => {
                 head.extend_from_slice(&bytes);
-                let (conn, reused) = match self.inner.take() {
+                // A request that must not run twice is only retried if it provably never
+                // left; instead it gets a pooled connection that is checked to be still open.
+                let idempotent = is_idempotent(method);
+                let pooled = if idempotent {
+                    self.inner.take()
+                } else {
+                    self.inner.take_open()
+                };
+                let (conn, reused) = match pooled {
                     Some(conn) => (conn, true),
                     None => (self.inner.connect().await?, false),
                 };
                 match self.exchange_kept(conn, &head, method).await {
-                    Err(e) if reused && e.stale_connection() => {
+                    Err(e) if reused && (idempotent || matches!(e, UpstreamError::Write(_)))
+                        && e.stale_connection() =>
+                    {
                         tracing::debug!(error = %e, "pooled homeserver connection was closed; retrying on a new one");
                         let conn = self.inner.connect().await?;
                         self.exchange_kept(conn, &head, method).await
@@ -365,6 +389,14 @@ impl UpstreamPool {
             http_body_util::BodyExt::boxed_unsync(body),
         ))
     }
+}
+
+/// Methods a client may repeat without changing the outcome (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// Request line and header fields, with the body framing this proxy chose.
@@ -834,6 +866,14 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2")
                 .await
                 .unwrap();
+            drop(s);
+            // A POST is not resent blindly: the closed pooled connection is noticed before.
+            let (mut s, _) = listener.accept().await.unwrap();
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"POST /once HTTP/1.1\r\n"));
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n3")
+                .await
+                .unwrap();
         });
         let pool = pool(addr);
         let r = pool
@@ -847,6 +887,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body_of(r).await, "2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = pool
+            .send(&Method::POST, "/once", &HeaderMap::new(), full("{}"))
+            .await
+            .unwrap();
+        assert_eq!(body_of(r).await, "3");
         server.await.unwrap();
     }
 
