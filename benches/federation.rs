@@ -42,11 +42,12 @@ fn lookups(c: &mut Criterion) {
         handle.lookup(MEMBER_MIXED_CASE_WITH_PORT),
         Membership::Member { .. }
     ));
-    assert!(matches!(handle.lookup("evil.example.net"), Membership::NotMember));
+    assert!(matches!(
+        handle.lookup("evil.example.net"),
+        Membership::NotMember
+    ));
     let mut group = c.benchmark_group("federation_lookup_100k");
-    group.bench_function("hit", |b| {
-        b.iter(|| handle.lookup(black_box(MEMBER)))
-    });
+    group.bench_function("hit", |b| b.iter(|| handle.lookup(black_box(MEMBER))));
     group.bench_function("hit_mixed_case_with_port", |b| {
         b.iter(|| handle.lookup(black_box(MEMBER_MIXED_CASE_WITH_PORT)))
     });

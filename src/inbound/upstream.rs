@@ -237,8 +237,10 @@ impl UpstreamPool {
                     None => (self.inner.connect().await?, false),
                 };
                 match self.exchange_kept(conn, &head, method).await {
-                    Err(e) if reused && (idempotent || matches!(e, UpstreamError::Write(_)))
-                        && e.stale_connection() =>
+                    Err(e)
+                        if reused
+                            && (idempotent || matches!(e, UpstreamError::Write(_)))
+                            && e.stale_connection() =>
                     {
                         tracing::debug!(error = %e, "pooled homeserver connection was closed; retrying on a new one");
                         let conn = self.inner.connect().await?;
