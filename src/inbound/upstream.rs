@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::forward::{Body, BoxError, full};
+use crate::hop_by_hop::connection_has;
 
 /// Request bodies up to this size are read before sending, so a request can be retried on a
 /// new connection; answers up to this size are read before the head is passed on, so head and
@@ -477,17 +478,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, http::response::Parts, bool)>
             .map_err(|_| UpstreamError::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
-    let connection_has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
     let keep_alive = match version {
-        Version::HTTP_10 => connection_has("keep-alive"),
-        _ => !connection_has("close"),
+        Version::HTTP_10 => connection_has(&headers, "keep-alive"),
+        _ => !connection_has(&headers, "close"),
     };
     let mut response = Response::new(());
     *response.status_mut() = status;
