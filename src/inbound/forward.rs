@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -36,6 +36,11 @@ pub fn stream(body: Incoming) -> Body {
 }
 
 pub use crate::hop_by_hop::strip_hop_by_hop;
+
+// Constant names: a string key would be parsed and classified again on every request.
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Keep-alive connections to `homeserver.url` (see [`super::upstream`]).
 #[derive(Clone)]
@@ -89,22 +94,22 @@ impl Forwarder {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
         if let Some(host) = host {
-            parts.headers.insert("x-forwarded-host", host.clone());
+            parts.headers.insert(X_FORWARDED_HOST, host.clone());
             parts.headers.insert(header::HOST, host);
         }
         let xff = match parts
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", remote.ip())),
             None => HeaderValue::try_from(remote.ip().to_string()),
         };
         if let Ok(v) = xff {
-            parts.headers.insert("x-forwarded-for", v);
+            parts.headers.insert(X_FORWARDED_FOR, v);
         }
         parts.headers.insert(
-            "x-forwarded-proto",
+            X_FORWARDED_PROTO,
             HeaderValue::from_static(if tls { "https" } else { "http" }),
         );
         // The request target is kept byte for byte: X-Matrix signatures cover the raw URI.
