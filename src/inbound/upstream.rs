@@ -222,6 +222,7 @@ impl UpstreamPool {
         };
         let mut head = Vec::with_capacity(512);
         encode_head(&mut head, method, target, headers, &outgoing, declared);
+        let chunked = matches!(outgoing, Outgoing::Chunked(_));
         match outgoing {
             Outgoing::Kept(bytes) => {
                 head.extend_from_slice(&bytes);
@@ -250,20 +251,14 @@ impl UpstreamPool {
                     other => other,
                 }
             }
-            Outgoing::Sized(body, _) => {
-                let conn = match self.inner.take() {
+            Outgoing::Sized(body, _) | Outgoing::Chunked(body) => {
+                // A streamed body cannot be sent twice, so the pooled connection is checked
+                // before, whatever the method.
+                let conn = match self.inner.take_open() {
                     Some(conn) => conn,
                     None => self.inner.connect().await?,
                 };
-                self.exchange_streamed(conn, &head, body, false, method)
-                    .await
-            }
-            Outgoing::Chunked(body) => {
-                let conn = match self.inner.take() {
-                    Some(conn) => conn,
-                    None => self.inner.connect().await?,
-                };
-                self.exchange_streamed(conn, &head, body, true, method)
+                self.exchange_streamed(conn, &head, body, chunked, method)
                     .await
             }
         }
