@@ -101,24 +101,36 @@ async fn wait_until<F: Fn() -> bool>(what: &str, timeout: Duration, done: F) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_report_arrives_once_across_a_collector_outage() {
-    each_migrated_backend(|store| async move {
-        let received: Received = Arc::default();
-        let (addr, collector) =
-            start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
+/// Writer and sender over `store`, delivering to the collector at `addr` with short retries.
+struct Pipeline {
+    config: Config,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+    trigger: shutdown::ShutdownTrigger,
+    writer: JoinHandle<()>,
+    sender: JoinHandle<()>,
+}
+
+impl Pipeline {
+    fn start(
+        store: &timproxy::store::Store,
+        addr: SocketAddr,
+        tweak: impl FnOnce(&mut RawDataConfig),
+    ) -> Pipeline {
+        let mut raw_data = RawDataConfig {
+            enabled: true,
+            url: format!("http://{addr}/add-performance-data")
+                .parse()
+                .unwrap(),
+            instance_id: "inst-1".to_owned(),
+            batch_size: 16,
+            retry_initial: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            ..RawDataConfig::default()
+        };
+        tweak(&mut raw_data);
         let config = Config {
-            raw_data: RawDataConfig {
-                enabled: true,
-                url: format!("http://{addr}/add-performance-data")
-                    .parse()
-                    .unwrap(),
-                instance_id: "inst-1".to_owned(),
-                batch_size: 16,
-                retry_initial: Duration::from_millis(20),
-                retry_max: Duration::from_millis(200),
-                ..RawDataConfig::default()
-            },
+            raw_data,
             ..Config::default()
         };
         let metrics = Metrics::new();
@@ -135,10 +147,44 @@ async fn every_report_arrives_once_across_a_collector_outage() {
             metrics.clone(),
             signal,
         );
+        Pipeline {
+            config,
+            metrics,
+            reporter,
+            trigger,
+            writer,
+            sender,
+        }
+    }
 
+    fn report(&self, i: u64) {
+        self.reporter.report(report(&self.config, i));
+    }
+
+    /// Shut down and wait (bounded) for the writer and the sender to end.
+    async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.writer)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.sender)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_arrives_once_across_a_collector_outage() {
+    each_migrated_backend(|store| async move {
+        let received: Received = Arc::default();
+        let (addr, collector) =
+            start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
+        let pipeline = Pipeline::start(&store, addr, |_| {});
         const TOTAL: u64 = 150;
         for i in 0..50 {
-            reporter.report(report(&config, i));
+            pipeline.report(i);
         }
         // Kill the collector mid-burst; reports keep coming while it is down.
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -148,7 +194,7 @@ async fn every_report_arrives_once_across_a_collector_outage() {
             .unwrap()
             .unwrap();
         for i in 50..120 {
-            reporter.report(report(&config, i));
+            pipeline.report(i);
             if i % 10 == 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -156,7 +202,7 @@ async fn every_report_arrives_once_across_a_collector_outage() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (_, collector) = start_collector(addr, received.clone()).await;
         for i in 120..TOTAL {
-            reporter.report(report(&config, i));
+            pipeline.report(i);
         }
 
         wait_until(
@@ -181,7 +227,7 @@ async fn every_report_arrives_once_across_a_collector_outage() {
         );
         assert_eq!(received.len() as u64, TOTAL);
 
-        let text = metrics.encode();
+        let text = pipeline.metrics.encode();
         assert!(
             text.contains(&format!(
                 "timproxy_outbox_reports_total{{outcome=\"delivered\"}} {TOTAL}"
@@ -194,15 +240,7 @@ async fn every_report_arrives_once_across_a_collector_outage() {
         );
         assert!(!text.contains("outcome=\"dropped\""), "{text}");
 
-        trigger.trigger();
-        tokio::time::timeout(Duration::from_secs(10), writer)
-            .await
-            .unwrap()
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(15), sender)
-            .await
-            .unwrap()
-            .unwrap();
+        pipeline.stop().await;
         collector.stop.send(()).unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), collector.task).await;
     })
@@ -216,28 +254,17 @@ async fn reports_past_retention_are_dropped_and_counted() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        let config = RawDataConfig {
-            enabled: true,
-            url: format!("http://{addr}/add-performance-data")
-                .parse()
-                .unwrap(),
-            retry_initial: Duration::from_millis(10),
-            retry_max: Duration::from_millis(20),
-            retention: Duration::from_millis(300),
-            ..RawDataConfig::default()
-        };
-        let metrics = Metrics::new();
-        let (trigger, signal) = shutdown::channel();
-        let (reporter, writer) =
-            Reporter::spawn(store.clone(), &config, metrics.clone(), signal.clone());
-        let sender = spawn_sender(store.clone(), config, metrics.clone(), signal);
-        let full = Config::default();
+        let pipeline = Pipeline::start(&store, addr, |c| {
+            c.retry_initial = Duration::from_millis(10);
+            c.retry_max = Duration::from_millis(20);
+            c.retention = Duration::from_millis(300);
+        });
         for i in 0..5 {
-            reporter.report(report(&full, i));
+            pipeline.report(i);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let text = metrics.encode();
+            let text = pipeline.metrics.encode();
             if text.contains("timproxy_outbox_reports_total{outcome=\"expired\"} 5") {
                 break;
             }
@@ -248,15 +275,7 @@ async fn reports_past_retention_are_dropped_and_counted() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert_eq!(store.outbox_depth().await.unwrap(), 0);
-        trigger.trigger();
-        tokio::time::timeout(Duration::from_secs(10), writer)
-            .await
-            .unwrap()
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(15), sender)
-            .await
-            .unwrap()
-            .unwrap();
+        pipeline.stop().await;
     })
     .await;
 }
@@ -287,40 +306,13 @@ async fn every_report_arrives_across_a_postgres_restart() {
         let received: Received = Arc::default();
         let (addr, collector) =
             start_collector("127.0.0.1:0".parse().unwrap(), received.clone()).await;
-        let config = Config {
-            raw_data: RawDataConfig {
-                enabled: true,
-                url: format!("http://{addr}/add-performance-data")
-                    .parse()
-                    .unwrap(),
-                instance_id: "inst-1".to_owned(),
-                batch_size: 16,
-                retry_initial: Duration::from_millis(20),
-                retry_max: Duration::from_millis(200),
-                // Reports claimed the moment the database vanished come back after this.
-                claim_lease: Duration::from_secs(2),
-                ..RawDataConfig::default()
-            },
-            ..Config::default()
-        };
-        let metrics = Metrics::new();
-        let (trigger, signal) = shutdown::channel();
-        let (reporter, writer) = Reporter::spawn(
-            store.clone(),
-            &config.raw_data,
-            metrics.clone(),
-            signal.clone(),
-        );
-        let sender = spawn_sender(
-            store.clone(),
-            config.raw_data.clone(),
-            metrics.clone(),
-            signal,
-        );
-
+        let pipeline = Pipeline::start(&store, addr, |c| {
+            // Reports claimed the moment the database vanished come back after this.
+            c.claim_lease = Duration::from_secs(2);
+        });
         const TOTAL: u64 = 150;
         for i in 0..50 {
-            reporter.report(report(&config, i));
+            pipeline.report(i);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         relay.cut();
@@ -330,14 +322,14 @@ async fn every_report_arrives_across_a_postgres_restart() {
         );
         // Reports keep coming while the database is away.
         for i in 50..120 {
-            reporter.report(report(&config, i));
+            pipeline.report(i);
             if i % 10 == 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         relay.restore();
         for i in 120..TOTAL {
-            reporter.report(report(&config, i));
+            pipeline.report(i);
         }
         wait_until(
             "all reports at the collector after the restart",
@@ -346,18 +338,10 @@ async fn every_report_arrives_across_a_postgres_restart() {
         )
         .await;
         store.ping().await.expect("store reconnected");
-        let text = metrics.encode();
+        let text = pipeline.metrics.encode();
         assert!(!text.contains("outcome=\"dropped\""), "{text}");
 
-        trigger.trigger();
-        tokio::time::timeout(Duration::from_secs(10), writer)
-            .await
-            .unwrap()
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(15), sender)
-            .await
-            .unwrap()
-            .unwrap();
+        pipeline.stop().await;
         collector.stop.send(()).unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), collector.task).await;
         store.close().await;
