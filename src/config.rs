@@ -968,6 +968,14 @@ mod tests {
                 "t.yaml: homeserver.url: URL scheme must be http or https",
             ),
             (
+                "homeserver:\n  url: https://hs.example\n",
+                "t.yaml: homeserver.url: must be an http:// URL",
+            ),
+            (
+                "raw_data:\n  claim_lease: soon\n",
+                "t.yaml:2:16: raw_data.claim_lease: invalid value",
+            ),
+            (
                 "admin:\n  listen: 0.0.0.0:8090\n",
                 "t.yaml: admin.listen: port 8090 is already used by inbound.listen",
             ),
