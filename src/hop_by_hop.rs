@@ -28,24 +28,32 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Remove hop-by-hop fields, including those the `Connection` field names. Messages rarely
-/// carry any, so one pass over the names comes first and usually ends it.
+/// carry any, so one pass over the names comes first and usually ends it; otherwise only the
+/// names actually present are removed (each removal hashes its name, and nearly every
+/// homeserver answer carries `Connection: keep-alive` and nothing else of the kind).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
         return;
     }
     if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+        doomed.extend(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                // `keep-alive` is in the list already when present as a field.
+                .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("keep-alive"))
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
+        );
     }
-    for name in &ALWAYS {
+    for name in doomed {
         headers.remove(name);
     }
 }

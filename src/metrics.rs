@@ -194,13 +194,18 @@ impl Metrics {
 
     /// Count a finished request.
     pub fn request(&self, listener: &'static str, endpoint: &str, status: u16) {
+        self.request_counter(listener, endpoint, status).inc();
+    }
+
+    /// The counter [`Metrics::request`] increments, for callers that keep it.
+    pub fn request_counter(&self, listener: &'static str, endpoint: &str, status: u16) -> Counter {
         self.requests
             .get_or_create(&RequestLabels {
                 listener,
                 endpoint: endpoint.to_owned(),
                 status,
             })
-            .inc();
+            .clone()
     }
 
     pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {

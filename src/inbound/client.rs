@@ -13,21 +13,19 @@ use super::forward::{self, Body};
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::domain_of;
+use crate::matrix::endpoints::PathParams;
 use crate::policy::invite::{InviteContext, InviteSource, check_invite, client_invitee};
 use crate::policy::{self, parse_object};
 
 type Ready = (http::request::Parts, Body);
 
-pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+pub(crate) fn param<'p>(params: &PathParams<'_>, path: &'p str, name: &str) -> Option<&'p str> {
+    params.get(path, name)
 }
 
 /// A path parameter, percent-decoded.
-pub(crate) fn decoded(params: &[(String, String)], name: &str) -> Option<String> {
-    param(params, name).map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
+pub(crate) fn decoded(params: &PathParams<'_>, path: &str, name: &str) -> Option<String> {
+    param(params, path, name).map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
 }
 
 /// Rebuild the request with a buffered (possibly rewritten) body and its new length.
@@ -56,11 +54,14 @@ pub(crate) fn is_own_server(state: &InboundState, server: &str) -> bool {
     server.eq_ignore_ascii_case(own) || domain_of(server).eq_ignore_ascii_case(domain_of(own))
 }
 
+/// Awaits that may reach the network (whoami, account data, the admin API, a federation list
+/// refresh) are boxed: they are rare, and inline they would make every request's future, which
+/// is moved several times per request, as large as theirs.
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
     req: Request<Incoming>,
     template: &str,
-    params: &[(String, String)],
+    params: &PathParams<'_>,
     notes: &mut RequestNotes,
 ) -> Result<Ready, MatrixError> {
     let limit = state.config.inbound.max_body_bytes;
@@ -75,30 +76,30 @@ pub(crate) async fn apply(
         }
         (Method::POST, "/_matrix/client/v3/createRoom") => {
             let token = super::whoami::access_token(&parts.headers, parts.uri.query());
-            let creator = state.whoami.resolve(token.as_deref()).await?;
+            let creator = Box::pin(state.whoami.resolve(token.as_deref())).await?;
             let bytes = read_body(body, limit).await?;
             let mut value = parse_object(&bytes)?;
             let plan = policy::create_room::prepare_create_room(&mut value, policy_config)?;
             if let Some(invitee) = &plan.invitee {
                 notes.inviter_server = Some(creator.server_name().to_owned());
                 notes.invitee_server = Some(invitee.server_name().to_owned());
-                check_invite(
+                Box::pin(check_invite(
                     &invite_context(state),
                     &creator,
                     invitee,
                     InviteSource::Client,
-                )
+                ))
                 .await?;
             } else if state.config.federation.enforce
                 && !is_own_server(state, creator.server_name())
             {
                 // A_25534 also covers the creator's own server; local users are always ours.
-                policy::invite::check_invite(
+                Box::pin(check_invite(
                     &invite_context(state),
                     &creator,
                     &creator,
                     InviteSource::Client,
-                )
+                ))
                 .await?;
             }
             let bytes = if plan.rewritten {
@@ -110,23 +111,25 @@ pub(crate) async fn apply(
         }
         (Method::POST, "/_matrix/client/v3/rooms/{roomId}/invite") => {
             let token = super::whoami::access_token(&parts.headers, parts.uri.query());
-            let inviter = state.whoami.resolve(token.as_deref()).await?;
+            let inviter = Box::pin(state.whoami.resolve(token.as_deref())).await?;
             let bytes = read_body(body, limit).await?;
             let value = parse_object(&bytes)?;
             let invitee = client_invitee(&value)?;
             notes.inviter_server = Some(inviter.server_name().to_owned());
             notes.invitee_server = Some(invitee.server_name().to_owned());
-            check_invite(
+            Box::pin(check_invite(
                 &invite_context(state),
                 &inviter,
                 &invitee,
                 InviteSource::Client,
-            )
+            ))
             .await?;
             Ok(with_body(parts, bytes))
         }
         (Method::PUT, "/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}") => {
-            if decoded(params, "eventType").as_deref() != Some(policy::join_rules::EVENT_TYPE) {
+            if decoded(params, parts.uri.path(), "eventType").as_deref()
+                != Some(policy::join_rules::EVENT_TYPE)
+            {
                 return stream(parts, body);
             }
             let bytes = read_body(body, limit).await?;
@@ -140,26 +143,30 @@ pub(crate) async fn apply(
             let bytes = read_body(body, limit).await?;
             let content = policy::parse_relation(&bytes)?;
             policy::threads::check_threads(&content)?;
-            if decoded(params, "eventType").as_deref() == Some(policy::reaction::EVENT_TYPE) {
+            if decoded(params, parts.uri.path(), "eventType").as_deref()
+                == Some(policy::reaction::EVENT_TYPE)
+            {
                 policy::reaction::check_reaction(&content)?;
             }
             Ok(with_body(parts, bytes))
         }
         (Method::PUT, "/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}") => {
-            let (Some(room), Some(event)) = (param(params, "roomId"), param(params, "eventId"))
-            else {
+            let (Some(room), Some(event)) = (
+                param(params, parts.uri.path(), "roomId"),
+                param(params, parts.uri.path(), "eventId"),
+            ) else {
                 return Err(policy::body_parse_error());
             };
             let now_ms =
                 i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
                     .unwrap_or(i64::MAX);
-            policy::redaction::check_redaction(
+            Box::pin(policy::redaction::check_redaction(
                 &state.admin,
                 room,
                 event,
                 now_ms,
                 policy_config.redaction_max_age,
-            )
+            ))
             .await?;
             stream(parts, body)
         }
@@ -180,11 +187,11 @@ pub(crate) async fn apply(
             Ok(with_body(parts, bytes))
         }
         _ => {
-            if let Some(server) = decoded(params, "serverName")
+            if let Some(server) = decoded(params, parts.uri.path(), "serverName")
                 && state.config.federation.enforce
                 && !is_own_server(state, &server)
             {
-                let membership = state.federation.check(&server).await;
+                let membership = Box::pin(state.federation.check(&server)).await;
                 policy::media_server::check_media_server(&server, &membership)?;
             }
             stream(parts, body)

@@ -75,7 +75,7 @@ pub(crate) async fn apply(
     state: &Arc<InboundState>,
     req: Request<Incoming>,
     template: &str,
-    _params: &[(String, String)],
+    _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
 ) -> Result<Ready, MatrixError> {
     let authorization = req
@@ -102,12 +102,12 @@ pub(crate) async fn apply(
             "A_26021-01",
         ));
     }
-    check_invite(
+    Box::pin(check_invite(
         &invite_context(state),
         &invite.sender,
         &invite.invitee,
         InviteSource::Federation,
-    )
+    ))
     .await?;
     Ok(with_body(parts, bytes))
 }

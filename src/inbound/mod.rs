@@ -15,6 +15,7 @@ mod support;
 pub mod upstream;
 pub mod whoami;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -27,6 +28,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -39,7 +41,7 @@ use crate::matrix::endpoints::{Api, Classification, EndpointTable, TableError};
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::shutdown::Shutdown;
 use admin_api::AdminApi;
-use forward::{Body, Forwarder, full};
+use forward::{Body, Forwarder, Peer, full};
 use whoami::WhoamiCache;
 
 /// Listener name in metrics.
@@ -99,6 +101,7 @@ pub struct InboundState {
     pub(crate) admin: AdminApi,
     support: support::SupportLookup,
     versions: VersionsMemo,
+    request_counters: RequestCounters,
     tls: Option<TlsAcceptor>,
     observer: RwLock<Option<Arc<dyn RequestObserver>>>,
 }
@@ -161,6 +164,7 @@ impl InboundState {
             support: support::SupportLookup::new(config, client.clone()),
             admin: AdminApi::new(&config.homeserver, client),
             versions: VersionsMemo::default(),
+            request_counters: RequestCounters::default(),
             tls,
             observer: RwLock::new(None),
         })
@@ -249,8 +253,7 @@ struct RequestFacts {
 pub(crate) async fn handle(
     state: Arc<InboundState>,
     req: Request<Incoming>,
-    remote: SocketAddr,
-    tls: bool,
+    peer: &Peer,
 ) -> Response<Body> {
     // Only a raw-data observer needs timestamps and header copies; without one the request
     // path skips them.
@@ -270,9 +273,12 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
-    let (template, is_federation, notes, response) = route(&state, req, remote, tls).await;
+    let (template, is_federation, notes, response) = route(&state, req, peer).await;
     let status = response.status().as_u16();
-    state.metrics.request(LISTENER, template, status);
+    state
+        .request_counters
+        .get(&state.metrics, template, status)
+        .inc();
     if let (Some(observer), Some(facts)) = (observer, facts) {
         let size_out = response
             .headers()
@@ -298,12 +304,11 @@ pub(crate) async fn handle(
 
 /// Classify, apply the rules, forward. Returns the endpoint template (borrowed from the
 /// endpoint table, for metrics and reports) with the answer.
-async fn route(
-    state: &Arc<InboundState>,
+async fn route<'s>(
+    state: &'s Arc<InboundState>,
     req: Request<Incoming>,
-    remote: SocketAddr,
-    tls: bool,
-) -> (&str, bool, RequestNotes, Response<Body>) {
+    peer: &Peer,
+) -> (&'s str, bool, RequestNotes, Response<Body>) {
     let method = req.method().clone();
     let path = req.uri().path();
     if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
@@ -315,7 +320,7 @@ async fn route(
         );
     }
     if path == SUPPORT_PATH && method == Method::GET {
-        let response = match state.support.answer().await {
+        let response = match Box::pin(state.support.answer()).await {
             Ok(response) => response,
             Err(e) => state.reject(&e, &method, SUPPORT_PATH),
         };
@@ -325,7 +330,7 @@ async fn route(
         let (parts, body) = req.into_parts();
         let response = match state
             .forwarder
-            .forward(parts, forward::stream(body), remote, tls)
+            .forward(parts, forward::stream(body), peer)
             .await
         {
             Ok(r) => r,
@@ -363,8 +368,10 @@ async fn route(
         return (template, is_federation, RequestNotes::default(), response);
     }
     let mut notes = RequestNotes::default();
+    // Boxed: the federation rules' future (X-Matrix, list lookups, invites) would otherwise
+    // enlarge every client request's future too.
     let outcome = if is_federation {
-        federation::apply(state, req, template, &params, &mut notes).await
+        Box::pin(federation::apply(state, req, template, &params, &mut notes)).await
     } else {
         client::apply(state, req, template, &params, &mut notes).await
     };
@@ -375,7 +382,7 @@ async fn route(
             return (template, is_federation, notes, response);
         }
     };
-    let response = match state.forwarder.forward(parts, body, remote, tls).await {
+    let response = match state.forwarder.forward(parts, body, peer).await {
         Ok(response) => response,
         Err(err) => state.reject(&err, &method, template),
     };
@@ -393,6 +400,67 @@ async fn route(
         response
     };
     (template, is_federation, notes, response)
+}
+
+/// `timproxy_requests_total` counters of this listener by endpoint template and status.
+///
+/// Templates are borrowed from the endpoint table or are constants, so they live as long as the
+/// listener and their address identifies them: finding a counter hashes two numbers, where the
+/// metric family hashed and copied the template on every request.
+#[derive(Debug, Default)]
+struct RequestCounters {
+    by_template: RwLock<HashMap<(usize, usize, u16), Counter, BuildAddressHasher>>,
+}
+
+/// Hashes the integer keys of [`RequestCounters`] with one multiply each; they are addresses
+/// chosen by the allocator, not by clients, so a keyed hash buys nothing there.
+#[derive(Debug, Default, Clone, Copy)]
+struct BuildAddressHasher;
+
+impl std::hash::BuildHasher for BuildAddressHasher {
+    type Hasher = AddressHasher;
+    fn build_hasher(&self) -> AddressHasher {
+        AddressHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl RequestCounters {
+    fn get(&self, metrics: &Metrics, template: &str, status: u16) -> Counter {
+        let key = (template.as_ptr() as usize, template.len(), status);
+        if let Ok(known) = self.by_template.read()
+            && let Some(counter) = known.get(&key)
+        {
+            return counter.clone();
+        }
+        let counter = metrics.request_counter(LISTENER, template, status);
+        if let Ok(mut known) = self.by_template.write() {
+            known.insert(key, counter.clone());
+        }
+        counter
+    }
 }
 
 /// The last `/versions` answer of the homeserver and its filtered form: the answer only
@@ -584,13 +652,15 @@ async fn run_http<I>(
     let header_timeout = state.config.inbound.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let seen = first_request.clone();
+    let peer = Arc::new(Peer::new(remote, tls));
     let service = service_fn(move |req| {
         seen.notify_one();
         let state = state.clone();
+        let peer = peer.clone();
         // Boxed: the request future is several KiB (rules, forwarding, streaming state) and
         // hyper keeps the slot for it inside every connection, also idle keep-alive ones.
         // One allocation per request is cheaper than that slot times 10k idle clients.
-        Box::pin(async move { Ok::<_, Infallible>(handle(state, req, remote, tls).await) })
+        Box::pin(async move { Ok::<_, Infallible>(handle(state, req, &peer).await) })
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);

@@ -26,7 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::forward::{Body, BoxError, full};
-use crate::hop_by_hop::connection_has;
 
 /// Request bodies up to this size are read before sending, so a request can be retried on a
 /// new connection; answers up to this size are read before the head is passed on, so head and
@@ -331,17 +330,16 @@ impl UpstreamPool {
         method: &Method,
     ) -> Result<Response<Body>, UpstreamError> {
         let mut received_any = false;
-        let (mut parts, keep_alive) = loop {
-            let parsed = parse_head(&conn.buf)?;
-            if let Some((consumed, parts, keep_alive)) = parsed {
-                conn.buf.advance(consumed);
-                if parts.status.is_informational() {
-                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, keep_alive, framing) = loop {
+            let parsed = parse_head(&mut conn.buf, method)?;
+            if let Some(head) = parsed {
+                if head.0.status.is_informational() {
+                    if head.0.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(UpstreamError::Invalid("unexpected protocol switch"));
                     }
                     continue;
                 }
-                break (parts, keep_alive);
+                break head;
             }
             if conn.buf.len() >= MAX_HEAD {
                 return Err(UpstreamError::Invalid("answer head too large"));
@@ -361,11 +359,6 @@ impl UpstreamPool {
             }
             received_any = true;
         };
-        let framing = framing(method, &parts)?;
-        if matches!(framing, Framing::Chunked(_)) {
-            // Chunked wins over a Content-Length sent alongside it (RFC 9112 §6.3).
-            parts.headers.remove(header::CONTENT_LENGTH);
-        }
         let body = UpstreamBody {
             conn: Some(conn),
             framing,
@@ -441,15 +434,31 @@ fn write_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Parse a complete response head from `buf`: bytes consumed, the head, and whether the
-/// connection may be reused afterwards. `None` when more bytes are needed.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, http::response::Parts, bool)>, UpstreamError> {
+/// A parsed answer head: the response parts without hop-by-hop fields, whether the connection
+/// may be reused afterwards, and how the body is delimited.
+type Head = (http::response::Parts, bool, Framing);
+
+/// Parse a complete response head off the front of `buf`. `None` (and `buf` untouched) when
+/// more bytes are needed.
+///
+/// One pass over the fields does everything the answer needs: framing (RFC 9112 §6.3),
+/// persistence and dropping the hop-by-hop fields (RFC 9110 §7.6.1), and field values are
+/// slices of the received bytes rather than copies. Separate lookups afterwards (framing,
+/// `Connection` tokens, the hop-by-hop filter) each hashed their names again and were a
+/// tenth of the instructions of a proxied request.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, UpstreamError> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let consumed = match parsed.parse(buf) {
+    // Uninitialised slots: a zeroed array of MAX_HEADERS fields was a 4 KiB memset per answer.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let consumed = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -465,65 +474,116 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, http::response::Parts, bool)>
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut fields_seen = FieldsSeen::default();
+    // Names are parsed now; values are remembered as positions in `buf` and cut from the frozen
+    // head below, once the parser no longer borrows `buf`.
+    let base = buf.as_ptr() as usize;
+    let mut kept = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| UpstreamError::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
+        if fields_seen.note(&name, field.value)? {
+            let start = (field.value.as_ptr() as usize).saturating_sub(base);
+            kept.push((name, start, field.value.len()));
+        }
+    }
+    let framing = fields_seen.framing(method, status);
+    let keep_alive = match version {
+        Version::HTTP_10 => fields_seen.keep_alive_token,
+        _ => !fields_seen.close_token,
+    };
+    let head = buf.split_to(consumed).freeze();
+    let mut headers = HeaderMap::with_capacity(kept.len());
+    for (name, start, len) in kept {
+        // A Content-Length beside Transfer-Encoding must not be passed on (RFC 9112 §6.3).
+        if fields_seen.transfer_coding.is_some() && name == header::CONTENT_LENGTH {
+            continue;
+        }
+        let bytes = head
+            .get(start..start.saturating_add(len))
+            .map(|_| head.slice(start..start + len))
+            .ok_or(UpstreamError::Invalid("invalid header value"))?;
+        let value = HeaderValue::from_maybe_shared(bytes)
             .map_err(|_| UpstreamError::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
-    let keep_alive = match version {
-        Version::HTTP_10 => connection_has(&headers, "keep-alive"),
-        _ => !connection_has(&headers, "close"),
-    };
+    for name in fields_seen.connection_named {
+        headers.remove(name);
+    }
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
     let (parts, ()) = response.into_parts();
-    Ok(Some((consumed, parts, keep_alive)))
+    Ok(Some((parts, keep_alive, framing)))
 }
 
-/// How the answer's body is delimited (RFC 9112 §6.3).
-fn framing(method: &Method, parts: &http::response::Parts) -> Result<Framing, UpstreamError> {
-    if method == Method::HEAD
-        || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Length(0));
-    }
-    let chunked = parts
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .rfind(|t| !t.is_empty())
-        .map(|last| last.eq_ignore_ascii_case("chunked"));
-    match chunked {
-        Some(true) => return Ok(Framing::Chunked(Chunk::Size)),
-        // A transfer coding other than chunked last: the body runs to the close.
-        Some(false) => return Ok(Framing::Eof),
-        None => {}
-    }
-    let mut length = None;
-    for value in parts.headers.get_all(header::CONTENT_LENGTH) {
-        let n = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or(UpstreamError::Invalid("invalid Content-Length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(UpstreamError::Invalid("conflicting Content-Length"));
+/// What the fields of an answer head say about framing and the connection.
+#[derive(Default)]
+struct FieldsSeen {
+    /// Whether the last transfer coding named is `chunked`, if any was named.
+    transfer_coding: Option<bool>,
+    content_length: Option<u64>,
+    close_token: bool,
+    keep_alive_token: bool,
+    /// Other fields the `Connection` field names: hop-by-hop too.
+    connection_named: Vec<HeaderName>,
+}
+
+impl FieldsSeen {
+    /// Record one field; `false` when it is hop-by-hop and not to be passed on.
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, UpstreamError> {
+        if *name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(UpstreamError::Invalid("invalid Content-Length"))?;
+            if self.content_length.is_some_and(|l| l != n) {
+                return Err(UpstreamError::Invalid("conflicting Content-Length"));
+            }
+            self.content_length = Some(n);
+            return Ok(true);
         }
-        length = Some(n);
+        if *name == header::TRANSFER_ENCODING {
+            if let Some(last) = value
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|t| !t.is_empty())
+            {
+                self.transfer_coding = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
+            return Ok(false);
+        }
+        if *name == header::CONNECTION {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close_token = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive_token = true;
+                } else if let Ok(named) = HeaderName::from_bytes(token) {
+                    self.connection_named.push(named);
+                }
+            }
+            return Ok(false);
+        }
+        Ok(!crate::hop_by_hop::is_hop_by_hop(name))
     }
-    Ok(match length {
-        Some(n) => Framing::Length(n),
-        None => Framing::Eof,
-    })
+
+    /// How the body is delimited (RFC 9112 §6.3).
+    fn framing(&self, method: &Method, status: StatusCode) -> Framing {
+        if method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Length(0);
+        }
+        match (self.transfer_coding, self.content_length) {
+            (Some(true), _) => Framing::Chunked(Chunk::Size),
+            // A transfer coding other than chunked last: the body runs to the close.
+            (Some(false), _) | (None, None) => Framing::Eof,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -819,6 +879,44 @@ mod tests {
         assert_eq!(r.headers()["content-length"], "1000");
         assert!(body_of(r).await.is_empty());
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_fields_are_dropped_while_the_head_is_parsed() {
+        let (addr, server) = serve_canned(vec![
+            // Connection names another field; Keep-Alive, Transfer-Encoding and the
+            // Content-Length beside it are not passed on either; repeated fields keep order.
+            b"HTTP/1.1 200 OK\r\nx-hop: 1\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nset-cookie: a\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\nset-cookie: b\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            // HTTP/1.0 without keep-alive: the body runs to the close, the connection is
+            // not reused.
+            b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\n",
+        ])
+        .await;
+        let pool = pool(addr);
+        let r = pool
+            .send(&Method::GET, "/a", &HeaderMap::new(), full(Bytes::new()))
+            .await
+            .unwrap();
+        let mut names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["set-cookie"]);
+        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, vec!["a", "b"]);
+        assert_eq!(body_of(r).await, "ok");
+        // The chunked answer ended cleanly, so the same connection serves the next request.
+        let r = pool
+            .send(&Method::GET, "/b", &HeaderMap::new(), full(Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(r.version(), Version::HTTP_10);
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        drop(r);
+        assert!(
+            pool.inner.take().is_none(),
+            "an HTTP/1.0 answer without keep-alive is not pooled"
+        );
+        let seen = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(seen.contains("GET /b HTTP/1.1"), "{seen}");
     }
 
     #[tokio::test]

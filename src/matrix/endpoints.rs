@@ -118,12 +118,39 @@ pub fn parse_extra(entry: &str) -> Result<Endpoint, TableError> {
 }
 
 /// Result of classifying a request.
+
+/// Path parameters of a matched endpoint: names from the table, values as positions in the
+/// classified path (still percent-encoded). Classification runs on every request; owned copies
+/// of every name and value were allocations most requests never look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathParams<'t> {
+    entries: Vec<(&'t str, std::ops::Range<usize>)>,
+}
+
+impl PathParams<'_> {
+    /// The raw value of parameter `name` in `path`, the path that was classified.
+    pub fn get<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, range)| path.get(range.clone()))
+    }
+
+    /// All parameters as owned (name, raw value) pairs, in template order.
+    pub fn to_vec(&self, path: &str) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .filter_map(|(k, range)| Some(((*k).to_owned(), path.get(range.clone())?.to_owned())))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Classification<'t> {
     /// A known endpoint; `params` are raw (still percent-encoded) path segments.
     Matched {
         endpoint: &'t Endpoint,
-        params: Vec<(String, String)>,
+        params: PathParams<'t>,
     },
     /// The path is known for other methods; `template` is the path template.
     MethodNotAllowed { template: &'t str },
@@ -210,7 +237,8 @@ impl EndpointTable {
         &self.endpoints
     }
 
-    /// Classify a raw request path (no query string).
+    /// Classify a raw request path (no query string). The parameters of a match refer to
+    /// `raw_path`.
     pub fn classify(&self, method: &Method, raw_path: &str) -> Classification<'_> {
         if raw_path.contains("//") {
             return Classification::NotFound;
@@ -219,11 +247,17 @@ impl EndpointTable {
             && let Ok(found) = router.at(raw_path)
             && let Some(endpoint) = self.endpoints.get(*found.value)
         {
-            let params = found
-                .params
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+            let base = raw_path.as_ptr() as usize;
+            let params = PathParams {
+                entries: found
+                    .params
+                    .iter()
+                    .map(|(k, v)| {
+                        let start = (v.as_ptr() as usize).saturating_sub(base);
+                        (k, start..start + v.len())
+                    })
+                    .collect(),
+            };
             return Classification::Matched { endpoint, params };
         }
         for (other, router) in &self.routers {
@@ -272,7 +306,7 @@ mod tests {
                     "/_matrix/client/v3/rooms/{roomId}/members"
                 );
                 assert_eq!(
-                    params,
+                    params.to_vec("/_matrix/client/v3/rooms/%21a%2Fb%3Ahs1.test/members"),
                     vec![("roomId".into(), "%21a%2Fb%3Ahs1.test".into())]
                 );
             }
