@@ -117,8 +117,6 @@ pub fn parse_extra(entry: &str) -> Result<Endpoint, TableError> {
     })
 }
 
-/// Result of classifying a request.
-
 /// Path parameters of a matched endpoint: names from the table, values as positions in the
 /// classified path (still percent-encoded). Classification runs on every request; owned copies
 /// of every name and value were allocations most requests never look at.
@@ -145,6 +143,7 @@ impl PathParams<'_> {
     }
 }
 
+/// Result of classifying a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Classification<'t> {
     /// A known endpoint; `params` are raw (still percent-encoded) path segments.
