@@ -106,16 +106,22 @@ impl Forwarder {
         peer: &Peer,
     ) -> Result<Response<Body>, MatrixError> {
         strip_hop_by_hop(&mut parts.headers);
-        let host = match parts.headers.get(header::HOST) {
-            Some(host) => Some(host.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
-        if let Some(host) = host {
-            parts.headers.insert(X_FORWARDED_HOST, host.clone());
-            parts.headers.insert(header::HOST, host);
+        match parts.headers.get(header::HOST) {
+            Some(host) => {
+                let host = host.clone();
+                parts.headers.insert(X_FORWARDED_HOST, host);
+            }
+            // An absolute-form target (or h2's :authority) carries the host instead.
+            None => {
+                if let Some(host) = parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                {
+                    parts.headers.insert(X_FORWARDED_HOST, host.clone());
+                    parts.headers.insert(header::HOST, host);
+                }
+            }
         }
         let xff = match parts
             .headers
@@ -141,8 +147,12 @@ impl Forwarder {
             prefixed = format!("{}{target}", self.base_path);
             prefixed.as_str()
         };
-        let exchange = self.pool.send(&parts.method, target, &parts.headers, body);
-        match tokio::time::timeout(self.timeout, exchange).await {
+        match tokio::time::timeout(
+            self.timeout,
+            self.pool.send(&parts.method, target, &parts.headers, body),
+        )
+        .await
+        {
             // The answer head arrives without hop-by-hop fields (`upstream` drops them while
             // parsing).
             Ok(Ok(response)) => Ok(response),

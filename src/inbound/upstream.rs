@@ -22,7 +22,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::forward::{Body, BoxError, full};
@@ -344,10 +344,7 @@ impl UpstreamPool {
             if conn.buf.len() >= MAX_HEAD {
                 return Err(UpstreamError::Invalid("answer head too large"));
             }
-            conn.buf.reserve(READ_CHUNK);
-            let n = conn
-                .io
-                .read_buf(&mut conn.buf)
+            let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
                 .await
                 .map_err(UpstreamError::Read)?;
             if n == 0 {
@@ -359,26 +356,46 @@ impl UpstreamPool {
             }
             received_any = true;
         };
+        // A small body of known length is read right here, into the same buffer, so the
+        // connection is back in the pool before the answer leaves. (Reading it through the
+        // streaming body and a collector made this future, which every request moves around,
+        // several hundred bytes larger.)
+        if let Framing::Length(n) = framing
+            && n <= BUFFERED_BODY_MAX
+        {
+            let len = usize::try_from(n).unwrap_or(usize::MAX);
+            while conn.buf.len() < len {
+                let read = std::future::poll_fn(|cx| conn.poll_fill(cx))
+                    .await
+                    .map_err(UpstreamError::Read)?;
+                if read == 0 {
+                    return Err(UpstreamError::Invalid("answer body cut off"));
+                }
+            }
+            let bytes = conn.buf.split_to(len).freeze();
+            if keep_alive && conn.buf.is_empty() {
+                self.inner.put(conn);
+            }
+            return Ok(Response::from_parts(parts, full(bytes)));
+        }
         let body = UpstreamBody {
             conn: Some(conn),
             framing,
             keep_alive,
             pool: self.inner.clone(),
         };
-        if let Framing::Length(n) = body.framing
-            && n <= BUFFERED_BODY_MAX
-        {
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|_| UpstreamError::Invalid("answer body cut off"))?
-                .to_bytes();
-            return Ok(Response::from_parts(parts, full(bytes)));
-        }
         Ok(Response::from_parts(
             parts,
             http_body_util::BodyExt::boxed_unsync(body),
         ))
+    }
+}
+
+impl Conn {
+    /// Read more into the buffer; `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 }
 
@@ -660,12 +677,7 @@ impl UpstreamBody {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        conn.buf.reserve(READ_CHUNK);
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut conn.io),
-            cx,
-            &mut conn.buf
-        ))?;
+        let n = ready!(conn.poll_fill(cx))?;
         Poll::Ready(Ok(n))
     }
 
@@ -795,6 +807,7 @@ impl HttpBody for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     /// A one-connection-at-a-time fake homeserver that answers each request with the next

@@ -8,8 +8,6 @@
 //! are unknown endpoints (404) rather than being normalised into something the homeserver
 //! might read differently.
 
-use std::collections::HashMap;
-
 use http::Method;
 
 /// The table shipped with the binary (a copy of the spec extract, kept as data).
@@ -182,7 +180,9 @@ fn routes_for(template: &str) -> Vec<String> {
 /// Per-method matchers over the endpoint list.
 pub struct EndpointTable {
     endpoints: Vec<Endpoint>,
-    routers: HashMap<Method, matchit::Router<usize>>,
+    /// A handful of methods: a scan compares enum tags, where a map hashed the method on every
+    /// request; the order is the table's, so `MethodNotAllowed` is deterministic too.
+    routers: Vec<(Method, matchit::Router<usize>)>,
 }
 
 impl std::fmt::Debug for EndpointTable {
@@ -196,7 +196,7 @@ impl std::fmt::Debug for EndpointTable {
 impl EndpointTable {
     /// Compile `endpoints`; a duplicate (method, template) pair is kept once.
     pub fn new(endpoints: Vec<Endpoint>) -> Result<Self, TableError> {
-        let mut routers: HashMap<Method, matchit::Router<usize>> = HashMap::new();
+        let mut routers: Vec<(Method, matchit::Router<usize>)> = Vec::new();
         let mut kept = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             if kept
@@ -205,7 +205,14 @@ impl EndpointTable {
             {
                 continue;
             }
-            let router = routers.entry(endpoint.method.clone()).or_default();
+            let slot = match routers.iter().position(|(m, _)| *m == endpoint.method) {
+                Some(slot) => slot,
+                None => {
+                    routers.push((endpoint.method.clone(), matchit::Router::new()));
+                    routers.len() - 1
+                }
+            };
+            let router = &mut routers[slot].1;
             for route in routes_for(&endpoint.template) {
                 router
                     .insert(route, kept.len())
@@ -242,7 +249,7 @@ impl EndpointTable {
         if raw_path.contains("//") {
             return Classification::NotFound;
         }
-        if let Some(router) = self.routers.get(method)
+        if let Some((_, router)) = self.routers.iter().find(|(m, _)| m == method)
             && let Ok(found) = router.at(raw_path)
             && let Some(endpoint) = self.endpoints.get(*found.value)
         {
