@@ -2,7 +2,7 @@
 //! describe one hop, never the end-to-end message, so neither listener forwards them.
 
 use http::header::{
-    self, CONNECTION, HeaderMap, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    CONNECTION, HeaderMap, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 
@@ -45,12 +45,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers
                 .get_all(CONNECTION)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
+                .filter(|v| v.to_str().is_ok())
+                .flat_map(|v| connection_tokens(v.as_bytes()))
                 // `keep-alive` is in the list already when present as a field.
-                .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("keep-alive"))
-                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
+                .filter(|name| !name.eq_ignore_ascii_case(b"keep-alive"))
+                .filter_map(|name| HeaderName::from_bytes(name).ok()),
         );
     }
     for name in doomed {
@@ -58,14 +57,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` field lists `token` (case-insensitive), e.g. `close`.
-pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// The options a `Connection` field value lists (comma-separated, trimmed, empty ones
+/// skipped): `close`, `keep-alive`, or names of further hop-by-hop fields.
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -87,11 +85,15 @@ mod tests {
         ] {
             headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        assert!(connection_has(&headers, "KEEP-ALIVE"));
         strip_hop_by_hop(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, vec!["authorization", "content-length"]);
-        assert!(!connection_has(&headers, "keep-alive"));
+    }
+
+    #[test]
+    fn connection_tokens_are_trimmed_and_empty_ones_skipped() {
+        let tokens: Vec<&[u8]> = connection_tokens(b" close ,, X-Hop,").collect();
+        assert_eq!(tokens, vec![&b"close"[..], b"X-Hop"]);
     }
 }

@@ -19,13 +19,11 @@ use crate::policy::{self, parse_object};
 
 type Ready = (http::request::Parts, Body);
 
-pub(crate) fn param<'p>(params: &PathParams<'_>, path: &'p str, name: &str) -> Option<&'p str> {
-    params.get(path, name)
-}
-
 /// A path parameter, percent-decoded.
 pub(crate) fn decoded(params: &PathParams<'_>, path: &str, name: &str) -> Option<String> {
-    param(params, path, name).map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
+    params
+        .get(path, name)
+        .map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
 }
 
 /// Rebuild the request with a buffered (possibly rewritten) body and its new length.
@@ -152,8 +150,8 @@ pub(crate) async fn apply(
         }
         (Method::PUT, "/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}") => {
             let (Some(room), Some(event)) = (
-                param(params, parts.uri.path(), "roomId"),
-                param(params, parts.uri.path(), "eventId"),
+                params.get(parts.uri.path(), "roomId"),
+                params.get(parts.uri.path(), "eventId"),
             ) else {
                 return Err(policy::body_parse_error());
             };

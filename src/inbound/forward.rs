@@ -35,7 +35,7 @@ pub fn stream(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
 }
 
-pub use crate::hop_by_hop::strip_hop_by_hop;
+use crate::hop_by_hop::strip_hop_by_hop;
 
 // Constant names: a string key would be parsed and classified again on every request.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

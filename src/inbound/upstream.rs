@@ -572,7 +572,7 @@ impl FieldsSeen {
             return Ok(false);
         }
         if *name == header::CONNECTION {
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for token in crate::hop_by_hop::connection_tokens(value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     self.close_token = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {

@@ -110,6 +110,11 @@ impl EarlyState {
     }
 }
 
+/// The key early dials and live connections are tracked by: the authority, lower case.
+fn authority_key(authority: &http::uri::Authority) -> String {
+    authority.as_str().to_ascii_lowercase()
+}
+
 /// Counts a live upstream connection for its authority; dropped with the connection.
 struct LiveGuard {
     early: Arc<EarlyDials>,
@@ -141,7 +146,7 @@ impl UpstreamConnector {
     /// Start connecting to `authority` now, unless a connection to it exists or is being
     /// made already.
     pub(crate) fn dial_early(&self, authority: &http::uri::Authority) {
-        let key = authority.as_str().to_ascii_lowercase();
+        let key = authority_key(authority);
         let Ok(uri) = Uri::builder()
             .scheme("https")
             .authority(authority.clone())
@@ -161,7 +166,8 @@ impl UpstreamConnector {
             return;
         }
         let this = self.clone();
-        let task = tokio::spawn(async move { this.dial_counted(&uri).await });
+        let task_key = key.clone();
+        let task = tokio::spawn(async move { this.dial_counted(&uri, task_key).await });
         state.pending.insert(key, (Instant::now(), task));
     }
 
@@ -176,12 +182,9 @@ impl UpstreamConnector {
         }
     }
 
-    async fn dial_counted(&self, uri: &Uri) -> Result<UpstreamStream, DialError> {
+    /// Dial `uri` and count the connection as live for `key`, its [`authority_key`].
+    async fn dial_counted(&self, uri: &Uri, key: String) -> Result<UpstreamStream, DialError> {
         let mut stream = dial(&self.tls, &self.policy, uri).await?;
-        let key = uri
-            .authority()
-            .map(|a| a.as_str().to_ascii_lowercase())
-            .unwrap_or_default();
         if let Ok(mut state) = self.early.state.lock() {
             *state.live.entry(key.clone()).or_default() += 1;
         }
@@ -205,17 +208,14 @@ impl tower_service::Service<Uri> for UpstreamConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let key = uri
-                .authority()
-                .map(|a| a.as_str().to_ascii_lowercase())
-                .unwrap_or_default();
+            let key = uri.authority().map(authority_key).unwrap_or_default();
             // An aborted early dial falls back to dialling now.
             if let Some(task) = this.take_early(&key)
                 && let Ok(result) = task.await
             {
                 return result;
             }
-            this.dial_counted(&uri).await
+            this.dial_counted(&uri, key).await
         })
     }
 }
