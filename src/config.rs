@@ -65,7 +65,8 @@ pub struct InboundConfig {
     pub expose_synapse_admin: bool,
     /// Most concurrent client connections; further connections wait in the accept queue.
     pub max_connections: usize,
-    /// Time allowed for a client to send the request head (slow-loris protection).
+    /// Time allowed for a client to send a request head, and the longest pause while it sends
+    /// a request body (slow-loris protection).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Extra (method, path template) pairs allowed besides Matrix v1.11, e.g. SSO callbacks.

@@ -27,6 +27,26 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     ALWAYS.contains(name)
 }
 
+/// [`ALWAYS`] as text, for names compared as received (a test keeps the two lists equal).
+const ALWAYS_TEXT: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether a field name, as received, is always hop-by-hop.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    ALWAYS_TEXT
+        .iter()
+        .any(|known| known.len() == name.len() && known.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Remove hop-by-hop fields, including those the `Connection` field names. Messages rarely
 /// carry any, so one pass over the names comes first and usually ends it; otherwise only the
 /// names actually present are removed (each removal hashes its name, and nearly every
@@ -70,6 +90,15 @@ pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn both_lists_of_always_hop_by_hop_names_agree() {
+        let always = ALWAYS;
+        let names: Vec<&str> = always.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, ALWAYS_TEXT);
+        assert!(is_hop_by_hop_name(b"Keep-Alive"));
+        assert!(!is_hop_by_hop_name(b"keep-alive2"));
+    }
 
     #[test]
     fn hop_by_hop_fields_and_connection_named_ones_are_removed() {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, header};
-use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
@@ -57,7 +56,7 @@ pub(crate) fn is_own_server(state: &InboundState, server: &str) -> bool {
 /// is moved several times per request, as large as theirs.
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     template: &str,
     params: &PathParams<'_>,
     notes: &mut RequestNotes,
@@ -66,7 +65,7 @@ pub(crate) async fn apply(
     let policy_config = &state.config.policy;
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
-    let stream = |parts, body| Ok((parts, forward::stream(body)));
+    let stream = |parts, body| Ok((parts, body));
     match (method, template) {
         (Method::POST, "/_matrix/client/v3/register") => {
             policy::guest::check_register(parts.uri.query())?;

@@ -10,10 +10,9 @@
 use std::sync::Arc;
 
 use http::{Request, header};
-use hyper::body::Incoming;
 
 use super::client::{invite_context, with_body};
-use super::forward::{self, Body};
+use super::forward::Body;
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
@@ -73,7 +72,7 @@ pub async fn check_origin(
 
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     template: &str,
     _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
@@ -87,10 +86,10 @@ pub(crate) async fn apply(
     let v2 = match template {
         "/_matrix/federation/v1/invite/{roomId}/{eventId}" => false,
         "/_matrix/federation/v2/invite/{roomId}/{eventId}" => true,
-        _ => return Ok((parts, forward::stream(body))),
+        _ => return Ok((parts, body)),
     };
     if !state.config.federation.enforce {
-        return Ok((parts, forward::stream(body)));
+        return Ok((parts, body));
     }
     let bytes = read_body(body, state.config.inbound.max_body_bytes).await?;
     let invite = federation_invite(&parse_object(&bytes)?, v2)?;

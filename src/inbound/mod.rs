@@ -11,6 +11,9 @@ pub mod admin_api;
 pub mod client;
 pub mod federation;
 pub mod forward;
+mod framing;
+mod http1;
+mod prefixed;
 mod support;
 pub mod upstream;
 pub mod whoami;
@@ -23,11 +26,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -41,7 +43,8 @@ use crate::matrix::endpoints::{Api, Classification, EndpointTable, TableError};
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::shutdown::Shutdown;
 use admin_api::AdminApi;
-use forward::{Body, Forwarder, Peer, full};
+use forward::{Body, Deadline, Forwarder, Peer, full};
+use prefixed::Prefixed;
 use whoami::WhoamiCache;
 
 /// Listener name in metrics.
@@ -207,17 +210,39 @@ pub(crate) struct RequestNotes {
     pub invitee_server: Option<String>,
 }
 
-/// Read a body a rule must inspect, up to `inbound.max_body_bytes` (413 beyond).
-pub(crate) async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, MatrixError> {
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(MatrixError::too_large(limit)),
-        Err(_) => Err(MatrixError::bad_json(
-            "could not read request body",
-            "body-read",
-        )),
+/// Read a body a rule must inspect, up to `inbound.max_body_bytes` (413 beyond). A body that
+/// arrives in one piece (the usual case) is returned as it is, without a copy.
+pub(crate) async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, MatrixError> {
+    use http_body::Body as _;
+    if body.size_hint().lower() > limit {
+        return Err(MatrixError::too_large(limit));
     }
+    let mut first: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(MatrixError::bad_json(
+                "could not read request body",
+                "body-read",
+            ));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + joined.len();
+        if (held as u64).saturating_add(data.len() as u64) > limit {
+            return Err(MatrixError::too_large(limit));
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(earlier) => {
+                joined.extend_from_slice(&earlier);
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 fn well_known_server(config: &Config) -> Response<Body> {
@@ -252,8 +277,9 @@ struct RequestFacts {
 /// Handle one request end to end.
 pub(crate) async fn handle(
     state: Arc<InboundState>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     peer: &Peer,
+    mut deadline: Deadline<'_>,
 ) -> Response<Body> {
     // Only a raw-data observer needs timestamps and header copies; without one the request
     // path skips them.
@@ -273,18 +299,116 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
-    let (template, is_federation, notes, response) = route(&state, req, peer).await;
+    // Classify, apply the rules, forward. The endpoint template is borrowed from the endpoint
+    // table (for metrics and reports). A block rather than a function of its own: each nested
+    // future is copied into its caller's when first awaited, and this one is large.
+    let deadline = &mut deadline;
+    let (template, is_federation, notes, response) = 'route: {
+        let method = req.method().clone();
+        let path = req.uri().path();
+        if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
+            break 'route (
+                WELL_KNOWN_SERVER_PATH,
+                true,
+                RequestNotes::default(),
+                well_known_server(&state.config),
+            );
+        }
+        if path == SUPPORT_PATH && method == Method::GET {
+            let response = match Box::pin(state.support.answer()).await {
+                Ok(response) => response,
+                Err(e) => state.reject(&e, &method, SUPPORT_PATH),
+            };
+            break 'route (SUPPORT_PATH, false, RequestNotes::default(), response);
+        }
+        if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
+            let (parts, body) = req.into_parts();
+            let response = match state.forwarder.forward(parts, body, peer, deadline).await {
+                Ok(r) => r,
+                Err(e) => state.reject(&e, &method, SYNAPSE_ADMIN_TEMPLATE),
+            };
+            break 'route (
+                SYNAPSE_ADMIN_TEMPLATE,
+                false,
+                RequestNotes::default(),
+                response,
+            );
+        }
+        let (endpoint, params) = match state.table.classify(&method, path) {
+            Classification::NotFound => {
+                let err = MatrixError::unrecognized_path();
+                break 'route (
+                    "unknown",
+                    false,
+                    RequestNotes::default(),
+                    state.reject(&err, &method, "unknown"),
+                );
+            }
+            Classification::MethodNotAllowed { template } => {
+                let err = crate::policy::blocked_endpoint(template)
+                    .unwrap_or_else(MatrixError::method_not_allowed);
+                let response = state.reject(&err, &method, template);
+                break 'route (template, false, RequestNotes::default(), response);
+            }
+            Classification::Matched { endpoint, params } => (endpoint, params),
+        };
+        let template = endpoint.template.as_str();
+        let is_federation = endpoint.api == Api::ServerServer || path.starts_with("/_matrix/key/");
+        if let Some(err) = crate::policy::blocked_endpoint(template) {
+            let response = state.reject(&err, &method, template);
+            break 'route (template, is_federation, RequestNotes::default(), response);
+        }
+        let mut notes = RequestNotes::default();
+        // Boxed: the federation rules' future (X-Matrix, list lookups, invites) would otherwise
+        // enlarge every client request's future too.
+        let outcome = if is_federation {
+            Box::pin(federation::apply(
+                &state, req, template, &params, &mut notes,
+            ))
+            .await
+        } else {
+            client::apply(&state, req, template, &params, &mut notes).await
+        };
+        let (parts, body) = match outcome {
+            Ok(ready) => ready,
+            Err(err) => {
+                let response = state.reject(&err, &method, template);
+                break 'route (template, is_federation, notes, response);
+            }
+        };
+        let response = match state.forwarder.forward(parts, body, peer, deadline).await {
+            Ok(response) => response,
+            Err(err) => state.reject(&err, &method, template),
+        };
+        let response = if method == Method::GET
+            && template == "/_matrix/client/versions"
+            && response.status() == StatusCode::OK
+        {
+            filter_versions_response(
+                response,
+                state.config.inbound.max_body_bytes,
+                &state.versions,
+            )
+            .await
+        } else {
+            response
+        };
+        (template, is_federation, notes, response)
+    };
     let status = response.status().as_u16();
     state
         .request_counters
         .get(&state.metrics, template, status)
         .inc();
     if let (Some(observer), Some(facts)) = (observer, facts) {
-        let size_out = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let size_out = match response.extensions().get::<upstream::RawFields>() {
+            Some(raw) => raw.content_length,
+            None => response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        };
         observer.observe(&ObservedRequest {
             endpoint_template: template.to_owned(),
             method: facts.method,
@@ -300,106 +424,6 @@ pub(crate) async fn handle(
         });
     }
     response
-}
-
-/// Classify, apply the rules, forward. Returns the endpoint template (borrowed from the
-/// endpoint table, for metrics and reports) with the answer.
-async fn route<'s>(
-    state: &'s Arc<InboundState>,
-    req: Request<Incoming>,
-    peer: &Peer,
-) -> (&'s str, bool, RequestNotes, Response<Body>) {
-    let method = req.method().clone();
-    let path = req.uri().path();
-    if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
-        return (
-            WELL_KNOWN_SERVER_PATH,
-            true,
-            RequestNotes::default(),
-            well_known_server(&state.config),
-        );
-    }
-    if path == SUPPORT_PATH && method == Method::GET {
-        let response = match Box::pin(state.support.answer()).await {
-            Ok(response) => response,
-            Err(e) => state.reject(&e, &method, SUPPORT_PATH),
-        };
-        return (SUPPORT_PATH, false, RequestNotes::default(), response);
-    }
-    if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
-        let (parts, body) = req.into_parts();
-        let response = match state
-            .forwarder
-            .forward(parts, forward::stream(body), peer)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => state.reject(&e, &method, SYNAPSE_ADMIN_TEMPLATE),
-        };
-        return (
-            SYNAPSE_ADMIN_TEMPLATE,
-            false,
-            RequestNotes::default(),
-            response,
-        );
-    }
-    let (endpoint, params) = match state.table.classify(&method, path) {
-        Classification::NotFound => {
-            let err = MatrixError::unrecognized_path();
-            return (
-                "unknown",
-                false,
-                RequestNotes::default(),
-                state.reject(&err, &method, "unknown"),
-            );
-        }
-        Classification::MethodNotAllowed { template } => {
-            let err = crate::policy::blocked_endpoint(template)
-                .unwrap_or_else(MatrixError::method_not_allowed);
-            let response = state.reject(&err, &method, template);
-            return (template, false, RequestNotes::default(), response);
-        }
-        Classification::Matched { endpoint, params } => (endpoint, params),
-    };
-    let template = endpoint.template.as_str();
-    let is_federation = endpoint.api == Api::ServerServer || path.starts_with("/_matrix/key/");
-    if let Some(err) = crate::policy::blocked_endpoint(template) {
-        let response = state.reject(&err, &method, template);
-        return (template, is_federation, RequestNotes::default(), response);
-    }
-    let mut notes = RequestNotes::default();
-    // Boxed: the federation rules' future (X-Matrix, list lookups, invites) would otherwise
-    // enlarge every client request's future too.
-    let outcome = if is_federation {
-        Box::pin(federation::apply(state, req, template, &params, &mut notes)).await
-    } else {
-        client::apply(state, req, template, &params, &mut notes).await
-    };
-    let (parts, body) = match outcome {
-        Ok(ready) => ready,
-        Err(err) => {
-            let response = state.reject(&err, &method, template);
-            return (template, is_federation, notes, response);
-        }
-    };
-    let response = match state.forwarder.forward(parts, body, peer).await {
-        Ok(response) => response,
-        Err(err) => state.reject(&err, &method, template),
-    };
-    let response = if method == Method::GET
-        && template == "/_matrix/client/versions"
-        && response.status() == StatusCode::OK
-    {
-        filter_versions_response(
-            response,
-            state.config.inbound.max_body_bytes,
-            &state.versions,
-        )
-        .await
-    } else {
-        response
-    };
-    (template, is_federation, notes, response)
 }
 
 /// `timproxy_requests_total` counters of this listener by endpoint template and status.
@@ -493,6 +517,8 @@ async fn filter_versions_response(
     limit: u64,
     memo: &VersionsMemo,
 ) -> Response<Body> {
+    let mut response = response;
+    upstream::materialize(&mut response);
     let (mut parts, mut body) = response.into_parts();
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut buf = bytes::BytesMut::new();
@@ -521,7 +547,8 @@ async fn filter_versions_response(
 }
 
 /// Serve the inbound listener until `shutdown` fires, then drain for at most
-/// [`DRAIN_TIMEOUT`]. Plain HTTP, or TLS when `inbound.tls` is set; HTTP/1.1 and h2.
+/// [`DRAIN_TIMEOUT`]. Plain HTTP, or TLS when `inbound.tls` is set; HTTP/1.x ([`http1`]) and
+/// h2 (by ALPN or prior knowledge).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<InboundState>,
@@ -613,54 +640,80 @@ async fn serve_connection(
     remote: SocketAddr,
     drain: watch::Receiver<bool>,
 ) {
-    let header_timeout = state.config.inbound.header_read_timeout;
     match state.tls.clone() {
-        Some(acceptor) => {
-            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "inbound TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            run_http(state, TokioIo::new(tls), remote, true, drain).await;
+        // Boxed: TLS state is several KiB, and plain connections should not carry a slot for
+        // it.
+        Some(acceptor) => Box::pin(serve_tls(state, acceptor, stream, remote, drain)).await,
+        None => {
+            let peer = Arc::new(Peer::new(remote, false));
+            if let Some((tcp, read)) = http1::serve(stream, &state, &peer, drain.clone()).await {
+                serve_h2(state, TokioIo::new(Prefixed::new(read, tcp)), peer, drain).await;
+            }
         }
-        None => run_http(state, TokioIo::new(stream), remote, false, drain).await,
     }
 }
 
-async fn run_http<I>(
+async fn serve_tls(
+    state: Arc<InboundState>,
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    drain: watch::Receiver<bool>,
+) {
+    let header_timeout = state.config.inbound.header_read_timeout;
+    let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "inbound TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let peer = Arc::new(Peer::new(remote, true));
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(state, TokioIo::new(tls), peer, drain).await;
+    } else if let Some((tls, read)) = http1::serve(tls, &state, &peer, drain.clone()).await {
+        serve_h2(state, TokioIo::new(Prefixed::new(read, tls)), peer, drain).await;
+    }
+}
+
+type H2Answer =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// HTTP/2 (by ALPN, or with prior knowledge on a connection [`http1::serve`] handed over).
+async fn serve_h2<I>(
     state: Arc<InboundState>,
     io: I,
-    remote: SocketAddr,
-    tls: bool,
+    peer: Arc<Peer>,
     mut drain: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.config.inbound.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    // hyper-util's auto builder sniffs the first bytes for the h2 preface without any timer, and
-    // h2 has no header timeout: a client that connects and sends nothing (or part of the
-    // preface) would hold a `max_connections` slot forever. So the first request head must
-    // arrive within `inbound.header_read_timeout` too.
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    // h2 has no header timeout of its own: a client that sends no request would hold a
+    // `max_connections` slot forever. So the first request must arrive within
+    // `inbound.header_read_timeout`.
     let header_timeout = state.config.inbound.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let seen = first_request.clone();
-    let peer = Arc::new(Peer::new(remote, tls));
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         seen.notify_one();
         let state = state.clone();
         let peer = peer.clone();
-        // Boxed: the request future is several KiB (rules, forwarding, streaming state) and
-        // hyper keeps the slot for it inside every connection, also idle keep-alive ones.
-        // One allocation per request is cheaper than that slot times 10k idle clients.
-        Box::pin(async move { Ok::<_, Infallible>(handle(state, req, &peer).await) })
+        // Boxed: hyper keeps the slot for it inside the connection.
+        let answer: H2Answer = Box::pin(async move {
+            let deadline =
+                Deadline::Own(state.forwarder.deadline_from(tokio::time::Instant::now()));
+            let mut req = req.map(forward::stream);
+            // HTTP/1 heads lose their hop-by-hop fields while they are parsed; h2 may still
+            // carry `te`.
+            crate::hop_by_hop::strip_hop_by_hop(req.headers_mut());
+            let mut response = handle(state, req, &peer, deadline).await;
+            upstream::materialize(&mut response);
+            Ok::<_, Infallible>(response)
+        });
+        answer
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);

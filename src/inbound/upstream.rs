@@ -26,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::forward::{Body, BoxError, full};
+use super::framing::{Decoded, FieldsSeen, Framing, parse_decimal};
 
 /// Request bodies up to this size are read before sending, so a request can be retried on a
 /// new connection; answers up to this size are read before the head is passed on, so head and
@@ -35,8 +36,6 @@ pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response header fields accepted.
 const MAX_HEADERS: usize = 128;
-/// Longest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 4096;
 /// Read granularity.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -191,20 +190,20 @@ impl UpstreamPool {
         }
     }
 
-    /// Send one request (`target` is the origin-form request target, byte for byte) and return
-    /// the answer. Bodies of answers up to [`BUFFERED_BODY_MAX`] are complete; larger ones
+    /// Send one request (`target` is the origin-form request target, byte for byte; `extra`
+    /// fields follow the request's own) and return the answer. Bodies of answers up to [`BUFFERED_BODY_MAX`] are complete; larger ones
     /// stream from the connection. Hop-by-hop fields are left for the caller to strip.
     pub async fn send(
         &self,
         method: &Method,
         target: &str,
         headers: &HeaderMap,
+        extra: &[Option<(HeaderName, HeaderValue)>],
         body: Body,
     ) -> Result<Response<Body>, UpstreamError> {
         let declared = headers
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(|v| parse_decimal(v.as_bytes().trim_ascii()));
         let outgoing = if body.is_end_stream() {
             Outgoing::Kept(Bytes::new())
         } else {
@@ -220,7 +219,9 @@ impl UpstreamPool {
             }
         };
         let mut head = Vec::with_capacity(512);
-        encode_head(&mut head, method, target, headers, &outgoing, declared);
+        encode_head(
+            &mut head, method, target, headers, extra, &outgoing, declared,
+        );
         let chunked = matches!(outgoing, Outgoing::Chunked(_));
         match outgoing {
             Outgoing::Kept(bytes) => {
@@ -233,9 +234,11 @@ impl UpstreamPool {
                 } else {
                     self.inner.take_open()
                 };
+                // Rare awaits (a new connection, a retry, streamed bodies) are boxed: inline
+                // they would enlarge every request's future, which is moved on each await.
                 let (conn, reused) = match pooled {
                     Some(conn) => (conn, true),
-                    None => (self.inner.connect().await?, false),
+                    None => (Box::pin(self.inner.connect()).await?, false),
                 };
                 match self.exchange_kept(conn, &head, method).await {
                     Err(e)
@@ -244,8 +247,11 @@ impl UpstreamPool {
                             && e.stale_connection() =>
                     {
                         tracing::debug!(error = %e, "pooled homeserver connection was closed; retrying on a new one");
-                        let conn = self.inner.connect().await?;
-                        self.exchange_kept(conn, &head, method).await
+                        Box::pin(async {
+                            let conn = self.inner.connect().await?;
+                            self.exchange_kept(conn, &head, method).await
+                        })
+                        .await
                     }
                     other => other,
                 }
@@ -253,12 +259,15 @@ impl UpstreamPool {
             Outgoing::Sized(body, _) | Outgoing::Chunked(body) => {
                 // A streamed body cannot be sent twice, so the pooled connection is checked
                 // before, whatever the method.
-                let conn = match self.inner.take_open() {
-                    Some(conn) => conn,
-                    None => self.inner.connect().await?,
-                };
-                self.exchange_streamed(conn, &head, body, chunked, method)
-                    .await
+                Box::pin(async {
+                    let conn = match self.inner.take_open() {
+                        Some(conn) => conn,
+                        None => self.inner.connect().await?,
+                    };
+                    self.exchange_streamed(conn, &head, body, chunked, method)
+                        .await
+                })
+                .await
             }
         }
     }
@@ -407,12 +416,14 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Request line and header fields, with the body framing this proxy chose.
+/// Request line and header fields (`extra` after the request's own), with the body framing
+/// this proxy chose.
 fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    extra: &[Option<(HeaderName, HeaderValue)>],
     outgoing: &Outgoing,
     declared: Option<u64>,
 ) {
@@ -428,6 +439,12 @@ fn encode_head(
         {
             continue;
         }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in extra.iter().flatten() {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -491,138 +508,82 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut fields_seen = FieldsSeen::default();
-    // Names are parsed now; values are remembered as positions in `buf` and cut from the frozen
-    // head below, once the parser no longer borrows `buf`.
+    let mut seen = FieldsSeen::default();
     let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| (s.as_ptr() as usize).saturating_sub(base);
+    // Kept fields as (start, end) of their `name: value` text in `buf`.
     let mut kept = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| UpstreamError::Invalid("invalid header name"))?;
-        if fields_seen.note(&name, field.value)? {
-            let start = (field.value.as_ptr() as usize).saturating_sub(base);
-            kept.push((name, start, field.value.len()));
+        if seen
+            .note(field.name.as_bytes(), field.value)
+            .map_err(UpstreamError::Invalid)?
+        {
+            let start = offset(field.name.as_bytes());
+            let end = offset(field.value) + field.value.len();
+            kept.push((start, end, field.name.len()));
         }
     }
-    let framing = fields_seen.framing(method, status);
-    let keep_alive = match version {
-        Version::HTTP_10 => fields_seen.keep_alive_token,
-        _ => !fields_seen.close_token,
-    };
-    let head = buf.split_to(consumed).freeze();
-    let mut headers = HeaderMap::with_capacity(kept.len());
-    for (name, start, len) in kept {
-        // A Content-Length beside Transfer-Encoding must not be passed on (RFC 9112 §6.3).
-        if fields_seen.transfer_coding.is_some() && name == header::CONTENT_LENGTH {
+    let framing = seen.response_framing(method, status);
+    let keep_alive = seen.keep_alive(version);
+    let mut block = Vec::with_capacity(consumed);
+    for (start, end, name_len) in kept {
+        let Some(line) = buf.get(start..end) else {
+            return Err(UpstreamError::Invalid("invalid header field"));
+        };
+        if seen.dropped_later(&line[..name_len.min(line.len())]) {
             continue;
         }
-        let bytes = head
-            .get(start..start.saturating_add(len))
-            .map(|_| head.slice(start..start + len))
-            .ok_or(UpstreamError::Invalid("invalid header value"))?;
-        let value = HeaderValue::from_maybe_shared(bytes)
-            .map_err(|_| UpstreamError::Invalid("invalid header value"))?;
-        headers.append(name, value);
+        block.extend_from_slice(line);
+        block.extend_from_slice(b"\r\n");
     }
-    for name in fields_seen.connection_named {
-        headers.remove(name);
-    }
+    buf.advance(consumed);
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
+    response.extensions_mut().insert(RawFields {
+        block: Bytes::from(block),
+        content_length: seen
+            .content_length
+            .filter(|_| seen.transfer_coding.is_none()),
+        has_date: seen.date,
+    });
     let (parts, ()) = response.into_parts();
     Ok(Some((parts, keep_alive, framing)))
 }
 
-/// What the fields of an answer head say about framing and the connection.
-#[derive(Default)]
-struct FieldsSeen {
-    /// Whether the last transfer coding named is `chunked`, if any was named.
-    transfer_coding: Option<bool>,
-    content_length: Option<u64>,
-    close_token: bool,
-    keep_alive_token: bool,
-    /// Other fields the `Connection` field names: hop-by-hop too.
-    connection_named: Vec<HeaderName>,
+/// The end-to-end fields of a homeserver answer as received (`name: value` lines, hop-by-hop
+/// ones removed), carried beside an empty `HeaderMap`.
+///
+/// Why: an HTTP/1 client gets them as they are (see `http1::response`); building a `HeaderMap`
+/// from them and encoding it again was a sixth of a proxied request's instructions. Code that
+/// reads or edits an answer's fields calls [`materialize`] first.
+#[derive(Debug, Clone)]
+pub struct RawFields {
+    pub block: Bytes,
+    pub content_length: Option<u64>,
+    pub has_date: bool,
 }
 
-impl FieldsSeen {
-    /// Record one field; `false` when it is hop-by-hop and not to be passed on.
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, UpstreamError> {
-        if *name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(UpstreamError::Invalid("invalid Content-Length"))?;
-            if self.content_length.is_some_and(|l| l != n) {
-                return Err(UpstreamError::Invalid("conflicting Content-Length"));
-            }
-            self.content_length = Some(n);
-            return Ok(true);
-        }
-        if *name == header::TRANSFER_ENCODING {
-            if let Some(last) = value
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
-            {
-                self.transfer_coding = Some(last.eq_ignore_ascii_case(b"chunked"));
-            }
-            return Ok(false);
-        }
-        if *name == header::CONNECTION {
-            for token in crate::hop_by_hop::connection_tokens(value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close_token = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive_token = true;
-                } else if let Ok(named) = HeaderName::from_bytes(token) {
-                    self.connection_named.push(named);
-                }
-            }
-            return Ok(false);
-        }
-        Ok(!crate::hop_by_hop::is_hop_by_hop(name))
-    }
-
-    /// How the body is delimited (RFC 9112 §6.3).
-    fn framing(&self, method: &Method, status: StatusCode) -> Framing {
-        if method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            return Framing::Length(0);
-        }
-        match (self.transfer_coding, self.content_length) {
-            (Some(true), _) => Framing::Chunked(Chunk::Size),
-            // A transfer coding other than chunked last: the body runs to the close.
-            (Some(false), _) | (None, None) => Framing::Eof,
-            (None, Some(n)) => Framing::Length(n),
+/// Move an answer's [`RawFields`] into its `HeaderMap` (kept fields before them stay first).
+pub fn materialize<B>(response: &mut Response<B>) {
+    let Some(raw) = response.extensions_mut().remove::<RawFields>() else {
+        return;
+    };
+    let headers = response.headers_mut();
+    for line in raw.block.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let value = line[colon + 1..].trim_ascii();
+        // Both were validated when the head was parsed.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_maybe_shared(raw.block.slice_ref(value)),
+        ) {
+            headers.append(name, value);
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside chunk data, this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after chunk data.
-    DataEnd,
-    /// After the last chunk: trailer lines up to an empty line.
-    Trailers,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes left.
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the homeserver closes the connection.
-    Eof,
-    Done,
 }
 
 /// An answer body read from its connection; the connection goes back to the pool when the
@@ -641,24 +602,8 @@ fn cut_off() -> BoxError {
     ))
 }
 
-fn invalid_chunk() -> BoxError {
-    Box::new(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "invalid chunked encoding from the homeserver",
-    ))
-}
-
-/// Take one CRLF-terminated line from `buf` (without the CRLF), if complete.
-fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(at) => {
-            let line = buf.split_to(at).freeze();
-            buf.advance(2);
-            Ok(Some(line))
-        }
-        None if buf.len() > MAX_LINE => Err(invalid_chunk()),
-        None => Ok(None),
-    }
+fn invalid_body(reason: &'static str) -> BoxError {
+    Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
 }
 
 impl UpstreamBody {
@@ -670,19 +615,6 @@ impl UpstreamBody {
         {
             self.pool.put(conn);
         }
-    }
-
-    /// Read more into the buffer; `Ok(0)` at end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        let n = ready!(conn.poll_fill(cx))?;
-        Poll::Ready(Ok(n))
-    }
-
-    fn buffered(&mut self) -> Option<&mut BytesMut> {
-        self.conn.as_mut().map(|c| &mut c.buf)
     }
 }
 
@@ -696,103 +628,36 @@ impl HttpBody for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            match this.framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(0) => {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing.decode(&mut conn.buf) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::End) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
-                    let available = this.buffered().map_or(0, |b| b.len());
-                    if available == 0 {
-                        if ready!(this.poll_fill(cx))? == 0 {
-                            this.framing = Framing::Done;
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(cut_off())));
-                        }
-                        continue;
-                    }
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(available);
-                    let Some(buf) = this.buffered() else {
-                        return Poll::Ready(None);
-                    };
-                    let data = buf.split_to(take).freeze();
-                    let rest = left - take as u64;
-                    this.framing = match this.framing {
-                        Framing::Chunked(_) if rest == 0 => Framing::Chunked(Chunk::DataEnd),
-                        Framing::Chunked(_) => Framing::Chunked(Chunk::Data(rest)),
-                        _ => Framing::Length(rest),
-                    };
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Eof => {
-                    let available = this.buffered().map_or(0, |b| b.len());
-                    if available > 0 {
-                        let Some(buf) = this.buffered() else {
-                            return Poll::Ready(None);
-                        };
-                        let data = buf.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    if ready!(this.poll_fill(cx))? == 0 {
-                        this.framing = Framing::Done;
+                Ok(Decoded::More) => {
+                    if ready!(conn.poll_fill(cx))? == 0 {
                         this.conn = None;
-                        return Poll::Ready(None);
+                        return Poll::Ready(if this.framing.at_eof() {
+                            None
+                        } else {
+                            Some(Err(cut_off()))
+                        });
                     }
                 }
-                Framing::Chunked(state) => {
-                    let Some(buf) = this.buffered() else {
-                        return Poll::Ready(None);
-                    };
-                    let line = match state {
-                        Chunk::DataEnd if buf.len() >= 2 => {
-                            if &buf[..2] != b"\r\n" {
-                                return Poll::Ready(Some(Err(invalid_chunk())));
-                            }
-                            buf.advance(2);
-                            this.framing = Framing::Chunked(Chunk::Size);
-                            continue;
-                        }
-                        Chunk::DataEnd => None,
-                        _ => take_line(buf)?,
-                    };
-                    let Some(line) = line else {
-                        if ready!(this.poll_fill(cx))? == 0 {
-                            this.framing = Framing::Done;
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(cut_off())));
-                        }
-                        continue;
-                    };
-                    match state {
-                        Chunk::Size => {
-                            let digits = line.split(|b| *b == b';').next().unwrap_or(&[]);
-                            let size = std::str::from_utf8(digits)
-                                .ok()
-                                .map(str::trim)
-                                .filter(|d| !d.is_empty() && d.len() <= 15)
-                                .and_then(|d| u64::from_str_radix(d, 16).ok())
-                                .ok_or_else(invalid_chunk)?;
-                            this.framing = Framing::Chunked(if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            });
-                        }
-                        Chunk::Trailers if line.is_empty() => {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        // Trailer fields are dropped.
-                        _ => {}
-                    }
+                Err(reason) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(invalid_body(reason))));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done | Framing::Length(0))
+        self.framing.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -852,6 +717,7 @@ mod tests {
                 &Method::GET,
                 "/a?b=%2F",
                 &HeaderMap::new(),
+                &[],
                 full(Bytes::new()),
             )
             .await
@@ -859,7 +725,7 @@ mod tests {
         assert_eq!(r.status(), 200);
         assert_eq!(body_of(r).await, "hello world");
         let r = pool
-            .send(&Method::PUT, "/b", &HeaderMap::new(), full("{}"))
+            .send(&Method::PUT, "/b", &HeaderMap::new(), &[], full("{}"))
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
@@ -881,14 +747,25 @@ mod tests {
         .await;
         let pool = pool(addr);
         let r = pool
-            .send(&Method::POST, "/x", &HeaderMap::new(), full("1"))
+            .send(&Method::POST, "/x", &HeaderMap::new(), &[], full("1"))
             .await
             .unwrap();
         assert_eq!(body_of(r).await, "abc");
-        let r = pool
-            .send(&Method::HEAD, "/x", &HeaderMap::new(), full(Bytes::new()))
+        let mut r = pool
+            .send(
+                &Method::HEAD,
+                "/x",
+                &HeaderMap::new(),
+                &[],
+                full(Bytes::new()),
+            )
             .await
             .unwrap();
+        assert_eq!(
+            r.extensions().get::<RawFields>().unwrap().content_length,
+            Some(1000)
+        );
+        materialize(&mut r);
         assert_eq!(r.headers()["content-length"], "1000");
         assert!(body_of(r).await.is_empty());
         server.await.unwrap();
@@ -906,10 +783,20 @@ mod tests {
         ])
         .await;
         let pool = pool(addr);
-        let r = pool
-            .send(&Method::GET, "/a", &HeaderMap::new(), full(Bytes::new()))
+        let mut r = pool
+            .send(
+                &Method::GET,
+                "/a",
+                &HeaderMap::new(),
+                &[],
+                full(Bytes::new()),
+            )
             .await
             .unwrap();
+        let raw = r.extensions().get::<RawFields>().unwrap();
+        assert_eq!(&raw.block[..], b"set-cookie: a\r\nset-cookie: b\r\n");
+        assert_eq!(raw.content_length, None);
+        materialize(&mut r);
         let mut names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, vec!["set-cookie"]);
@@ -917,10 +804,17 @@ mod tests {
         assert_eq!(cookies, vec!["a", "b"]);
         assert_eq!(body_of(r).await, "ok");
         // The chunked answer ended cleanly, so the same connection serves the next request.
-        let r = pool
-            .send(&Method::GET, "/b", &HeaderMap::new(), full(Bytes::new()))
+        let mut r = pool
+            .send(
+                &Method::GET,
+                "/b",
+                &HeaderMap::new(),
+                &[],
+                full(Bytes::new()),
+            )
             .await
             .unwrap();
+        materialize(&mut r);
         assert_eq!(r.version(), Version::HTTP_10);
         assert_eq!(r.headers()["content-type"], "text/plain");
         drop(r);
@@ -942,7 +836,13 @@ mod tests {
         ] {
             let (addr, _server) = serve_canned(vec![canned]).await;
             let err = pool(addr)
-                .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+                .send(
+                    &Method::GET,
+                    "/",
+                    &HeaderMap::new(),
+                    &[],
+                    full(Bytes::new()),
+                )
                 .await
                 .unwrap_err();
             assert!(matches!(err, UpstreamError::Invalid(_)), "{err}");
@@ -978,19 +878,31 @@ mod tests {
         });
         let pool = pool(addr);
         let r = pool
-            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .send(
+                &Method::GET,
+                "/",
+                &HeaderMap::new(),
+                &[],
+                full(Bytes::new()),
+            )
             .await
             .unwrap();
         assert_eq!(body_of(r).await, "1");
         tokio::time::sleep(Duration::from_millis(50)).await;
         let r = pool
-            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .send(
+                &Method::GET,
+                "/",
+                &HeaderMap::new(),
+                &[],
+                full(Bytes::new()),
+            )
             .await
             .unwrap();
         assert_eq!(body_of(r).await, "2");
         tokio::time::sleep(Duration::from_millis(50)).await;
         let r = pool
-            .send(&Method::POST, "/once", &HeaderMap::new(), full("{}"))
+            .send(&Method::POST, "/once", &HeaderMap::new(), &[], full("{}"))
             .await
             .unwrap();
         assert_eq!(body_of(r).await, "3");
@@ -1007,7 +919,13 @@ mod tests {
         });
         let (addr, _server) = serve_canned(vec![big.as_slice()]).await;
         let r = pool(addr)
-            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .send(
+                &Method::GET,
+                "/",
+                &HeaderMap::new(),
+                &[],
+                full(Bytes::new()),
+            )
             .await
             .unwrap();
         assert_eq!(r.body().size_hint().exact(), Some(200_000));
@@ -1018,7 +936,13 @@ mod tests {
         ])
         .await;
         let r = pool(addr)
-            .send(&Method::GET, "/", &HeaderMap::new(), full(Bytes::new()))
+            .send(
+                &Method::GET,
+                "/",
+                &HeaderMap::new(),
+                &[],
+                full(Bytes::new()),
+            )
             .await
             .unwrap_err();
         assert!(matches!(r, UpstreamError::Invalid(_)), "{r}");

@@ -1397,6 +1397,192 @@ async fn tls_listener_serves_https() {
     assert_eq!(body["headers"]["x-forwarded-proto"], "https");
 }
 
+/// One raw HTTP/1.x exchange: write `bytes`, then read until `answers` complete answers (all
+/// with `content-length`) arrived or the server closed. Returns what was read and whether the
+/// server closed the connection.
+async fn raw_exchange(
+    stream: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    answers: usize,
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let complete = |got: &[u8]| {
+        let text = String::from_utf8_lossy(got);
+        let mut rest = &text[..];
+        let mut n = 0;
+        while let Some(end) = rest.find("\r\n\r\n") {
+            let head = rest[..end].to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let body_start = end + 4;
+            if rest.len() < body_start + len || head.starts_with("http/1.1 100") && len != 0 {
+                break;
+            }
+            if !head.starts_with("http/1.1 100") {
+                n += 1;
+            }
+            rest = &rest[body_start + len..];
+        }
+        n
+    };
+    let mut closed = false;
+    while complete(&got) < answers {
+        match tokio::time::timeout(WAIT, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!(
+                "no answer within {WAIT:?}: {}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let h = start().await;
+    let mut stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let two = b"GET /_matrix/client/v3/sync?n=1 HTTP/1.1\r\nhost: hs1.test\r\n\r\n\
+                PUT /_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.room.message/t1 HTTP/1.1\r\n\
+                host: hs1.test\r\ncontent-length: 2\r\n\r\n{}";
+    let (text, closed) = raw_exchange(&mut stream, two, 2).await;
+    assert!(!closed, "{text}");
+    let first = text.find("sync?n=1").expect("first answer");
+    let second = text.find("send/m.room.message/t1").expect("second answer");
+    assert!(first < second, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    // Still open for a third.
+    let (text, _) = raw_exchange(
+        &mut stream,
+        b"GET /_matrix/client/versions HTTP/1.1\r\nhost: hs1.test\r\n\r\n",
+        1,
+    )
+    .await;
+    assert!(text.contains("v1.11") && !text.contains("v1.12"), "{text}");
+}
+
+#[tokio::test]
+async fn http10_clients_get_their_connection_closed_unless_they_ask_to_keep_it() {
+    let h = start().await;
+    let mut stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (text, closed) = raw_exchange(
+        &mut stream,
+        b"GET /_matrix/client/v3/sync HTTP/1.0\r\nhost: hs1.test\r\nconnection: keep-alive\r\n\r\n",
+        1,
+    )
+    .await;
+    assert!(
+        !closed && text.contains("connection: keep-alive\r\n"),
+        "{text}"
+    );
+    let (text, _) = raw_exchange(
+        &mut stream,
+        b"GET /_matrix/client/v3/sync HTTP/1.0\r\nhost: hs1.test\r\n\r\n",
+        1,
+    )
+    .await;
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut stream, &mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "server kept an HTTP/1.0 connection open");
+}
+
+#[tokio::test]
+async fn expect_continue_and_chunked_request_bodies_reach_the_homeserver() {
+    let h = start().await;
+    let mut stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let head = b"PUT /_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.room.message/t2 HTTP/1.1\r\n\
+                 host: hs1.test\r\nauthorization: Bearer tok-alice\r\ncontent-length: 15\r\n\
+                 expect: 100-continue\r\n\r\n";
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(head).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let (text, _) = raw_exchange(&mut stream, br#"{"body":"late"}"#, 1).await;
+    assert!(text.contains(r#"\"body\":\"late\""#), "{text}");
+    assert!(
+        !text.contains("expect"),
+        "Expect reached the homeserver: {text}"
+    );
+    // A chunked body of a rule-checked endpoint is decoded before the rules see it.
+    let chunked = b"PUT /_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.room.message/t3 HTTP/1.1\r\n\
+                    host: hs1.test\r\nauthorization: Bearer tok-alice\r\ntransfer-encoding: chunked\r\n\r\n\
+                    7\r\n{\"body\"\r\n9;x=y\r\n:\"split\"}\r\n0\r\n\r\n";
+    let (text, closed) = raw_exchange(&mut stream, chunked, 1).await;
+    assert!(!closed, "{text}");
+    assert!(text.contains(r#"\"body\":\"split\""#), "{text}");
+    assert!(!text.contains("transfer-encoding\":"), "{text}");
+}
+
+#[tokio::test]
+async fn http2_is_served_with_prior_knowledge_and_http1_over_tls() {
+    let h = start().await;
+    let stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get(format!("http://{}/_matrix/client/v3/sync?h2=1", h.addr))
+        .body(full(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["target"], "/_matrix/client/v3/sync?h2=1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let h = start_with(|c| {
+        c.inbound.tls = Some(timproxy::config::TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        })
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", h.addr)
+        .http1_only()
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/_matrix/client/v3/sync", h.addr.port());
+    for _ in 0..3 {
+        let response = tokio::time::timeout(WAIT, client.get(&url).send())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_11);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+    }
+}
+
 const SUPPORT_DOC: &str = r#"{"contacts":[{"matrix_id":"@admin:hs1.test","role":"m.role.admin"}],"support_page":"https://hs1.test/help"}"#;
 
 fn registration_service_is_upstream(c: &mut Config) {

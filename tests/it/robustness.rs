@@ -154,9 +154,9 @@ impl Answer {
         status_ok && errcode.is_some_and(|c| c.starts_with("M_"))
     }
 
-    /// hyper's own answer to an unparsable head: no body, connection closed.
-    fn is_clean_parse_failure(&self) -> bool {
-        self.closed && self.body.is_empty() && self.status.is_none_or(|s| (400..500).contains(&s))
+    /// The answer to an unparsable head: a 4xx Matrix error, and the connection closed.
+    fn is_refusal(&self) -> bool {
+        self.closed && self.is_matrix_error() && self.status.is_some_and(|s| s < 500)
     }
 }
 
@@ -267,10 +267,8 @@ enum Expect {
     Error(u16, &'static str),
     /// Any 4xx/5xx with Matrix error JSON.
     AnyError,
-    /// HTTP parsing failed: the connection is closed, at most after a bodyless 4xx status line.
-    Closed,
-    /// Either of the two above (which one depends on where the parser gives up).
-    ErrorOrClosed,
+    /// HTTP parsing failed: a 4xx with Matrix error JSON, then the connection is closed.
+    Refused,
     /// Not the proxy's to judge: forwarded to the homeserver (the fake answers 200). The proxy
     /// matches raw paths and checks only the X-Matrix origin; decoding parameters and verifying
     /// signatures is the homeserver's job.
@@ -367,29 +365,32 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     };
     vec![
         // Request lines.
-        ("garbage request line", b"HELLO\r\n\r\n".to_vec(), Expect::Closed),
-        ("binary noise", vec![0u8, 159, 146, 150, 255, 13, 10, 13, 10], Expect::Closed),
-        ("missing version", b"GET /_matrix/client/versions\r\n\r\n".to_vec(), Expect::Closed),
-        ("bad version", b"GET / HTTP/9.9\r\nhost: a\r\n\r\n".to_vec(), Expect::Closed),
-        ("space in target", b"GET /a b HTTP/1.1\r\nhost: a\r\n\r\n".to_vec(), Expect::Closed),
-        ("bad method token", b"G(T / HTTP/1.1\r\nhost: a\r\n\r\n".to_vec(), Expect::Closed),
-        ("absurd content-length", b"POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: a\r\ncontent-length: 99999999999999999999999\r\n\r\n".to_vec(), Expect::Closed),
-        ("two content-lengths", b"POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n{}".to_vec(), Expect::Closed),
+        ("garbage request line", b"HELLO\r\n\r\n".to_vec(), Expect::Refused),
+        ("binary noise", vec![0u8, 159, 146, 150, 255, 13, 10, 13, 10], Expect::Refused),
+        ("missing version", b"GET /_matrix/client/versions\r\n\r\n".to_vec(), Expect::Refused),
+        ("bad version", b"GET / HTTP/9.9\r\nhost: a\r\n\r\n".to_vec(), Expect::Refused),
+        ("space in target", b"GET /a b HTTP/1.1\r\nhost: a\r\n\r\n".to_vec(), Expect::Refused),
+        ("bad method token", b"G(T / HTTP/1.1\r\nhost: a\r\n\r\n".to_vec(), Expect::Refused),
+        ("absurd content-length", b"POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: a\r\ncontent-length: 99999999999999999999999\r\n\r\n".to_vec(), Expect::Refused),
+        ("content-length beside chunked", b"POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), Expect::Refused),
+        ("transfer coding other than chunked", b"POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\n\r\n".to_vec(), Expect::Refused),
+        ("unknown expectation", b"GET /_matrix/client/versions HTTP/1.1\r\nhost: a\r\nexpect: magic\r\n\r\n".to_vec(), Expect::Error(417, "M_UNKNOWN")),
+        ("two content-lengths", b"POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n{}".to_vec(), Expect::Refused),
         // Headers.
-        ("header without colon", b"GET /_matrix/client/versions HTTP/1.1\r\nhost a\r\n\r\n".to_vec(), Expect::Closed),
-        ("header name with NUL", b"GET /_matrix/client/versions HTTP/1.1\r\nx\0y: 1\r\n\r\n".to_vec(), Expect::Closed),
-        ("header value with bare CR", b"GET /_matrix/client/versions HTTP/1.1\r\nx: a\rb\r\n\r\n".to_vec(), Expect::Closed),
-        ("500 headers", many_headers, Expect::Closed),
-        ("1 MiB header", request("GET", b"/_matrix/client/versions", &[("x-big", &huge_header_value)], b""), Expect::Closed),
+        ("header without colon", b"GET /_matrix/client/versions HTTP/1.1\r\nhost a\r\n\r\n".to_vec(), Expect::Refused),
+        ("header name with NUL", b"GET /_matrix/client/versions HTTP/1.1\r\nx\0y: 1\r\n\r\n".to_vec(), Expect::Refused),
+        ("header value with bare CR", b"GET /_matrix/client/versions HTTP/1.1\r\nx: a\rb\r\n\r\n".to_vec(), Expect::Refused),
+        ("500 headers", many_headers, Expect::Refused),
+        ("1 MiB header", request("GET", b"/_matrix/client/versions", &[("x-big", &huge_header_value)], b""), Expect::Refused),
         ("100 KiB auth header on createRoom", request("POST", CREATE_ROOM.as_bytes(), &[("authorization", &big_header_value)], b"{}"), Expect::AnyError),
         ("non-ASCII bearer token", request("POST", CREATE_ROOM.as_bytes(), &[("authorization", "Bearer tök\u{00ff}".as_bytes())], b"{}"), Expect::AnyError),
         // Paths.
         ("bad percent-encoding in room id", authed("POST", "/_matrix/client/v3/rooms/%ZZroom%3/invite", b"{\"user_id\":\"@b:hs1.test\"}"), Expect::AnyError),
         ("truncated percent-encoding", authed("PUT", "/_matrix/client/v3/rooms/%21r%3Ahs1.test/state/m.room.join_rules/%", b"{}"), Expect::Forwarded),
         ("encoded NUL and slash in path", authed("POST", "/_matrix/client/v3/rooms/%00%2F%2e%2e/invite", b"{\"user_id\":\"@b:hs1.test\"}"), Expect::AnyError),
-        ("invalid UTF-8 in path", request("GET", b"/_matrix/client/v3/rooms/\xff\xfe/members", &[], b""), Expect::ErrorOrClosed),
+        ("invalid UTF-8 in path", request("GET", b"/_matrix/client/v3/rooms/\xff\xfe/members", &[], b""), Expect::AnyError),
         ("percent-encoded invalid UTF-8 in path", authed("POST", "/_matrix/client/v3/rooms/%FF%FE/invite", b"{\"user_id\":\"@b:hs1.test\"}"), Expect::AnyError),
-        ("unknown endpoint", authed("GET", "/_matrix/client/v3/nonsense/%%%", b""), Expect::ErrorOrClosed),
+        ("unknown endpoint", authed("GET", "/_matrix/client/v3/nonsense/%%%", b""), Expect::AnyError),
         ("dot segments", authed("GET", "/_matrix/client/v3/../../etc/passwd", b""), Expect::AnyError),
         ("empty segment", authed("POST", "/_matrix/client/v3/rooms//invite", b"{}"), Expect::Error(404, "M_UNRECOGNIZED")),
         // Bodies on rule-read endpoints.
@@ -447,8 +448,7 @@ async fn malformed_input_gets_matrix_errors_or_a_clean_close() {
                 answer.status == Some(status) && answer.json()["errcode"] == code
             }
             Expect::AnyError => answer.is_matrix_error(),
-            Expect::Closed => answer.is_clean_parse_failure(),
-            Expect::ErrorOrClosed => answer.is_matrix_error() || answer.is_clean_parse_failure(),
+            Expect::Refused => answer.is_refusal(),
             Expect::Forwarded => answer.status == Some(200) && answer.json()["ok"] == true,
         };
         // A hang shows up as neither an answer nor a close within WAIT.

@@ -1,0 +1,338 @@
+//! The inbound listener's HTTP/1.1 server.
+//!
+//! Why not a general-purpose server: on the proxied hot path the server's own machinery (a
+//! dispatcher between connection and service, its buffers and header encoding) cost as many
+//! instructions as the rules and the forwarding together. This one does only what a reverse
+//! proxy in front of a homeserver needs, in the connection's task: read a head, hand the request
+//! to [`super::handle`], write the answer, repeat. Bodies up to
+//! [`super::upstream::BUFFERED_BODY_MAX`] are read before the request is handled (the rules and
+//! the homeserver get them in one piece); larger and chunked ones stream through
+//! [`body::feed`]. Connections that open with the HTTP/2 preface are handed back to the caller.
+//!
+//! Timeouts: the first request head must arrive within `inbound.header_read_timeout`; a
+//! kept-alive connection may idle for [`KEEP_ALIVE_TIMEOUT`], after which the next head must
+//! again complete within `header_read_timeout` of its first bytes; a body must keep coming
+//! (each read within `header_read_timeout`).
+
+mod body;
+mod request;
+mod response;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::InboundState;
+use super::forward::{self, Deadline, Peer};
+use super::framing::Framing;
+use super::upstream::BUFFERED_BODY_MAX;
+use crate::error::MatrixError;
+use body::FeedEnd;
+use request::{Parsed, RequestHead};
+use response::Reply;
+
+/// How long a kept-alive connection may wait for its next request.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Read granularity; also the buffer an idle connection holds.
+const READ_CHUNK: usize = 8 * 1024;
+/// How long a connection closed with input unread goes on reading (and dropping) it.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much it reads at most meanwhile.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Read more of the connection into `buf`; `Ok(0)` at end of stream.
+pub(crate) async fn read_more<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+    std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await
+}
+
+/// Why waiting for a request head ended without one.
+enum Idle {
+    TimedOut,
+    Draining,
+    Failed,
+}
+
+/// One connection's state between requests.
+struct Connection<'c, I> {
+    io: I,
+    buf: BytesMut,
+    out: Vec<u8>,
+    state: &'c Arc<InboundState>,
+    drain: watch::Receiver<bool>,
+    draining: bool,
+    /// One timer per connection, re-armed only when it fires or must fire earlier: arming a
+    /// timer per request cost more than reading the request.
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
+    /// Wait for more bytes until `deadline`.
+    async fn read_until(&mut self, deadline: Instant) -> Result<usize, Idle> {
+        if self.timer.deadline() > deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                read = read_more(&mut self.io, &mut self.buf) => {
+                    return read.map_err(|_| Idle::Failed);
+                }
+                () = self.timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return Err(Idle::TimedOut);
+                    }
+                    self.timer.as_mut().reset(deadline);
+                }
+                changed = self.drain.changed(), if !self.draining => {
+                    self.draining = true;
+                    if changed.is_err() || self.buf.is_empty() {
+                        return Err(Idle::Draining);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next request head: complete, malformed, or none.
+    async fn next_head(
+        &mut self,
+        idle_deadline: Instant,
+        header_timeout: Duration,
+    ) -> Result<Result<RequestHead, MatrixError>, Option<Bytes>> {
+        let mut deadline = idle_deadline;
+        let mut started = false;
+        loop {
+            match request::parse(&mut self.buf) {
+                Ok(Parsed::Head(head)) => return Ok(Ok(head)),
+                Ok(Parsed::H2) => return Err(Some(self.buf.split().freeze())),
+                Ok(Parsed::Partial) => {}
+                Err(err) => return Ok(Err(err)),
+            }
+            if self.draining && self.buf.is_empty() {
+                return Err(None);
+            }
+            // Once a head has begun, all of it must arrive within the header timeout.
+            if !started && !self.buf.is_empty() {
+                started = true;
+                deadline = deadline.min(Instant::now() + header_timeout);
+            }
+            match self.read_until(deadline).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn reject(&mut self, err: &MatrixError) {
+        self.state.metrics.reject(super::LISTENER, err.rule);
+        tracing::debug!(rule = err.rule, status = err.status.as_u16(), error = %err.error, "malformed request");
+        let reply = Reply {
+            head_request: false,
+            version: http::Version::HTTP_11,
+            keep_alive: false,
+        };
+        let _ = response::write(
+            &mut self.io,
+            &mut self.out,
+            forward::error_response(err),
+            reply,
+        )
+        .await;
+        self.close(true).await;
+    }
+
+    /// Close the connection. With input still unread (a refused head, a body the handler did
+    /// not take), it is read and dropped for a moment first: closing a socket with unread input
+    /// resets the connection, and the reset can destroy the answer before the client reads it.
+    async fn close(&mut self, unread_input: bool) {
+        let _ = self.io.shutdown().await;
+        if !unread_input {
+            return;
+        }
+        let until = Instant::now() + LINGER;
+        let mut dropped = 0usize;
+        while dropped < LINGER_BYTES {
+            self.buf.clear();
+            match tokio::time::timeout_at(until, read_more(&mut self.io, &mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => dropped += n,
+                _ => return,
+            }
+        }
+    }
+
+    async fn send_continue(&mut self) -> io::Result<()> {
+        self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        self.io.flush().await
+    }
+}
+
+/// Serve HTTP/1.x on `io` until the client or the server closes the connection. Returns the
+/// connection and the bytes read so far when the client turns out to speak HTTP/2.
+pub(crate) async fn serve<I>(
+    io: I,
+    state: &Arc<InboundState>,
+    peer: &Peer,
+    drain: watch::Receiver<bool>,
+) -> Option<(I, Bytes)>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let header_timeout = state.config.inbound.header_read_timeout;
+    let draining = *drain.borrow();
+    let mut conn = Connection {
+        io,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::new(),
+        state,
+        draining,
+        drain,
+        timer: Box::pin(tokio::time::sleep(header_timeout)),
+    };
+    let mut idle_deadline = conn.timer.deadline();
+    loop {
+        let head = match conn.next_head(idle_deadline, header_timeout).await {
+            Ok(Ok(head)) => head,
+            Ok(Err(err)) => {
+                conn.reject(&err).await;
+                return None;
+            }
+            Err(Some(preface)) => return Some((conn.io, preface)),
+            Err(None) => {
+                conn.close(false).await;
+                return None;
+            }
+        };
+        // Read the body as framed, handle the request, write the answer. A block rather than
+        // a function of its own: each nested future is copied into its caller's when first
+        // awaited, and this one holds the handler's.
+        let next: io::Result<Next> = 'request: {
+            let RequestHead {
+                parts,
+                framing,
+                keep_alive,
+                expect_continue,
+            } = head;
+            let reply = Reply {
+                head_request: parts.method == Method::HEAD,
+                version: parts.version,
+                keep_alive,
+            };
+            let mut streamed = None;
+            let body = match framing {
+                Framing::Length(0) => forward::empty(),
+                Framing::Length(n) if n <= BUFFERED_BODY_MAX => {
+                    let len = usize::try_from(n).unwrap_or(usize::MAX);
+                    if expect_continue
+                        && conn.buf.len() < len
+                        && let Err(e) = conn.send_continue().await
+                    {
+                        break 'request Err(e);
+                    }
+                    while conn.buf.len() < len {
+                        let deadline = Instant::now() + header_timeout;
+                        match conn.read_until(deadline).await {
+                            Ok(0) | Err(_) => {
+                                break 'request Ok(Next::Close {
+                                    unread_input: false,
+                                });
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                    forward::full(conn.buf.split_to(len).freeze())
+                }
+                framing => {
+                    if expect_continue && let Err(e) = conn.send_continue().await {
+                        break 'request Err(e);
+                    }
+                    let (tx, rx) = body::channel(framing);
+                    streamed = Some((framing, tx));
+                    rx.boxed_unsync()
+                }
+            };
+            // Not boxed: allocating and copying the handler's future (a few KiB) per request cost
+            // more than its slot costs an idle connection (see `BENCHMARKS.md`, memory).
+            let deadline = Deadline::Lent {
+                at: conn.state.forwarder.deadline_from(Instant::now()),
+                timer: conn.timer.as_mut(),
+            };
+            let mut handler = std::pin::pin!(super::handle(
+                conn.state.clone(),
+                Request::from_parts(parts, body),
+                peer,
+                deadline,
+            ));
+            let (response, fed) = match streamed {
+                None => (handler.await, FeedEnd::Complete),
+                Some((framing, tx)) => {
+                    let mut feed = std::pin::pin!(body::feed(
+                        &mut conn.io,
+                        &mut conn.buf,
+                        framing,
+                        tx,
+                        header_timeout
+                    ));
+                    let mut fed = None;
+                    let response = std::future::poll_fn(|cx| {
+                        if fed.is_none()
+                            && let Poll::Ready(end) = feed.as_mut().poll(cx)
+                        {
+                            fed = Some(end);
+                        }
+                        handler.as_mut().poll(cx)
+                    })
+                    .await;
+                    (response, fed.unwrap_or(FeedEnd::Abandoned))
+                }
+            };
+            if conn.drain.has_changed().unwrap_or(true) {
+                conn.draining = true;
+            }
+            let reply = Reply {
+                keep_alive: reply.keep_alive && fed == FeedEnd::Complete && !conn.draining,
+                ..reply
+            };
+            match response::write(&mut conn.io, &mut conn.out, response, reply).await {
+                Ok(true) => Ok(Next::KeepAlive),
+                Ok(false) => Ok(Next::Close {
+                    unread_input: fed == FeedEnd::Abandoned,
+                }),
+                Err(e) => Err(e),
+            }
+        };
+        match next {
+            Ok(Next::KeepAlive) => {}
+            Ok(Next::Close { unread_input }) => {
+                conn.close(unread_input).await;
+                return None;
+            }
+            Err(_) => {
+                conn.close(false).await;
+                return None;
+            }
+        }
+        idle_deadline = Instant::now() + KEEP_ALIVE_TIMEOUT;
+    }
+}
+
+/// What becomes of the connection after an answer.
+enum Next {
+    KeepAlive,
+    Close { unread_input: bool },
+}

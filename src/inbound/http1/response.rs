@@ -1,0 +1,320 @@
+//! Writing answers to the client: the head is encoded straight from the response parts into
+//! one buffer, and a body that is already complete joins it, so a typical answer leaves in a
+//! single write.
+
+use std::cell::RefCell;
+use std::io;
+
+use futures_util::FutureExt;
+use http::{Response, StatusCode, Version, header};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::inbound::forward::Body;
+use crate::inbound::framing::parse_decimal;
+use crate::inbound::upstream::RawFields;
+
+/// Body bytes gathered before a write; larger bodies go out in pieces of about this size.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What the answer must respect from its request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reply {
+    pub head_request: bool,
+    pub version: Version,
+    pub keep_alive: bool,
+}
+
+/// How the answer body is delimited on the wire.
+enum Delimit {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// An HTTP-date for answers made here (the homeserver's answers carry their own); formatted
+/// once per second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let now = time::OffsetDateTime::now_utc();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != now.unix_timestamp() {
+            last.1 = now.format(FORMAT).unwrap_or_default();
+            last.0 = now.unix_timestamp();
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(last.1.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// Write `response`; `Ok(true)` when the connection can carry another request.
+pub(crate) async fn write<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    response: Response<Body>,
+    reply: Reply,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let mut keep_alive = reply.keep_alive;
+    let raw = parts.extensions.get::<RawFields>();
+    let declared = match raw {
+        Some(raw) => raw.content_length,
+        None => parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| parse_decimal(v.as_bytes().trim_ascii())),
+    };
+    let bodiless = reply.head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let delimit = if bodiless {
+        Delimit::None
+    } else if let Some(n) = declared {
+        Delimit::Length(n)
+    } else if let Some(n) = http_body::Body::size_hint(&body).exact() {
+        Delimit::Length(n)
+    } else if reply.version == Version::HTTP_11 {
+        Delimit::Chunked
+    } else {
+        keep_alive = false;
+        Delimit::Close
+    };
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    if let Some(raw) = raw {
+        out.extend_from_slice(&raw.block);
+        has_date = raw.has_date;
+    }
+    for (name, value) in &parts.headers {
+        // Framing and persistence are this hop's to set.
+        if *name == header::TRANSFER_ENCODING || *name == header::CONNECTION {
+            continue;
+        }
+        has_date |= *name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match delimit {
+        Delimit::Length(n) if declared.is_none() => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !has_date {
+        push_date(out);
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if reply.version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if matches!(delimit, Delimit::None) {
+        io.write_all(out).await?;
+        io.flush().await?;
+        return Ok(keep_alive);
+    }
+    let chunked = matches!(delimit, Delimit::Chunked);
+    let mut sent: u64 = 0;
+    loop {
+        // Whatever is ready joins the pending bytes; they leave when the body has to wait.
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                io.write_all(out).await?;
+                io.flush().await?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+            // The answer broke off: the client can only learn it from the connection closing.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "answer body broke off");
+                io.write_all(out).await?;
+                return Ok(false);
+            }
+        };
+        sent = sent.saturating_add(data.len() as u64);
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() >= WRITE_BATCH {
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_BATCH {
+            io.write_all(out).await?;
+            out.clear();
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    if out.capacity() > WRITE_BATCH {
+        *out = Vec::new();
+    }
+    // A body shorter or longer than announced leaves the client unable to find the next
+    // answer: close instead.
+    if let Delimit::Length(n) = delimit
+        && n != sent
+    {
+        return Ok(false);
+    }
+    Ok(keep_alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbound::forward::full;
+
+    async fn written(response: Response<Body>, reply: Reply) -> (String, bool) {
+        let mut wire = Vec::new();
+        let mut out = Vec::new();
+        let keep = write(&mut wire, &mut out, response, reply).await.unwrap();
+        (String::from_utf8(wire).unwrap(), keep)
+    }
+
+    const KEEP_11: Reply = Reply {
+        head_request: false,
+        version: Version::HTTP_11,
+        keep_alive: true,
+    };
+
+    #[tokio::test]
+    async fn complete_bodies_get_a_length_and_a_date() {
+        let mut response = Response::new(full("{}"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let (wire, keep) = written(response, KEEP_11).await;
+        assert!(keep);
+        assert!(wire.starts_with("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"));
+        assert!(wire.contains("content-length: 2\r\n"), "{wire}");
+        assert!(
+            wire.contains("\r\ndate: ") && wire.ends_with(" GMT\r\n\r\n{}"),
+            "{wire}"
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_without_length_are_chunked_or_closed() {
+        let stream = |parts: Vec<&'static str>| {
+            let frames = parts.into_iter().map(|p| {
+                Ok::<_, crate::inbound::forward::BoxError>(http_body::Frame::data(p.into()))
+            });
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+        };
+        let (wire, keep) = written(Response::new(stream(vec!["ab", "", "cde"])), KEEP_11).await;
+        assert!(keep);
+        assert!(wire.contains("transfer-encoding: chunked\r\n"), "{wire}");
+        assert!(
+            wire.ends_with("\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"),
+            "{wire}"
+        );
+        let old = Reply {
+            version: Version::HTTP_10,
+            ..KEEP_11
+        };
+        let (wire, keep) = written(Response::new(stream(vec!["ab"])), old).await;
+        assert!(!keep);
+        assert!(wire.contains("connection: close\r\n") && wire.ends_with("\r\n\r\nab"));
+    }
+
+    #[tokio::test]
+    async fn head_answers_keep_their_length_but_send_no_body() {
+        let mut response = Response::new(full("ignored"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, "1000".parse().unwrap());
+        response.headers_mut().insert(
+            header::DATE,
+            "Sat, 28 Nov 2026 10:00:00 GMT".parse().unwrap(),
+        );
+        let reply = Reply {
+            head_request: true,
+            ..KEEP_11
+        };
+        let (wire, keep) = written(response, reply).await;
+        assert!(keep);
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\ndate: Sat, 28 Nov 2026 10:00:00 GMT\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn raw_answer_fields_are_written_as_received() {
+        let mut response = Response::new(full("hello"));
+        response.extensions_mut().insert(RawFields {
+            block: "Content-Type: text/plain\r\nDate: Sat, 28 Nov 2026 10:00:00 GMT\r\nContent-Length: 5\r\n".into(),
+            content_length: Some(5),
+            has_date: true,
+        });
+        let (wire, keep) = written(response, KEEP_11).await;
+        assert!(keep);
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Sat, 28 Nov 2026 10:00:00 GMT\r\nContent-Length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_announced_closes_the_connection() {
+        let mut response = Response::new(full("abc"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, "10".parse().unwrap());
+        let (_, keep) = written(response, KEEP_11).await;
+        assert!(!keep);
+    }
+}
