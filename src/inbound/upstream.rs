@@ -700,6 +700,20 @@ mod tests {
         UpstreamPool::new(addr, 4, Duration::from_secs(60), Duration::from_secs(5))
     }
 
+    async fn try_send(
+        pool: &UpstreamPool,
+        method: Method,
+        target: &str,
+        body: Body,
+    ) -> Result<Response<Body>, UpstreamError> {
+        pool.send(&method, target, &HeaderMap::new(), &[], body)
+            .await
+    }
+
+    async fn send(pool: &UpstreamPool, method: Method, target: &str, body: Body) -> Response<Body> {
+        try_send(pool, method, target, body).await.unwrap()
+    }
+
     async fn body_of(response: Response<Body>) -> Bytes {
         response.into_body().collect().await.unwrap().to_bytes()
     }
@@ -712,22 +726,10 @@ mod tests {
         ])
         .await;
         let pool = pool(addr);
-        let r = pool
-            .send(
-                &Method::GET,
-                "/a?b=%2F",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
-            .await
-            .unwrap();
+        let r = send(&pool, Method::GET, "/a?b=%2F", full(Bytes::new())).await;
         assert_eq!(r.status(), 200);
         assert_eq!(body_of(r).await, "hello world");
-        let r = pool
-            .send(&Method::PUT, "/b", &HeaderMap::new(), &[], full("{}"))
-            .await
-            .unwrap();
+        let r = send(&pool, Method::PUT, "/b", full("{}")).await;
         assert_eq!(r.status(), 201);
         assert_eq!(body_of(r).await, "ok");
         let seen = String::from_utf8(server.await.unwrap()).unwrap();
@@ -746,21 +748,9 @@ mod tests {
         ])
         .await;
         let pool = pool(addr);
-        let r = pool
-            .send(&Method::POST, "/x", &HeaderMap::new(), &[], full("1"))
-            .await
-            .unwrap();
+        let r = send(&pool, Method::POST, "/x", full("1")).await;
         assert_eq!(body_of(r).await, "abc");
-        let mut r = pool
-            .send(
-                &Method::HEAD,
-                "/x",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
-            .await
-            .unwrap();
+        let mut r = send(&pool, Method::HEAD, "/x", full(Bytes::new())).await;
         assert_eq!(
             r.extensions().get::<RawFields>().unwrap().content_length,
             Some(1000)
@@ -783,16 +773,7 @@ mod tests {
         ])
         .await;
         let pool = pool(addr);
-        let mut r = pool
-            .send(
-                &Method::GET,
-                "/a",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
-            .await
-            .unwrap();
+        let mut r = send(&pool, Method::GET, "/a", full(Bytes::new())).await;
         let raw = r.extensions().get::<RawFields>().unwrap();
         assert_eq!(&raw.block[..], b"set-cookie: a\r\nset-cookie: b\r\n");
         assert_eq!(raw.content_length, None);
@@ -804,16 +785,7 @@ mod tests {
         assert_eq!(cookies, vec!["a", "b"]);
         assert_eq!(body_of(r).await, "ok");
         // The chunked answer ended cleanly, so the same connection serves the next request.
-        let mut r = pool
-            .send(
-                &Method::GET,
-                "/b",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
-            .await
-            .unwrap();
+        let mut r = send(&pool, Method::GET, "/b", full(Bytes::new())).await;
         materialize(&mut r);
         assert_eq!(r.version(), Version::HTTP_10);
         assert_eq!(r.headers()["content-type"], "text/plain");
@@ -835,14 +807,7 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
         ] {
             let (addr, _server) = serve_canned(vec![canned]).await;
-            let err = pool(addr)
-                .send(
-                    &Method::GET,
-                    "/",
-                    &HeaderMap::new(),
-                    &[],
-                    full(Bytes::new()),
-                )
+            let err = try_send(&pool(addr), Method::GET, "/", full(Bytes::new()))
                 .await
                 .unwrap_err();
             assert!(matches!(err, UpstreamError::Invalid(_)), "{err}");
@@ -877,34 +842,13 @@ mod tests {
                 .unwrap();
         });
         let pool = pool(addr);
-        let r = pool
-            .send(
-                &Method::GET,
-                "/",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
-            .await
-            .unwrap();
+        let r = send(&pool, Method::GET, "/", full(Bytes::new())).await;
         assert_eq!(body_of(r).await, "1");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let r = pool
-            .send(
-                &Method::GET,
-                "/",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
-            .await
-            .unwrap();
+        let r = send(&pool, Method::GET, "/", full(Bytes::new())).await;
         assert_eq!(body_of(r).await, "2");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let r = pool
-            .send(&Method::POST, "/once", &HeaderMap::new(), &[], full("{}"))
-            .await
-            .unwrap();
+        let r = send(&pool, Method::POST, "/once", full("{}")).await;
         assert_eq!(body_of(r).await, "3");
         server.await.unwrap();
     }
@@ -918,16 +862,7 @@ mod tests {
             v
         });
         let (addr, _server) = serve_canned(vec![big.as_slice()]).await;
-        let r = pool(addr)
-            .send(
-                &Method::GET,
-                "/",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
-            .await
-            .unwrap();
+        let r = send(&pool(addr), Method::GET, "/", full(Bytes::new())).await;
         assert_eq!(r.body().size_hint().exact(), Some(200_000));
         assert_eq!(body_of(r).await.len(), 200_000);
 
@@ -935,14 +870,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nshort",
         ])
         .await;
-        let r = pool(addr)
-            .send(
-                &Method::GET,
-                "/",
-                &HeaderMap::new(),
-                &[],
-                full(Bytes::new()),
-            )
+        let r = try_send(&pool(addr), Method::GET, "/", full(Bytes::new()))
             .await
             .unwrap_err();
         assert!(matches!(r, UpstreamError::Invalid(_)), "{r}");

@@ -1363,6 +1363,52 @@ async fn shutdown_stops_accepting_and_returns() {
 }
 
 #[tokio::test]
+async fn drain_closes_idle_connections_and_still_answers_a_started_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start().await;
+    let mut idle = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (_, closed) = raw_exchange(
+        &mut idle,
+        b"GET /_matrix/client/v3/sync HTTP/1.1\r\nhost: hs1.test\r\n\r\n",
+        1,
+    )
+    .await;
+    assert!(!closed);
+    // A request whose head is in but whose body is not yet.
+    let mut started = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    started
+        .write_all(
+            b"PUT /_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.room.message/d1 HTTP/1.1\r\n\
+              host: hs1.test\r\nauthorization: Bearer tok-alice\r\ncontent-length: 15\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let began = std::time::Instant::now();
+    h.trigger.trigger();
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut rest))
+        .await
+        .expect("idle connection still open during the drain")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let (text, closed) = raw_exchange(&mut started, br#"{"body":"late"}"#, 1).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    let closed = closed
+        || tokio::time::timeout(Duration::from_secs(5), started.read(&mut rest))
+            .await
+            .is_ok_and(|r| r.unwrap_or(0) == 0);
+    assert!(closed, "connection left open after the drain");
+    tokio::time::timeout(Duration::from_secs(5), h.server)
+        .await
+        .expect("listener still draining")
+        .unwrap()
+        .unwrap();
+    assert!(began.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn tls_listener_serves_https() {
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();

@@ -75,6 +75,9 @@ struct Connection<'c, I> {
     out: Vec<u8>,
     state: &'c Arc<InboundState>,
     drain: watch::Receiver<bool>,
+    /// Completes when the listener drains. Made once per connection: a `changed()` future per
+    /// wait registered and unregistered a waiter on every request.
+    drained: Pin<Box<dyn Future<Output = ()> + Send>>,
     draining: bool,
     /// One timer per connection, re-armed only when it fires or must fire earlier: arming a
     /// timer per request cost more than reading the request.
@@ -82,8 +85,13 @@ struct Connection<'c, I> {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
-    /// Wait for more bytes until `deadline`.
-    async fn read_until(&mut self, deadline: Instant) -> Result<usize, Idle> {
+    /// Wait for more bytes until `deadline`. A drain ends the wait only between requests
+    /// (`between_requests` and nothing buffered); a request already begun is still served.
+    async fn read_until(
+        &mut self,
+        deadline: Instant,
+        between_requests: bool,
+    ) -> Result<usize, Idle> {
         if self.timer.deadline() > deadline {
             self.timer.as_mut().reset(deadline);
         }
@@ -99,9 +107,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                     }
                     self.timer.as_mut().reset(deadline);
                 }
-                changed = self.drain.changed(), if !self.draining => {
+                () = self.drained.as_mut(), if !self.draining => {
                     self.draining = true;
-                    if changed.is_err() || self.buf.is_empty() {
+                    if between_requests && self.buf.is_empty() {
                         return Err(Idle::Draining);
                     }
                 }
@@ -132,7 +140,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 started = true;
                 deadline = deadline.min(Instant::now() + header_timeout);
             }
-            match self.read_until(deadline).await {
+            match self.read_until(deadline, true).await {
                 Ok(0) | Err(_) => return Err(None),
                 Ok(_) => {}
             }
@@ -195,6 +203,11 @@ where
 {
     let header_timeout = state.config.inbound.header_read_timeout;
     let draining = *drain.borrow();
+    let mut signal = drain.clone();
+    let drained = Box::pin(async move {
+        // A closed channel (the listener is gone) counts as a drain too.
+        let _ = signal.changed().await;
+    });
     let mut conn = Connection {
         io,
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -202,6 +215,7 @@ where
         state,
         draining,
         drain,
+        drained,
         timer: Box::pin(tokio::time::sleep(header_timeout)),
     };
     let mut idle_deadline = conn.timer.deadline();
@@ -246,7 +260,7 @@ where
                     }
                     while conn.buf.len() < len {
                         let deadline = Instant::now() + header_timeout;
-                        match conn.read_until(deadline).await {
+                        match conn.read_until(deadline, false).await {
                             Ok(0) | Err(_) => {
                                 break 'request Ok(Next::Close {
                                     unread_input: false,
