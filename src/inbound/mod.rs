@@ -6,6 +6,9 @@
 //! [`forward`] streams it to the homeserver → the answer is relayed untouched (except the
 //! `/versions` filter). Every rejection is counted by rule and logged once, without IDs or
 //! tokens.
+//!
+//! HTTP/1.x clients are served by the `http1` module, in the connection's task; HTTP/2
+//! clients by hyper. Both hand each request to [`handle`].
 
 pub mod admin_api;
 pub mod client;
