@@ -1,34 +1,10 @@
 //! Connection-scoped header fields (RFC 9110 §7.6.1), shared by both proxy directions: they
 //! describe one hop, never the end-to-end message, so neither listener forwards them.
 
-use http::header::{
-    CONNECTION, HeaderMap, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONNECTION, HeaderMap, HeaderName};
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Every field that is always hop-by-hop.
-const ALWAYS: [HeaderName; 9] = [
-    CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-];
-
-/// Whether `name` is always hop-by-hop.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    ALWAYS.contains(name)
-}
-
-/// [`ALWAYS`] as text, for names compared as received (a test keeps the two lists equal).
-const ALWAYS_TEXT: [&str; 9] = [
+/// Every field that is always hop-by-hop, as the lowercase names `HeaderName` uses.
+const ALWAYS: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -40,9 +16,14 @@ const ALWAYS_TEXT: [&str; 9] = [
     "upgrade",
 ];
 
-/// Whether a field name, as received, is always hop-by-hop.
+/// Whether `name` is always hop-by-hop.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    is_hop_by_hop_name(name.as_str().as_bytes())
+}
+
+/// Whether a field name, as received (any case), is always hop-by-hop.
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    ALWAYS_TEXT
+    ALWAYS
         .iter()
         .any(|known| known.len() == name.len() && known.as_bytes().eq_ignore_ascii_case(name))
 }
@@ -92,12 +73,13 @@ mod tests {
     use http::HeaderValue;
 
     #[test]
-    fn both_lists_of_always_hop_by_hop_names_agree() {
-        let always = ALWAYS;
-        let names: Vec<&str> = always.iter().map(HeaderName::as_str).collect();
-        assert_eq!(names, ALWAYS_TEXT);
+    fn hop_by_hop_names_match_in_any_case_and_only_whole() {
         assert!(is_hop_by_hop_name(b"Keep-Alive"));
+        assert!(is_hop_by_hop(&HeaderName::from_static(
+            "proxy-authorization"
+        )));
         assert!(!is_hop_by_hop_name(b"keep-alive2"));
+        assert!(!is_hop_by_hop(&http::header::AUTHORIZATION));
     }
 
     #[test]

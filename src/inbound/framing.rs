@@ -2,11 +2,18 @@
 //! read by [`super::http1`] and homeserver answers read by [`super::upstream`].
 //!
 //! One pass over a head's fields decides framing and persistence and drops the hop-by-hop
-//! fields; the body decoder works on a connection's read buffer, so whoever owns the socket
-//! decides when to read more.
+//! fields; the body decoder works on a connection's read buffer, and [`Framing::poll_next`]
+//! reads more when it runs dry. The field writers at the end serve both heads this proxy
+//! encodes: requests to the homeserver and answers to clients.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
+use tokio::io::AsyncRead;
 
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
@@ -251,6 +258,33 @@ impl Framing {
         }
     }
 
+    /// The next piece of a body read from `io` (buffered in `buf`, read in pieces of about
+    /// `chunk` bytes): `Some` data, or `None` at the body's end.
+    pub fn poll_next<I: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut I,
+        buf: &mut BytesMut,
+        chunk: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, BodyError>> {
+        loop {
+            match self.decode(buf) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Ok(Some(data))),
+                Ok(Decoded::End) => return Poll::Ready(Ok(None)),
+                Ok(Decoded::More) => match ready!(poll_fill(io, buf, chunk, cx)) {
+                    Ok(0) if self.at_eof() => return Poll::Ready(Ok(None)),
+                    Ok(0) => return Poll::Ready(Err(BodyError::CutOff)),
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(BodyError::Io(e))),
+                },
+                Err(reason) => {
+                    *self = Framing::Done;
+                    return Poll::Ready(Err(BodyError::Invalid(reason)));
+                }
+            }
+        }
+    }
+
     /// The peer closed the connection: whether that ends the body properly.
     pub fn at_eof(&mut self) -> bool {
         let ends = matches!(self, Framing::Eof | Framing::Done);
@@ -270,6 +304,61 @@ impl Framing {
             _ => None,
         }
     }
+}
+
+/// Why a body could not be read to its end.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    Io(io::Error),
+    /// The peer closed the connection inside the body.
+    CutOff,
+    /// The framing was broken.
+    Invalid(&'static str),
+}
+
+/// Read more of `io` into `buf`, keeping room for at least half a `chunk`; `Ok(0)` at end of
+/// stream.
+pub(crate) fn poll_fill<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < chunk / 2 {
+        buf.reserve(chunk);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// The `Content-Length` a field map declares, if it is well formed.
+pub(crate) fn length_field(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| parse_decimal(v.as_bytes().trim_ascii()))
+}
+
+/// Append one `name: value` field line.
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append a `content-length` field line.
+pub(crate) fn push_content_length(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    push_field(out, b"content-length", &digits[at..]);
 }
 
 #[cfg(test)]
@@ -335,6 +424,15 @@ mod tests {
         assert!(bad.note(b"content-length", b"+5").is_err());
         assert!(bad.note(b"content-length", b"5").is_ok());
         assert!(bad.note(b"content-length", b"6").is_err());
+    }
+
+    #[test]
+    fn content_length_lines_are_written_in_decimal() {
+        for n in [0, 7, 1_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_content_length(&mut out, n);
+            assert_eq!(out, format!("content-length: {n}\r\n").into_bytes());
+        }
     }
 
     #[test]

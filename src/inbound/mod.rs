@@ -291,11 +291,7 @@ pub(crate) async fn handle(
         started: time::OffsetDateTime::now_utc(),
         clock: Instant::now(),
         method: req.method().clone(),
-        size_in: req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()),
+        size_in: upstream::content_length(req.headers(), req.extensions()),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
@@ -404,14 +400,7 @@ pub(crate) async fn handle(
         .get(&state.metrics, template, status)
         .inc();
     if let (Some(observer), Some(facts)) = (observer, facts) {
-        let size_out = match response.extensions().get::<upstream::RawFields>() {
-            Some(raw) => raw.content_length,
-            None => response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
-        };
+        let size_out = upstream::content_length(response.headers(), response.extensions());
         observer.observe(&ObservedRequest {
             endpoint_template: template.to_owned(),
             method: facts.method,
@@ -647,12 +636,22 @@ async fn serve_connection(
         // Boxed: TLS state is several KiB, and plain connections should not carry a slot for
         // it.
         Some(acceptor) => Box::pin(serve_tls(state, acceptor, stream, remote, drain)).await,
-        None => {
-            let peer = Arc::new(Peer::new(remote, false));
-            if let Some((tcp, read)) = http1::serve(stream, &state, &peer, drain.clone()).await {
-                serve_h2(state, TokioIo::new(Prefixed::new(read, tcp)), peer, drain).await;
-            }
-        }
+        None => serve_http(state, stream, Arc::new(Peer::new(remote, false)), drain).await,
+    }
+}
+
+/// HTTP/1.x, then HTTP/2 if the client turns out to speak it with prior knowledge (the bytes
+/// read so far are put back in front).
+async fn serve_http<I>(
+    state: Arc<InboundState>,
+    io: I,
+    peer: Arc<Peer>,
+    drain: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some((io, read)) = http1::serve(io, &state, &peer, drain.clone()).await {
+        serve_h2(state, TokioIo::new(Prefixed::new(read, io)), peer, drain).await;
     }
 }
 
@@ -675,8 +674,8 @@ async fn serve_tls(
     let peer = Arc::new(Peer::new(remote, true));
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(state, TokioIo::new(tls), peer, drain).await;
-    } else if let Some((tls, read)) = http1::serve(tls, &state, &peer, drain.clone()).await {
-        serve_h2(state, TokioIo::new(Prefixed::new(read, tls)), peer, drain).await;
+    } else {
+        serve_http(state, tls, peer, drain).await;
     }
 }
 

@@ -26,7 +26,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::forward::{Body, BoxError, full};
-use super::framing::{Decoded, FieldsSeen, Framing, parse_decimal};
+use super::framing::{
+    BodyError, FieldsSeen, Framing, length_field, poll_fill, push_content_length, push_field,
+};
 
 /// Request bodies up to this size are read before sending, so a request can be retried on a
 /// new connection; answers up to this size are read before the head is passed on, so head and
@@ -191,8 +193,9 @@ impl UpstreamPool {
     }
 
     /// Send one request (`target` is the origin-form request target, byte for byte; `extra`
-    /// fields follow the request's own) and return the answer. Bodies of answers up to [`BUFFERED_BODY_MAX`] are complete; larger ones
-    /// stream from the connection. Hop-by-hop fields are left for the caller to strip.
+    /// fields follow the request's own) and return the answer. Bodies of answers up to
+    /// [`BUFFERED_BODY_MAX`] are complete; larger ones stream from the connection. The answer's
+    /// fields come as [`RawFields`], without the hop-by-hop ones.
     pub async fn send(
         &self,
         method: &Method,
@@ -201,9 +204,7 @@ impl UpstreamPool {
         extra: &[Option<(HeaderName, HeaderValue)>],
         body: Body,
     ) -> Result<Response<Body>, UpstreamError> {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| parse_decimal(v.as_bytes().trim_ascii()));
+        let declared = length_field(headers);
         let outgoing = if body.is_end_stream() {
             Outgoing::Kept(Bytes::new())
         } else {
@@ -403,8 +404,7 @@ impl UpstreamPool {
 impl Conn {
     /// Read more into the buffer; `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buf.reserve(READ_CHUNK);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        poll_fill(&mut self.io, &mut self.buf, READ_CHUNK, cx)
     }
 }
 
@@ -439,47 +439,35 @@ fn encode_head(
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     for (name, value) in extra.iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match outgoing {
         Outgoing::Kept(bytes) => {
             if !bytes.is_empty() || declared.is_some() {
-                write_length(out, bytes.len() as u64);
+                push_content_length(out, bytes.len() as u64);
             }
         }
-        Outgoing::Sized(_, n) => write_length(out, *n),
+        Outgoing::Sized(_, n) => push_content_length(out, *n),
         Outgoing::Chunked(_) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
 }
 
-fn write_length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A parsed answer head: the response parts without hop-by-hop fields, whether the connection
-/// may be reused afterwards, and how the body is delimited.
+/// A parsed answer head: the response parts (status, version, [`RawFields`]), whether the
+/// connection may be reused afterwards, and how the body is delimited.
 type Head = (http::response::Parts, bool, Framing);
 
 /// Parse a complete response head off the front of `buf`. `None` (and `buf` untouched) when
 /// more bytes are needed.
 ///
 /// One pass over the fields does everything the answer needs: framing (RFC 9112 §6.3),
-/// persistence and dropping the hop-by-hop fields (RFC 9110 §7.6.1), and field values are
-/// slices of the received bytes rather than copies. Separate lookups afterwards (framing,
-/// `Connection` tokens, the hop-by-hop filter) each hashed their names again and were a
-/// tenth of the instructions of a proxied request.
+/// persistence and dropping the hop-by-hop fields (RFC 9110 §7.6.1); the kept field lines are
+/// copied as they are into one block. Separate lookups afterwards (framing, `Connection`
+/// tokens, the hop-by-hop filter) each hashed their names again and were a tenth of the
+/// instructions of a proxied request.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, UpstreamError> {
     if buf.is_empty() {
         return Ok(None);
@@ -524,7 +512,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
         }
     }
     let framing = seen.response_framing(method, status);
-    let keep_alive = seen.keep_alive(version);
+    // A body that runs to the close leaves nothing to reuse.
+    let keep_alive = seen.keep_alive(version) && framing != Framing::Eof;
     let mut block = Vec::with_capacity(consumed);
     for (start, end, name_len) in kept {
         let Some(line) = buf.get(start..end) else {
@@ -564,6 +553,14 @@ pub struct RawFields {
     pub has_date: bool,
 }
 
+/// The `Content-Length` a message declares, whether its fields are [`RawFields`] or in its map.
+pub fn content_length(headers: &HeaderMap, extensions: &http::Extensions) -> Option<u64> {
+    match extensions.get::<RawFields>() {
+        Some(raw) => raw.content_length,
+        None => length_field(headers),
+    }
+}
+
 /// Move an answer's [`RawFields`] into its `HeaderMap` (kept fields before them stay first).
 pub fn materialize<B>(response: &mut Response<B>) {
     let Some(raw) = response.extensions_mut().remove::<RawFields>() else {
@@ -595,17 +592,6 @@ struct UpstreamBody {
     pool: Arc<PoolInner>,
 }
 
-fn cut_off() -> BoxError {
-    Box::new(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "homeserver closed the connection inside the answer body",
-    ))
-}
-
-fn invalid_body(reason: &'static str) -> BoxError {
-    Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
-}
-
 impl UpstreamBody {
     fn finish(&mut self) {
         self.framing = Framing::Done;
@@ -627,31 +613,32 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match this.framing.decode(&mut conn.buf) {
-                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(Decoded::End) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                Ok(Decoded::More) => {
-                    if ready!(conn.poll_fill(cx))? == 0 {
-                        this.conn = None;
-                        return Poll::Ready(if this.framing.at_eof() {
-                            None
-                        } else {
-                            Some(Err(cut_off()))
-                        });
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(
+            this.framing
+                .poll_next(&mut conn.io, &mut conn.buf, READ_CHUNK, cx)
+        ) {
+            Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Ok(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.conn = None;
+                this.framing = Framing::Done;
+                let e: BoxError = match e {
+                    BodyError::Io(e) => Box::new(e),
+                    BodyError::CutOff => Box::new(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "homeserver closed the connection inside the answer body",
+                    )),
+                    BodyError::Invalid(reason) => {
+                        Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
                     }
-                }
-                Err(reason) => {
-                    this.conn = None;
-                    this.framing = Framing::Done;
-                    return Poll::Ready(Some(Err(invalid_body(reason))));
-                }
+                };
+                Poll::Ready(Some(Err(e)))
             }
         }
     }

@@ -1408,8 +1408,9 @@ async fn drain_closes_idle_connections_and_still_answers_a_started_request() {
     assert!(began.elapsed() < Duration::from_secs(5));
 }
 
-#[tokio::test]
-async fn tls_listener_serves_https() {
+/// A listener with `inbound.tls` (a self-signed certificate for `localhost`), and a client
+/// builder that trusts it and resolves `localhost` to it. The directory holds the files.
+async fn start_tls() -> (Harness, reqwest::ClientBuilder, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_file = dir.path().join("cert.pem");
@@ -1426,9 +1427,14 @@ async fn tls_listener_serves_https() {
     let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(root)
-        .resolve("localhost", h.addr)
-        .build()
-        .unwrap();
+        .resolve("localhost", h.addr);
+    (h, client, dir)
+}
+
+#[tokio::test]
+async fn tls_listener_serves_https() {
+    let (h, client, _dir) = start_tls().await;
+    let client = client.build().unwrap();
     let url = format!(
         "https://localhost:{}/.well-known/matrix/server",
         h.addr.port()
@@ -1598,25 +1604,8 @@ async fn http2_is_served_with_prior_knowledge_and_http1_over_tls() {
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["target"], "/_matrix/client/v3/sync?h2=1");
 
-    let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
-    let h = start_with(|c| {
-        c.inbound.tls = Some(timproxy::config::TlsFiles {
-            cert_file: cert_file.clone(),
-            key_file: key_file.clone(),
-        })
-    })
-    .await;
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
-        .resolve("localhost", h.addr)
-        .http1_only()
-        .build()
-        .unwrap();
+    let (h, client, _dir) = start_tls().await;
+    let client = client.http1_only().build().unwrap();
     let url = format!("https://localhost:{}/_matrix/client/v3/sync", h.addr.port());
     for _ in 0..3 {
         let response = tokio::time::timeout(WAIT, client.get(&url).send())

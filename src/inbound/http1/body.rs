@@ -12,7 +12,7 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
 use crate::inbound::forward::BoxError;
-use crate::inbound::framing::{Decoded, Framing};
+use crate::inbound::framing::{BodyError, Framing};
 
 /// The handler's end of a streamed request body.
 pub(crate) struct StreamedBody {
@@ -92,28 +92,25 @@ pub(crate) async fn feed<I: AsyncRead + Unpin>(
     idle: Duration,
 ) -> FeedEnd {
     loop {
-        match framing.decode(buf) {
-            Ok(Decoded::Data(data)) => {
+        let next = tokio::time::timeout(
+            idle,
+            std::future::poll_fn(|cx| framing.poll_next(io, buf, super::READ_CHUNK, cx)),
+        )
+        .await;
+        let failure = match next {
+            Ok(Ok(Some(data))) => {
                 if chunks.send(Ok(data)).await.is_err() {
                     return FeedEnd::Abandoned;
                 }
+                continue;
             }
-            Ok(Decoded::End) => return FeedEnd::Complete,
-            Ok(Decoded::More) => {
-                let read = tokio::time::timeout(idle, super::read_more(io, buf)).await;
-                let failure = match read {
-                    Ok(Ok(0)) => "client closed the connection inside the request body",
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(_)) => "reading the request body failed",
-                    Err(_) => "client stopped sending the request body",
-                };
-                let _ = chunks.send(Err(body_error(failure))).await;
-                return FeedEnd::Failed;
-            }
-            Err(reason) => {
-                let _ = chunks.send(Err(body_error(reason))).await;
-                return FeedEnd::Failed;
-            }
-        }
+            Ok(Ok(None)) => return FeedEnd::Complete,
+            Ok(Err(BodyError::CutOff)) => "client closed the connection inside the request body",
+            Ok(Err(BodyError::Io(_))) => "reading the request body failed",
+            Ok(Err(BodyError::Invalid(reason))) => reason,
+            Err(_) => "client stopped sending the request body",
+        };
+        let _ = chunks.send(Err(body_error(failure))).await;
+        return FeedEnd::Failed;
     }
 }

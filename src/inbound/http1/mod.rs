@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use super::InboundState;
 use super::forward::{self, Deadline, Peer};
-use super::framing::Framing;
+use super::framing::{self, Framing};
 use super::upstream::BUFFERED_BODY_MAX;
 use crate::error::MatrixError;
 use body::FeedEnd;
@@ -55,17 +55,7 @@ pub(crate) async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-        buf.reserve(READ_CHUNK);
-    }
-    std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await
-}
-
-/// Why waiting for a request head ended without one.
-enum Idle {
-    TimedOut,
-    Draining,
-    Failed,
+    std::future::poll_fn(|cx| framing::poll_fill(io, buf, READ_CHUNK, cx)).await
 }
 
 /// One connection's state between requests.
@@ -79,38 +69,31 @@ struct Connection<'c, I> {
     /// wait registered and unregistered a waiter on every request.
     drained: Pin<Box<dyn Future<Output = ()> + Send>>,
     draining: bool,
-    /// One timer per connection, re-armed only when it fires or must fire earlier: arming a
-    /// timer per request cost more than reading the request.
+    /// One timer per connection, re-armed only when it fires or must fire earlier (see
+    /// [`Deadline::Lent`]): arming a timer per request cost more than reading the request.
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
-    /// Wait for more bytes until `deadline`. A drain ends the wait only between requests
-    /// (`between_requests` and nothing buffered); a request already begun is still served.
-    async fn read_until(
-        &mut self,
-        deadline: Instant,
-        between_requests: bool,
-    ) -> Result<usize, Idle> {
-        if self.timer.deadline() > deadline {
-            self.timer.as_mut().reset(deadline);
-        }
+    /// Wait until `deadline` for more bytes. `false` when none will come: end of stream, a
+    /// read error, the deadline, or a drain between requests (`between_requests` and nothing
+    /// buffered; a request already begun is still served).
+    async fn read_until(&mut self, deadline: Instant, between_requests: bool) -> bool {
+        let mut deadline = Deadline::Lent {
+            at: deadline,
+            timer: self.timer.as_mut(),
+        };
         loop {
             tokio::select! {
                 biased;
                 read = read_more(&mut self.io, &mut self.buf) => {
-                    return read.map_err(|_| Idle::Failed);
+                    return matches!(read, Ok(n) if n > 0);
                 }
-                () = self.timer.as_mut() => {
-                    if Instant::now() >= deadline {
-                        return Err(Idle::TimedOut);
-                    }
-                    self.timer.as_mut().reset(deadline);
-                }
+                () = deadline.passed() => return false,
                 () = self.drained.as_mut(), if !self.draining => {
                     self.draining = true;
                     if between_requests && self.buf.is_empty() {
-                        return Err(Idle::Draining);
+                        return false;
                     }
                 }
             }
@@ -140,9 +123,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 started = true;
                 deadline = deadline.min(Instant::now() + header_timeout);
             }
-            match self.read_until(deadline, true).await {
-                Ok(0) | Err(_) => return Err(None),
-                Ok(_) => {}
+            if !self.read_until(deadline, true).await {
+                return Err(None);
             }
         }
     }
@@ -260,13 +242,10 @@ where
                     }
                     while conn.buf.len() < len {
                         let deadline = Instant::now() + header_timeout;
-                        match conn.read_until(deadline, false).await {
-                            Ok(0) | Err(_) => {
-                                break 'request Ok(Next::Close {
-                                    unread_input: false,
-                                });
-                            }
-                            Ok(_) => {}
+                        if !conn.read_until(deadline, false).await {
+                            break 'request Ok(Next::Close {
+                                unread_input: false,
+                            });
                         }
                     }
                     forward::full(conn.buf.split_to(len).freeze())

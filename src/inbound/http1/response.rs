@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::inbound::forward::Body;
-use crate::inbound::framing::parse_decimal;
-use crate::inbound::upstream::RawFields;
+use crate::inbound::framing::{push_content_length, push_field};
+use crate::inbound::upstream::{RawFields, content_length};
 
 /// Body bytes gathered before a write; larger bodies go out in pieces of about this size.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -31,21 +31,6 @@ enum Delimit {
     Length(u64),
     Chunked,
     Close,
-}
-
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// An HTTP-date for answers made here (the homeserver's answers carry their own); formatted
@@ -81,13 +66,7 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
     let status = parts.status;
     let mut keep_alive = reply.keep_alive;
     let raw = parts.extensions.get::<RawFields>();
-    let declared = match raw {
-        Some(raw) => raw.content_length,
-        None => parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| parse_decimal(v.as_bytes().trim_ascii())),
-    };
+    let declared = content_length(&parts.headers, &parts.extensions);
     let bodiless = reply.head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -121,17 +100,10 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
             continue;
         }
         has_date |= *name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match delimit {
-        Delimit::Length(n) if declared.is_none() => {
-            out.extend_from_slice(b"content-length: ");
-            push_decimal(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
+        Delimit::Length(n) if declared.is_none() => push_content_length(out, n),
         Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
