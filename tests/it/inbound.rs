@@ -115,10 +115,35 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
                 "de.gematik.tim.account.permissionconfig.pro.v1":{"defaultSetting":"allow all","groupExceptions":["isInsuredPerson"]}}}}),
             );
         }
+        // Synapse's answers for users it cannot or does not know.
+        if path.ends_with("/accountdata") && !path.ends_with("%3Ahs1.test/accountdata") {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"errcode":"M_UNKNOWN","error":"Can only look up local users"}),
+            );
+        }
+        if path == "/_synapse/admin/v1/users/%40ghost%3Ahs1.test/accountdata" {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"errcode":"M_NOT_FOUND","error":"User not found"}),
+            );
+        }
         if path.ends_with("/accountdata") {
             return json_response(
                 StatusCode::OK,
                 json!({"account_data":{"global":{},"rooms":{}}}),
+            );
+        }
+        if path.ends_with("/context/%24elsewhere") {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"errcode":"M_NOT_FOUND","error":"No row found"}),
+            );
+        }
+        if path.ends_with("/context/%24broken") {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"errcode":"M_UNKNOWN","error":"Internal server error"}),
             );
         }
         if path.ends_with("/context/%24old") {
@@ -844,6 +869,30 @@ async fn client_invite_rules() {
         .unwrap();
     assert_eq!(invite.inviter_server.as_deref(), Some("hs1.test"));
     assert!(!invite.is_federation);
+}
+
+#[tokio::test]
+async fn invitee_on_same_host_other_port_is_another_server() {
+    let h = start().await;
+    let url = "/_matrix/client/v3/rooms/%21room%3Ahs1.test/invite";
+    // `hs1.test:8449` is listed (the list holds domains) but is not this server: its own proxy
+    // checks the invitee's permissions, ours must not ask our homeserver about that user.
+    let got = h
+        .alice(Method::POST, url, json!({"user_id":"@carol:hs1.test:8449"}))
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(echoed_body(&got.1)["user_id"], "@carol:hs1.test:8449");
+    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test:8449",
+                       "type":"m.room.member","content":{"membership":"invite"}});
+    let got = h
+        .federation(
+            Method::PUT,
+            "/_matrix/federation/v2/invite/%21r%3Ahs1.test/%24ev",
+            "hs2.test",
+            Some(json!({"event": event, "room_version":"10"})),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
 }
 
 #[tokio::test]
