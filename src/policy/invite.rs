@@ -9,7 +9,7 @@ use crate::error::MatrixError;
 use crate::federation::list::Membership;
 use crate::matrix::ids::{UserId, same_server_name};
 use crate::policy::permission_config::{self, ConfigKind, Decision, DefaultSetting};
-use crate::policy::{AccountDataSource, FederationList, body_parse_error};
+use crate::policy::{AccountDataSource, FederationList, LookupError, body_parse_error};
 
 pub const RULE_FEDERATION: &str = "A_25534";
 pub const RULE_PERMISSION: &str = "A_26021-01";
@@ -84,11 +84,14 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
         InviteSource::Client => "The invite was blocked by the invitees policy",
         InviteSource::Federation => "Cannot invite this user",
     };
-    let data = ctx
-        .account_data
-        .global_account_data(invitee)
-        .await
-        .map_err(|e| e.into_matrix_error(RULE_PERMISSION, "AccountData"))?;
+    // A local user the homeserver does not know (yet: an application service creates its users
+    // when they are first invited) has no account data, so the operator default applies;
+    // whether the user exists is the homeserver's to answer.
+    let data = match ctx.account_data.global_account_data(invitee).await {
+        Ok(data) => data,
+        Err(LookupError::NotFound) => serde_json::Map::new(),
+        Err(e) => return Err(e.into_matrix_error(RULE_PERMISSION, "AccountData")),
+    };
     let (kind, content) = ConfigKind::lookup_order(ctx.policy.flavour)
         .into_iter()
         .find_map(|kind| data.get(kind.event_type()).map(|c| (kind, Some(c))))
@@ -156,7 +159,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::Flavour;
     use crate::federation::list::domain_of;
-    use crate::policy::LookupError;
     use serde_json::{Map, json};
     use std::collections::HashMap;
 
@@ -276,6 +278,47 @@ pub(crate) mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.rule, RULE_FEDERATION);
+    }
+
+    #[tokio::test]
+    async fn unknown_local_invitee_gets_the_operator_default() {
+        let allow = PolicyConfig::default();
+        assert!(
+            run(
+                Data(Err(LookupError::NotFound)),
+                &allow,
+                "@a:hs2.test",
+                "@as_user:hs1.test"
+            )
+            .await
+            .is_ok()
+        );
+        let block = PolicyConfig {
+            default_permission: "block all".into(),
+            ..PolicyConfig::default()
+        };
+        let err = run(
+            Data(Err(LookupError::NotFound)),
+            &block,
+            "@a:hs2.test",
+            "@as_user:hs1.test",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.rule, RULE_PERMISSION);
+        // Anything else the admin API answers still fails closed.
+        let err = run(
+            Data(Err(LookupError::Upstream {
+                status: 500,
+                body: "{}".into(),
+            })),
+            &allow,
+            "@a:hs2.test",
+            "@b:hs1.test",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status, http::StatusCode::BAD_GATEWAY);
     }
 
     #[tokio::test]

@@ -896,6 +896,61 @@ async fn invitee_on_same_host_other_port_is_another_server() {
 }
 
 #[tokio::test]
+async fn admin_lookups_that_find_nothing_leave_the_answer_to_the_homeserver() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    // A user the homeserver does not know yet (an application service user) has no account
+    // data: the operator default (allow all) applies and the homeserver answers the invite.
+    let got = h
+        .alice(
+            Method::POST,
+            &format!("{room}/invite"),
+            json!({"user_id":"@ghost:hs1.test"}),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    // An event that is not in this room has no age to check.
+    let got = h
+        .alice(
+            Method::PUT,
+            &format!("{room}/redact/%24elsewhere/t1"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(
+        got.1["target"],
+        "/_matrix/client/v3/rooms/%21r%3Ahs1.test/redact/%24elsewhere/t1"
+    );
+    // A homeserver that fails is still a failure: the redaction is refused.
+    let got = h
+        .alice(
+            Method::PUT,
+            &format!("{room}/redact/%24broken/t2"),
+            json!({}),
+        )
+        .await;
+    assert_rejected(&got, 502, "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn unknown_local_invitee_is_blocked_when_the_operator_default_blocks() {
+    let h = start_with(|c| c.policy.default_permission = "block all".into()).await;
+    let got = h
+        .alice(
+            Method::POST,
+            "/_matrix/client/v3/rooms/%21r%3Ahs1.test/invite",
+            json!({"user_id":"@ghost:hs1.test"}),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
+}
+
+#[tokio::test]
 async fn permission_checks_fail_closed_without_admin_token() {
     let h = start_with(|c| c.homeserver.admin_token = None).await;
     let got = h
