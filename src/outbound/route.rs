@@ -134,7 +134,7 @@ mod tests {
                 "hs2.test",
             ),
             (
-                r#"X-Matrix origin="hs1.test", destination = "d\"q" ,key="k",sig=s"#,
+                r#"X-Matrix origin="hs1.test", destination="d\"q" ,key="k",sig=s"#,
                 r#"d"q"#,
             ),
         ];
