@@ -4,6 +4,7 @@
 mod cleanup;
 mod compose;
 mod federation;
+mod federation_boundary;
 mod gen_ca;
 mod inbound;
 mod info_api;
