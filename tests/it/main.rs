@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod compose;
+mod cors;
 mod federation;
 mod gen_ca;
 mod inbound;
