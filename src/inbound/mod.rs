@@ -19,6 +19,7 @@ pub mod forward;
 mod framing;
 mod http1;
 mod prefixed;
+pub mod sso;
 mod support;
 pub mod upstream;
 pub mod whoami;
@@ -149,6 +150,9 @@ impl InboundState {
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
         let mut endpoints = crate::matrix::endpoints::v1_11();
+        if config.sso_endpoints_enabled() {
+            endpoints.extend(sso::endpoints()?);
+        }
         for entry in &config.inbound.extra_endpoints {
             endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
         }

@@ -1,6 +1,7 @@
-//! CORS on the inbound listener, as a browser sees it: preflights answered without the
+//! The inbound listener as a browser sees it. CORS: preflights answered without the
 //! homeserver, and every answer (the proxy's own, the homeserver's with or without its own CORS
-//! fields) carrying each CORS field exactly once, over HTTP/1.1 and h2.
+//! fields) carrying each CORS field exactly once, over HTTP/1.1 and h2. SSO: Synapse's login
+//! pages reachable exactly when `inbound.sso_endpoints` (or the flavour's default) says so.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use timproxy::config::Config;
+use timproxy::config::{Config, Flavour};
 use timproxy::federation::{FederationHandle, FederationList, ListSource};
 use timproxy::inbound::forward::full;
 use timproxy::inbound::{self, InboundState};
@@ -96,11 +97,16 @@ struct Proxy {
 }
 
 async fn start() -> Proxy {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tweak: impl FnOnce(&mut Config)) -> Proxy {
     let requests = Arc::new(AtomicU64::new(0));
     let upstream = fake_homeserver(requests.clone()).await;
     let mut config = Config::default();
     config.homeserver.url = format!("http://{upstream}").parse().unwrap();
     config.homeserver.server_name = "hs1.test".into();
+    tweak(&mut config);
     let list = FederationList::new(
         1,
         time::OffsetDateTime::now_utc(),
@@ -289,5 +295,53 @@ async fn h2_answers_and_preflights_carry_each_cors_field_once() {
             );
         }
         let _ = response.into_body().collect().await;
+    }
+}
+
+/// The pages a browser walks through during an SSO login, beyond the Matrix API.
+const SSO_PAGES: [(&str, &str); 4] = [
+    ("GET", "/_synapse/client/oidc/callback?code=c&state=s"),
+    ("POST", "/_synapse/client/oidc/callback"),
+    (
+        "GET",
+        "/_synapse/client/pick_idp?redirectUrl=https%3A%2F%2Fapp.example%2F",
+    ),
+    (
+        "GET",
+        "/_matrix/client/v3/login/cas/ticket?ticket=t&redirectUrl=x",
+    ),
+];
+
+#[tokio::test]
+async fn sso_pages_follow_the_flavour_unless_configured() {
+    let cases = [
+        (Flavour::Epa, None, true),
+        (Flavour::Pro, None, false),
+        (Flavour::Pro, Some(true), true),
+        (Flavour::Epa, Some(false), false),
+    ];
+    for (flavour, setting, open) in cases {
+        let proxy = start_with(|c| {
+            c.policy.flavour = flavour;
+            c.inbound.sso_endpoints = setting;
+        })
+        .await;
+        for (method, target) in SSO_PAGES {
+            let (status, fields, body) = http1(&proxy, method, target, "", "").await;
+            let what = format!("{flavour:?} {setting:?}: {method} {target}");
+            if open {
+                assert_eq!(status, 200, "{what}: {body}");
+                assert_eq!(body, r#"{"from":"homeserver"}"#, "{what}");
+            } else {
+                assert_eq!(status, 404, "{what}: {body}");
+                assert!(body.contains("M_UNRECOGNIZED"), "{what}: {body}");
+            }
+            assert_cors_once(&fields, &what);
+        }
+        let forwarded = proxy.homeserver_requests.load(Ordering::SeqCst);
+        assert_eq!(forwarded, if open { SSO_PAGES.len() as u64 } else { 0 });
+        // The rest of /_synapse stays closed either way.
+        let (status, _, _) = http1(&proxy, "GET", "/_synapse/admin/v1/users", "", "").await;
+        assert_eq!(status, 404);
     }
 }
