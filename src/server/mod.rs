@@ -155,6 +155,10 @@ impl Operations for RuntimeOperations {
 impl Server {
     /// Bring everything up. Returns once every listener is bound and serving.
     pub async fn start(config: Config, options: StartOptions) -> Result<Server, StartError> {
+        // reqwest (health checks, whoami, control-plane calls) needs a process-wide rustls
+        // provider; `main` installs ring, this covers embedders and tests (installing twice is
+        // a harmless error).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let signals = signals::Signals::install();
         let config = Arc::new(config);
         let metrics = Metrics::new();

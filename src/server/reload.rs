@@ -103,7 +103,9 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<String> {
             waiting.append(&mut affected);
         }
     }
-    waiting.into_iter().cloned().collect()
+    let mut waiting: Vec<String> = waiting.into_iter().cloned().collect();
+    waiting.sort();
+    waiting
 }
 
 /// SHA-256 (hex) of the effective configuration (file plus environment, restart-only keys at
