@@ -275,7 +275,7 @@ async fn reload_under_load_fails_no_request_drops_no_connection_and_the_next_req
 
         // Every request that began after a reload returned, and before the next one began,
         // was answered by the homeserver that reload named.
-        let seen = seen.lock().unwrap();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
         for (i, (_, done, marker)) in applied.iter().enumerate() {
             let next_begun = applied.get(i + 1).map(|(begun, _, _)| *begun);
             for request in seen
