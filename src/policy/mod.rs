@@ -16,6 +16,7 @@ pub mod presence;
 pub mod public_room;
 pub mod reaction;
 pub mod redaction;
+pub mod registry;
 pub mod room_type;
 pub mod room_version;
 pub mod threads;
