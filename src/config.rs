@@ -464,6 +464,10 @@ pub struct PolicyConfig {
     pub redaction_max_age: Duration,
     /// Longest presence `status_msg` in characters.
     pub presence_status_max: usize,
+    /// Rules in shadow mode: evaluated, logged and counted (`mode="shadow"`), but the request
+    /// is forwarded unchanged (no refusal, no rewrite). TIM rule ids as logged; rules that
+    /// guard the federation boundary cannot be listed.
+    pub shadow: Vec<crate::policy::shadow::ShadowRule>,
 }
 
 impl Default for PolicyConfig {
@@ -476,6 +480,7 @@ impl Default for PolicyConfig {
             default_room_version: "10".to_owned(),
             redaction_max_age: Duration::from_secs(24 * 3600),
             presence_status_max: 250,
+            shadow: Vec::new(),
         }
     }
 }
@@ -1009,6 +1014,22 @@ mod tests {
                 "t.yaml: inbound.extra_endpoints: `GET` must be",
             ),
             ("inbound: [1, 2\n", "t.yaml:1:"),
+            (
+                "policy:\n  shadow: [A_26515-01, A_25534]\n",
+                "t.yaml:2:24: policy.shadow[1]: `A_25534` protects the federation boundary and cannot be shadowed",
+            ),
+            (
+                "policy:\n  shadow:\n    - A_28271\n    - nonsense\n",
+                "t.yaml:4:7: policy.shadow[1]: unknown rule id `nonsense`; rules that can be shadowed: A_25368-01,",
+            ),
+            (
+                "policy:\n  shadow: [x-matrix-missing]\n",
+                "t.yaml:2:12: policy.shadow[0]: `x-matrix-missing` protects the federation boundary",
+            ),
+            (
+                "policy:\n  shadow: [body-parse]\n",
+                "t.yaml:2:12: policy.shadow[0]: `body-parse` refuses unusable requests; it is not a TIM rule",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text).to_string();
@@ -1017,6 +1038,30 @@ mod tests {
                 "config {text:?}\n  got:      {err}\n  expected: {expected}…"
             );
         }
+    }
+
+    #[test]
+    fn shadowed_rules_are_read_from_file_and_environment() {
+        let c = parse("policy:\n  shadow: [A_26515-01, A_28271]\n").unwrap();
+        let ids: Vec<&str> = c.policy.shadow.iter().map(|r| r.as_str()).collect();
+        assert_eq!(ids, ["A_26515-01", "A_28271"]);
+        let env = vec![(
+            "TIMPROXY_POLICY__SHADOW".to_owned(),
+            "[A_25395-02]".to_owned(),
+        )];
+        let c = Config::from_yaml_with_env("", "t", &env).unwrap();
+        assert_eq!(c.policy.shadow[0].as_str(), "A_25395-02");
+        let env = vec![(
+            "TIMPROXY_POLICY__SHADOW".to_owned(),
+            "[federation-origin]".to_owned(),
+        )];
+        let err = Config::from_yaml_with_env("", "t", &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("environment TIMPROXY_POLICY__SHADOW: ")
+                && err.to_string().contains("federation boundary"),
+            "{err}"
+        );
     }
 
     #[test]

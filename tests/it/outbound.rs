@@ -312,7 +312,9 @@ async fn fixture() -> Fixture {
 }
 
 fn rejections(metrics: &Metrics, rule: &str) -> u64 {
-    let needle = format!(r#"timproxy_rejections_total{{listener="outbound",rule="{rule}"}} "#);
+    let needle = format!(
+        r#"timproxy_rejections_total{{listener="outbound",rule="{rule}",mode="enforce"}} "#
+    );
     metrics
         .encode()
         .lines()
