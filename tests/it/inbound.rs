@@ -137,7 +137,7 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
         if path.ends_with("/context/%24elsewhere") {
             return json_response(
                 StatusCode::NOT_FOUND,
-                json!({"errcode":"M_NOT_FOUND","error":"No row found"}),
+                json!({"errcode":"M_UNKNOWN","error":"No row found (events)"}),
             );
         }
         if path.ends_with("/context/%24broken") {
