@@ -146,11 +146,7 @@ impl InboundState {
         federation: FederationHandle,
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
-        let mut endpoints = crate::matrix::endpoints::v1_11();
-        for entry in &config.inbound.extra_endpoints {
-            endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
-        }
-        let table = EndpointTable::new(endpoints)?;
+        let table = EndpointTable::served(&config.inbound.extra_endpoints)?;
         let tls = config.inbound.tls.as_ref().map(load_tls).transpose()?;
         // reqwest needs a process-wide rustls provider; `main` installs ring, this covers
         // embedders and tests (a second install is a harmless error).
