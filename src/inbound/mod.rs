@@ -149,14 +149,14 @@ impl InboundState {
         federation: FederationHandle,
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
-        let mut endpoints = crate::matrix::endpoints::v1_11();
+        // The served table: v1.11, the legacy spellings and aliases, Synapse's SSO pages when
+        // they are on, and the operator's extras.
+        let mut extra: Vec<String> = Vec::new();
         if config.sso_endpoints_enabled() {
-            endpoints.extend(sso::endpoints()?);
+            extra.extend(sso::entries().map(str::to_owned));
         }
-        for entry in &config.inbound.extra_endpoints {
-            endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
-        }
-        let table = EndpointTable::new(endpoints)?;
+        extra.extend(config.inbound.extra_endpoints.iter().cloned());
+        let table = EndpointTable::served(&extra)?;
         let tls = config.inbound.tls.as_ref().map(load_tls).transpose()?;
         // reqwest needs a process-wide rustls provider; `main` installs ring, this covers
         // embedders and tests (a second install is a harmless error).
