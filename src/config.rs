@@ -329,6 +329,9 @@ pub struct InfoApiConfig {
     pub contact: Option<String>,
     /// OpenID token → user cache.
     pub token_cache: CacheConfig,
+    /// Tokens the homeserver refused, remembered (as hashes) so that the same invalid token
+    /// is not sent to the homeserver again within `ttl`.
+    pub invalid_token_cache: CacheConfig,
 }
 
 impl Default for InfoApiConfig {
@@ -342,6 +345,10 @@ impl Default for InfoApiConfig {
             token_cache: CacheConfig {
                 max_entries: 10_000,
                 ttl: Duration::from_secs(300),
+            },
+            invalid_token_cache: CacheConfig {
+                max_entries: 10_000,
+                ttl: Duration::from_secs(30),
             },
         }
     }
