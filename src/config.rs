@@ -76,6 +76,96 @@ pub struct InboundConfig {
     /// `src/inbound/sso_endpoints.txt`). Absent = on for `policy.flavour: epa` (ePA requires
     /// OIDC login), off for `pro`.
     pub sso_endpoints: Option<bool>,
+    /// Reverse proxies (load balancers) in front of timproxy, as addresses or CIDR blocks.
+    /// Only a connection from one of them may bring its own `X-Forwarded-For` (the peer is
+    /// appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` and `X-Real-IP`; from
+    /// anyone else these fields are dropped and `X-Forwarded-For` is the peer address, so a
+    /// client cannot choose the address the homeserver rate-limits and records.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl InboundConfig {
+    /// Whether a connection from `ip` comes from a configured trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|block| block.contains(ip))
+    }
+}
+
+/// An address block (`10.0.0.0/8`, `fd00::/8`) or a single address (`10.1.2.3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(ip) & mask == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(ip) & mask == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}`: prefix length must be 0 to {max}"))?,
+        };
+        let block = Cidr { network, prefix };
+        if !block.contains(network) {
+            return Err(format!(
+                "`{text}` has bits set after the prefix; write the network address"
+            ));
+        }
+        Ok(block)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.trim().parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for InboundConfig {
@@ -94,6 +184,7 @@ impl Default for InboundConfig {
             header_read_timeout: Duration::from_secs(10),
             extra_endpoints: Vec::new(),
             sso_endpoints: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -244,6 +335,9 @@ pub struct InfoApiConfig {
     pub contact: Option<String>,
     /// OpenID token → user cache.
     pub token_cache: CacheConfig,
+    /// Tokens the homeserver refused, remembered (as hashes) so that the same invalid token
+    /// is not sent to the homeserver again within `ttl`.
+    pub invalid_token_cache: CacheConfig,
 }
 
 impl Default for InfoApiConfig {
@@ -257,6 +351,10 @@ impl Default for InfoApiConfig {
             token_cache: CacheConfig {
                 max_entries: 10_000,
                 ttl: Duration::from_secs(300),
+            },
+            invalid_token_cache: CacheConfig {
+                max_entries: 10_000,
+                ttl: Duration::from_secs(30),
             },
         }
     }
@@ -1027,6 +1125,18 @@ mod tests {
                 "inbound:\n  extra_endpoints: ['GET']\n",
                 "t.yaml: inbound.extra_endpoints: `GET` must be",
             ),
+            (
+                "inbound:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.1/33]\n",
+                "t.yaml:2:20: inbound.trusted_proxies: `10.0.0.1/33`: prefix length must be 0 to 32",
+            ),
+            (
+                "inbound:\n  trusted_proxies:\n    - lb.example\n",
+                "t.yaml:3:5: inbound.trusted_proxies: `lb.example` is not an IP address or CIDR block",
+            ),
+            (
+                "inbound:\n  trusted_proxies: [10.1.0.0/8]\n",
+                "t.yaml:2:20: inbound.trusted_proxies: `10.1.0.0/8` has bits set after the prefix",
+            ),
             ("inbound: [1, 2\n", "t.yaml:1:"),
             (
                 "policy:\n  shadow: [A_26515-01, A_25534]\n",
@@ -1076,6 +1186,29 @@ mod tests {
                 && err.to_string().contains("federation boundary"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_match_addresses_and_blocks() {
+        let c = parse(
+            "inbound:\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, 'fd00::/8', 0.0.0.0/0]\n",
+        )
+        .unwrap();
+        let blocks = &c.inbound.trusted_proxies;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(blocks[0].contains(ip("10.200.3.4")));
+        assert!(!blocks[0].contains(ip("11.0.0.1")));
+        assert!(blocks[1].contains(ip("192.168.1.7")));
+        assert!(!blocks[1].contains(ip("192.168.1.8")));
+        assert!(blocks[2].contains(ip("fd12::1")));
+        assert!(!blocks[2].contains(ip("fe80::1")));
+        assert!(blocks[3].contains(ip("8.8.8.8")));
+        assert!(!blocks[3].contains(ip("::1")));
+        let only_lan = parse("inbound:\n  trusted_proxies: [10.0.0.0/8]\n").unwrap();
+        assert!(only_lan.inbound.is_trusted_proxy(ip("::ffff:10.1.1.1")));
+        assert!(!only_lan.inbound.is_trusted_proxy(ip("127.0.0.1")));
+        assert!(!Config::default().inbound.is_trusted_proxy(ip("127.0.0.1")));
+        assert_eq!(blocks[1].to_string(), "192.168.1.7/32");
     }
 
     #[test]

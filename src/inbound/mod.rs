@@ -651,7 +651,11 @@ async fn serve_connection(
         // Boxed: TLS state is several KiB, and plain connections should not carry a slot for
         // it.
         Some(acceptor) => Box::pin(serve_tls(state, acceptor, stream, remote, drain)).await,
-        None => serve_http(state, stream, Arc::new(Peer::new(remote, false)), drain).await,
+        None => {
+            let trusted = state.config.inbound.is_trusted_proxy(remote.ip());
+            let peer = Arc::new(Peer::new(remote, false, trusted));
+            serve_http(state, stream, peer, drain).await;
+        }
     }
 }
 
@@ -686,7 +690,8 @@ async fn serve_tls(
         }
         Err(_) => return,
     };
-    let peer = Arc::new(Peer::new(remote, true));
+    let trusted = state.config.inbound.is_trusted_proxy(remote.ip());
+    let peer = Arc::new(Peer::new(remote, true, trusted));
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(state, TokioIo::new(tls), peer, drain).await;
     } else {

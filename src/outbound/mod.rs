@@ -3,7 +3,7 @@
 //!
 //! One connection reads top-down: [`connect`] reads `CONNECT host:port` and decides whether
 //! the host may be reached at all → `200` → [`mitm`] answers the TLS handshake with a leaf for
-//! the SNI name from [`crate::tls::Authority`] → inner HTTP/1.1 or h2 requests → [`forward`]
+//! the CONNECT host from [`crate::tls::Authority`] (any other SNI is refused) → inner HTTP/1.1 or h2 requests → [`forward`]
 //! checks each request's destination ([`route`]) and relays it over a pooled, verified TLS
 //! connection to the CONNECT target ([`upstream`]).
 
@@ -69,6 +69,8 @@ pub mod rules {
     pub const CONNECT_NO_DESTINATION: &str = "connect-no-destination";
     /// Destination resolves only to loopback/private/link-local addresses.
     pub const PRIVATE_DESTINATION: &str = "outbound-private-destination";
+    /// The TLS ClientHello inside a tunnel names another host than the CONNECT line.
+    pub const SNI_MISMATCH: &str = "outbound-sni-mismatch";
     /// Upstream connect or TLS failure.
     pub const UPSTREAM_CONNECT: &str = "outbound-upstream-connect";
     /// Upstream failed after connecting.
@@ -473,6 +475,15 @@ async fn open_tunnel(
     let io = connect::Prefixed::new(rest, stream);
     match mitm::accept(io, &target, &state.authority).await {
         Ok(tls) => Some((tls, target)),
+        Err(error @ mitm::AcceptError::SniMismatch { .. }) => {
+            state.metrics.reject(LISTENER, rules::SNI_MISMATCH);
+            tracing::info!(
+                listener = LISTENER,
+                rule = rules::SNI_MISMATCH,
+                "TLS handshake refused: {error}"
+            );
+            None
+        }
         Err(error) => {
             tracing::debug!(host = %target.host, %error, "outbound: TLS accept failed");
             None
