@@ -37,6 +37,10 @@ pub enum LookupError {
     NoAdminToken,
     #[error("{0}")]
     Transport(String),
+    /// The homeserver answered `404 M_NOT_FOUND`: it has no such user, or no such event in
+    /// that room. Not a failure: each rule decides what "nothing there" means for it.
+    #[error("homeserver has no such entry")]
+    NotFound,
     #[error("homeserver answered {status}")]
     Upstream { status: u16, body: String },
     #[error("unexpected answer: {0}")]
@@ -45,9 +49,13 @@ pub enum LookupError {
 
 impl LookupError {
     /// Fail closed: missing token or transport problems are 403, upstream errors 502 with the
-    /// homeserver's body (as the reference does).
+    /// homeserver's body (as the reference does). Rules handle [`LookupError::NotFound`]
+    /// before they get here; one that does not fails closed with a 403.
     pub fn into_matrix_error(self, rule: &'static str, api: &str) -> MatrixError {
         match self {
+            LookupError::NotFound => {
+                MatrixError::forbidden(format!("Could not use {api} API, cause: not found"), rule)
+            }
             LookupError::NoAdminToken => MatrixError::forbidden(
                 "Could not get admin access token cause: no admin token configured",
                 rule,

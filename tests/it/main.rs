@@ -5,6 +5,7 @@ mod browser;
 mod cleanup;
 mod compose;
 mod federation;
+mod federation_boundary;
 mod gen_ca;
 mod inbound;
 mod info_api;
