@@ -232,9 +232,15 @@ pub struct OutboundConfig {
     /// Validity of minted leaves; the cache TTL must be shorter.
     #[serde(with = "humantime_serde")]
     pub leaf_validity: Duration,
-    /// Hosts always allowed as destinations (besides the federation list).
+    /// Federation destinations allowed besides the federation list (host or `host:port`),
+    /// e.g. a test homeserver. Treated like list members: intercepted, every request checked.
     pub allow_hosts: Vec<String>,
-    /// SSO hosts the homeserver may reach through the proxy without X-Matrix.
+    /// The homeserver's non-federation destinations (OIDC/SAML/CAS identity provider, push
+    /// gateway, identity server, reCAPTCHA), as `host` (every port) or `host:port`. Tunnelled
+    /// without TLS interception: Synapse checks these certificates against the system trust
+    /// store, not the proxy CA. Wins over the federation list for the same host and port.
+    pub passthrough: Vec<String>,
+    /// Deprecated (the reference's `ssoDomain`): hosts here are added to `passthrough`.
     pub sso_hosts: Vec<String>,
     /// Allow upstream connections to loopback/private/link-local addresses (tests only).
     pub allow_private_destinations: bool,
@@ -274,6 +280,7 @@ impl Default for OutboundConfig {
             },
             leaf_validity: Duration::from_secs(7 * 24 * 3600),
             allow_hosts: Vec::new(),
+            passthrough: Vec::new(),
             sso_hosts: Vec::new(),
             allow_private_destinations: false,
             danger_accept_invalid_upstream_certs: false,
@@ -899,6 +906,15 @@ impl Config {
                 ));
             }
         }
+        for (key, entries) in [
+            ("outbound.passthrough", &self.outbound.passthrough),
+            ("outbound.sso_hosts", &self.outbound.sso_hosts),
+        ] {
+            for entry in entries {
+                crate::outbound::passthrough::parse_entry(entry)
+                    .map_err(|message| semantic(key, message))?;
+            }
+        }
         let mut seen = BTreeSet::new();
         for extra in &self.inbound.extra_endpoints {
             let mut parts = extra.split_whitespace();
@@ -1136,6 +1152,14 @@ mod tests {
             (
                 "inbound:\n  trusted_proxies: [10.1.0.0/8]\n",
                 "t.yaml:2:20: inbound.trusted_proxies: `10.1.0.0/8` has bits set after the prefix",
+            ),
+            (
+                "outbound:\n  passthrough: ['https://idp.example.org/']\n",
+                "t.yaml: outbound.passthrough: `https://idp.example.org/` must be `host` or `host:port`",
+            ),
+            (
+                "outbound:\n  sso_hosts: ['idp.example.org:0']\n",
+                "t.yaml: outbound.sso_hosts: `idp.example.org:0` must be",
             ),
             ("inbound: [1, 2\n", "t.yaml:1:"),
             (
