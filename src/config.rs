@@ -317,13 +317,45 @@ impl Default for CaConfig {
 pub struct AdminConfig {
     /// Address of the admin listener. Never expose it publicly.
     pub listen: SocketAddr,
+    /// Bearer token the operator endpoints (reload, log level) require; without one (and
+    /// without `token_file`) they answer loopback clients only. Prefer `token_file` or the
+    /// environment override.
+    pub token: Option<String>,
+    /// File holding the operator token (read on start and on every reload).
+    pub token_file: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax) the process runs with and returns to after a
+    /// temporary change; `--log-level` / `TIMPROXY_LOG` win over it.
+    pub log_level_default: String,
+    /// How long a log filter set through the admin listener lasts unless the request says
+    /// otherwise; zero keeps it until the next change.
+    #[serde(with = "humantime_serde")]
+    pub log_level_reset_after: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 1233).into(),
+            token: None,
+            token_file: None,
+            log_level_default: "info".to_owned(),
+            log_level_reset_after: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+impl AdminConfig {
+    /// The operator token from `token` or `token_file`. An empty file counts as no token.
+    pub fn operator_token(&self) -> Result<Option<String>, std::io::Error> {
+        if let Some(token) = self.token.as_ref().filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)?;
+        let token = text.trim();
+        Ok((!token.is_empty()).then(|| token.to_owned()))
     }
 }
 
@@ -853,6 +885,15 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.admin.log_level_default) {
+            return Err(semantic(
+                "admin.log_level_default",
+                format!(
+                    "`{}` is not a log filter: {e}",
+                    self.admin.log_level_default
+                ),
+            ));
+        }
         if self.outbound.cert_cache.ttl >= self.outbound.leaf_validity {
             return Err(semantic(
                 "outbound.cert_cache.ttl",
@@ -897,6 +938,9 @@ impl Config {
         }
         if let Some(path) = &self.registration_service.support_fallback_file {
             files.push(("registration_service.support_fallback_file", path));
+        }
+        if let Some(path) = &self.admin.token_file {
+            files.push(("admin.token_file", path));
         }
         for (key, path) in files {
             if let Err(e) = std::fs::File::open(path) {
@@ -1128,6 +1172,10 @@ mod tests {
             (
                 "policy:\n  default_room_version: '11'\n",
                 "t.yaml: policy.default_room_version: `11` is not in",
+            ),
+            (
+                "admin:\n  log_level_default: 'info,[bad'\n",
+                "t.yaml: admin.log_level_default: `info,[bad` is not a log filter",
             ),
             (
                 "federation:\n  max_age: forever\n",
