@@ -129,7 +129,8 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l kind -d
 endpoints\t'Lines `METHOD /path` (`#` comments)'
 permission-config\t'Permission config content or a `{type, content}` account-data event'
 config\t'timproxy configuration file'
-federation-list\t'Federation list (registration-service JSON or VZD JWS)'"
+federation-list\t'Federation list (registration-service JSON or VZD JWS)'
+reference-config\t'Reference Messenger Proxy application.yml: prints the equivalent timproxy.yaml'"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l format -d 'Output format (json: one document with all diagnostics and a summary)' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l extra-endpoint -d 'Also allow this endpoint, like inbound.extra_endpoints (repeatable; --config adds the configured ones)' -r

@@ -151,14 +151,14 @@ impl InboundState {
         federation: FederationHandle,
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
-        let mut endpoints = crate::matrix::endpoints::v1_11();
+        // The served table: v1.11, the legacy spellings and aliases, Synapse's SSO pages when
+        // they are on, and the operator's extras.
+        let mut extra: Vec<String> = Vec::new();
         if config.sso_endpoints_enabled() {
-            endpoints.extend(sso::endpoints()?);
+            extra.extend(sso::entries().map(str::to_owned));
         }
-        for entry in &config.inbound.extra_endpoints {
-            endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
-        }
-        let table = EndpointTable::new(endpoints)?;
+        extra.extend(config.inbound.extra_endpoints.iter().cloned());
+        let table = EndpointTable::served(&extra)?;
         let tls = config.inbound.tls.as_ref().map(load_tls).transpose()?;
         // reqwest needs a process-wide rustls provider; `main` installs ring, this covers
         // embedders and tests (a second install is a harmless error).
@@ -660,7 +660,11 @@ async fn serve_connection(
         // Boxed: TLS state is several KiB, and plain connections should not carry a slot for
         // it.
         Some(acceptor) => Box::pin(serve_tls(live, acceptor, stream, remote, drain)).await,
-        None => serve_http(live, stream, Arc::new(Peer::new(remote, false)), drain).await,
+        None => {
+            let trusted = live.load().config.inbound.is_trusted_proxy(remote.ip());
+            let peer = Arc::new(Peer::new(remote, false, trusted));
+            serve_http(live, stream, peer, drain).await;
+        }
     }
 }
 
@@ -695,7 +699,8 @@ async fn serve_tls(
         }
         Err(_) => return,
     };
-    let peer = Arc::new(Peer::new(remote, true));
+    let trusted = live.load().config.inbound.is_trusted_proxy(remote.ip());
+    let peer = Arc::new(Peer::new(remote, true, trusted));
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(live, TokioIo::new(tls), peer, drain).await;
     } else {
