@@ -37,6 +37,10 @@ pub enum Conversion {
     Minutes,
     /// Whole days → a humantime duration.
     Days,
+    /// Whole seconds → a humantime duration.
+    Seconds,
+    /// A level name (`ERROR` … `TRACE`) → the env-filter that level is.
+    LogLevel,
     /// A hoplite duration (`1h`, `30m`) → a humantime duration.
     Duration,
     /// `registrationServiceConfig.baseUrl`, joined with the port as the reference joins them.
@@ -71,6 +75,8 @@ impl Conversion {
             "port" => Self::Port,
             "minutes" => Self::Minutes,
             "days" => Self::Days,
+            "seconds" => Self::Seconds,
+            "log_level" => Self::LogLevel,
             "duration" => Self::Duration,
             "rs_base" => Self::RegistrationBase,
             "rs_port" => Self::RegistrationPort,
@@ -411,6 +417,17 @@ impl Translator<'_, '_, '_> {
                     self.push(key, Value::String(format!("{n}{unit}")), note, pos);
                 }
                 Err(_) => self.invalid(mapping, pos, "a whole number"),
+            },
+            Conversion::Seconds => match text.parse::<u64>() {
+                Ok(n) => self.push(key, Value::String(format!("{n}s")), note, pos),
+                Err(_) => self.invalid(mapping, pos, "a whole number"),
+            },
+            Conversion::LogLevel => match crate::logging::ACCEPTED_LEVELS
+                .iter()
+                .find(|level| level.eq_ignore_ascii_case(&text))
+            {
+                Some(level) => self.push(key, Value::String(level.to_ascii_lowercase()), note, pos),
+                None => self.invalid(mapping, pos, "ERROR, WARN, INFO, DEBUG or TRACE"),
             },
             Conversion::Duration => match humantime::parse_duration(&text) {
                 Ok(_) => self.push(key, Value::String(text), note, pos),
