@@ -236,7 +236,7 @@ pub struct Checker {
 
 impl Checker {
     pub fn new(options: Options) -> Result<Self, SpecCheckError> {
-        let table = EndpointTable::v1_11_with_extras(&options.extra_endpoints)?;
+        let table = EndpointTable::served(&options.extra_endpoints)?;
         Ok(Self { options, table })
     }
 

@@ -13,6 +13,7 @@ mod ocsp;
 mod outbound;
 mod properties;
 mod rawdata;
+mod reload;
 mod robustness;
 mod serve;
 mod spec_check;
