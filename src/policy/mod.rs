@@ -4,18 +4,16 @@
 //! from elsewhere (account data, event timestamps, federation membership) take it through the
 //! small traits defined here and in their files, so they are unit-testable without a network.
 
+pub mod blocked_endpoints;
 pub mod create_room;
-pub mod get_token;
+pub mod data;
 pub mod guest;
 pub mod invite;
 pub mod join_rules;
-pub mod media_config;
 pub mod media_server;
 pub mod permission_config;
 pub mod presence;
-pub mod preview_url;
 pub mod public_room;
-pub mod public_rooms;
 pub mod reaction;
 pub mod redaction;
 pub mod room_type;
@@ -29,6 +27,8 @@ use serde_json::{Map, Value};
 use crate::error::MatrixError;
 use crate::federation::list::{FederationHandle, Membership};
 use crate::matrix::ids::UserId;
+
+pub use blocked_endpoints::blocked_endpoint;
 
 /// A failed lookup at the homeserver's admin API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,21 +92,6 @@ impl FederationList for FederationHandle {
     }
 }
 
-/// Endpoints refused by a TIM rule whatever the method or caller (checked before auth).
-pub fn blocked_endpoint(template: &str) -> Option<MatrixError> {
-    if template == media_config::TEMPLATE {
-        Some(media_config::blocked())
-    } else if preview_url::TEMPLATES.contains(&template) {
-        Some(preview_url::blocked())
-    } else if template == get_token::TEMPLATE {
-        Some(get_token::blocked())
-    } else if template == public_rooms::TEMPLATE {
-        Some(public_rooms::blocked())
-    } else {
-        None
-    }
-}
-
 /// Parse a JSON object body; anything else is the reference's `body-parse` error.
 pub fn parse_object(body: &[u8]) -> Result<Value, MatrixError> {
     match serde_json::from_slice::<Value>(body) {
@@ -158,32 +143,6 @@ mod tests {
         for bad in [&b"[1]"[..], b"\"x\"", b"{", b"", b"{\"a\":1}x"] {
             assert_eq!(parse_relation(bad).unwrap_err().rule, "body-parse");
         }
-    }
-
-    #[test]
-    fn blocked_endpoints_carry_their_rule_ids() {
-        assert_eq!(
-            blocked_endpoint("/_matrix/media/v3/config").unwrap().rule,
-            "A_26262"
-        );
-        assert_eq!(
-            blocked_endpoint("/_matrix/client/v1/media/preview_url")
-                .unwrap()
-                .rule,
-            "A_26344"
-        );
-        assert_eq!(
-            blocked_endpoint("/_matrix/client/v1/login/get_token")
-                .unwrap()
-                .status,
-            404
-        );
-        let fed = blocked_endpoint("/_matrix/federation/v1/publicRooms").unwrap();
-        assert_eq!(
-            (fed.status.as_u16(), fed.error.as_str()),
-            (403, "A_26520, A_28590")
-        );
-        assert!(blocked_endpoint("/_matrix/client/v3/publicRooms").is_none());
     }
 
     #[test]

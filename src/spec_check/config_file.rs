@@ -102,7 +102,10 @@ fn check_extra_endpoints(config: &Config, loc: &Locator<'_>, sink: &mut Sink<'_>
             sink.warning(
                 pos,
                 RULE,
-                format!("inbound.extra_endpoints: `{extra}` is already served as `{} {}`", known.method, known.template),
+                format!(
+                    "inbound.extra_endpoints: `{extra}` is already served as `{} {}`",
+                    known.method, known.template
+                ),
             );
         }
     }
@@ -132,7 +135,7 @@ mod tests {
         assert_eq!(
             run("inbound:\n  lisen: 0.0.0.0:1\n"),
             vec![
-                "c.yaml:2:3: error: inbound: unknown field `lisen`, expected one of `listen`, `tls`, `well_known_server_port`, `max_body_bytes`, `whoami_cache`, `expose_synapse_admin`, `max_connections`, `header_read_timeout`, `extra_endpoints` [config]"
+                "c.yaml:2:3: error: inbound: unknown field `lisen`, expected one of `listen`, `tls`, `well_known_server_port`, `max_body_bytes`, `whoami_cache`, `expose_synapse_admin`, `max_connections`, `header_read_timeout`, `extra_endpoints`, `sso_endpoints` [config]"
             ]
         );
         assert_eq!(
