@@ -337,15 +337,8 @@ impl EndpointTable {
     /// What the inbound listener serves: the v1.11 table, the legacy endpoints and `extra`
     /// entries (`"METHOD /path"`), each under the shipped aliases too.
     pub fn served(extra: &[String]) -> Result<Self, TableError> {
-        Self::served_with(Vec::new(), extra)
-    }
-
-    /// [`EndpointTable::served`] plus built-in lists the configuration switches on (the SSO
-    /// pages).
-    pub fn served_with(added: Vec<Endpoint>, extra: &[String]) -> Result<Self, TableError> {
         let mut endpoints = parse_tsv(V1_11_TSV)?;
         endpoints.extend(parse_legacy(LEGACY_TSV)?);
-        endpoints.extend(added);
         for entry in extra {
             endpoints.push(parse_extra(entry)?);
         }

@@ -92,6 +92,9 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
             "Bearer tok-remote" => {
                 json_response(StatusCode::OK, json!({"user_id":"@mallory:evil.test"}))
             }
+            "Bearer tok-insured" => {
+                json_response(StatusCode::OK, json!({"user_id":"@ina:kasse1.test"}))
+            }
             _ => json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({"errcode":"M_UNKNOWN_TOKEN","error":"x"}),
@@ -410,6 +413,12 @@ fn fill(template: &str) -> String {
         .join("/")
 }
 
+/// Federation routes that only serve third-party invites (refused on every route).
+const THIRD_PARTY_ROUTES: [&str; 2] = [
+    "/_matrix/federation/v1/exchange_third_party_invite/{roomId}",
+    "/_matrix/federation/v1/3pid/onbind",
+];
+
 #[tokio::test]
 async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
     let h = start_with(registration_service_is_upstream).await;
@@ -446,6 +455,11 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
             blocked += 1;
             continue;
         }
+        if THIRD_PARTY_ROUTES.contains(&e.template.as_str()) {
+            assert_rejected(&got, 403, "M_FORBIDDEN");
+            blocked += 1;
+            continue;
+        }
         assert_eq!(
             got.0,
             StatusCode::OK,
@@ -467,9 +481,10 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
         }
         forwarded += 1;
     }
-    // media v3 config, two preview_url, get_token, federation publicRooms GET + POST.
-    assert_eq!(blocked, 6);
-    assert_eq!(forwarded, 191 - 6);
+    // media v3 config, two preview_url, get_token, federation publicRooms GET + POST, and the
+    // two federation routes that only serve third-party invites.
+    assert_eq!(blocked, 8);
+    assert_eq!(forwarded, 191 - 8);
 }
 
 #[tokio::test]
@@ -736,7 +751,11 @@ async fn tim_blocked_endpoints_answer_with_rule_errors_before_auth() {
         assert_eq!(got.1["error"], "A_26520, A_28590");
     }
     assert_eq!(h.up.requests.load(Ordering::SeqCst), 0);
-    assert!(h.metrics.encode().contains(r#"rule="A_26520/A_28590"} 2"#));
+    assert!(
+        h.metrics
+            .encode()
+            .contains(r#"rule="A_26520/A_28590",mode="enforce"} 2"#)
+    );
 }
 
 #[tokio::test]
@@ -1337,6 +1356,314 @@ async fn federation_invite_rules() {
             .encode()
             .contains(r#"rule="ePA-insured-to-insured""#)
     );
+}
+
+/// Finding 2 (issue 14): Synapse performs an invite for an `m.room.member` state event with
+/// `membership: invite`, so that route gets exactly the invite rules of `POST …/invite`.
+#[tokio::test]
+async fn invites_as_state_events_get_the_invite_rules() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    let member = |who: &str| format!("{room}/state/m.room.member/{who}");
+    let invite = json!({"membership":"invite"});
+    // A_25534: the invitee's server is not federated (raw `@` and `:` as well as encoded).
+    for path in [member("@bob:hs3.test"), member("%40bob%3Ahs3.test")] {
+        let got = h.alice(Method::PUT, &path, invite.clone()).await;
+        assert_rejected(&got, 403, "M_FORBIDDEN");
+        assert_eq!(
+            got.1["error"],
+            "hs3.test kann nicht in der Föderation gefunden werden"
+        );
+    }
+    // The decoded event type decides, not the raw text.
+    let encoded_type = format!("{room}/state/m.room.%6Dember/%40bob%3Ahs3.test");
+    assert_rejected(
+        &h.alice(Method::PUT, &encoded_type, invite.clone()).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // A_26021-01: a local invitee's permission configuration blocks (and a malformed one
+    // fails closed).
+    let got = h
+        .alice(Method::PUT, &member("%40bob%3Ahs1.test"), invite.clone())
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
+    assert_rejected(
+        &h.alice(Method::PUT, &member("%40dave%3Ahs1.test"), invite.clone())
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // ePA: no invites between insured persons.
+    let got = h
+        .send(
+            Method::PUT,
+            &member("%40carl%3Akasse2.test"),
+            &[("authorization", "Bearer tok-insured")],
+            Some(invite.clone()),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    // A state key Synapse cannot read as a user is refused, not forwarded unchecked.
+    assert_rejected(
+        &h.alice(Method::PUT, &member("bob"), invite.clone()).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    // An allowed invite, and memberships that are no invite, reach the homeserver unchanged.
+    for (who, content) in [
+        ("%40carol%3Ahs1.test", invite.clone()),
+        (
+            "%40alice%3Ahs1.test",
+            json!({"membership":"join","displayname":"A"}),
+        ),
+        (
+            "%40bob%3Ahs3.test",
+            json!({"membership":"ban","reason":"spam"}),
+        ),
+        ("%40bob%3Ahs3.test", json!({"membership":"leave"})),
+    ] {
+        let got = h.alice(Method::PUT, &member(who), content.clone()).await;
+        assert_eq!(got.0, 200, "{who} {content}: {}", got.1);
+        assert_eq!(echoed_body(&got.1), content);
+    }
+    let metrics = h.metrics.encode();
+    for rule in [
+        "A_25534",
+        "A_26021-01",
+        "A_26021-01-config",
+        "ePA-insured-to-insured",
+    ] {
+        assert!(
+            metrics.contains(&format!("rule=\"{rule}\",mode=\"enforce\"")),
+            "{rule}: {metrics}"
+        );
+    }
+}
+
+/// A third-party invite names no Matrix ID the invite rules could check; Synapse performs one
+/// through any of these routes.
+#[tokio::test]
+async fn third_party_invites_are_refused_on_every_route() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    let threepid = json!({"medium":"email","address":"a@b.example","id_server":"is.example","id_access_token":"t"});
+    // Synapse performs the 3PID invite and ignores `user_id` when medium and address are there.
+    let mut with_user = threepid.clone();
+    with_user["user_id"] = json!("@carol:hs1.test");
+    assert_rejected(
+        &h.alice(Method::POST, &format!("{room}/invite"), with_user)
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Without user_id: the reference's answer.
+    let got = h
+        .alice(Method::POST, &format!("{room}/invite"), threepid.clone())
+        .await;
+    assert_rejected(&got, 400, "M_BAD_JSON");
+    assert_eq!(got.1["error"], "InviteUser.Request.userId is missing");
+    assert_rejected(
+        &h.alice(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            json!({"invite_3pid":[threepid]}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_rejected(
+        &h.alice(
+            Method::PUT,
+            &format!("{room}/state/m.room.third_party_invite/tok"),
+            json!({"display_name":"a…","key_validity_url":"https://is.example","public_key":"k"}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test","type":"m.room.member","content":{"membership":"invite"}});
+    assert_rejected(
+        &h.federation(
+            Method::PUT,
+            "/_matrix/federation/v1/exchange_third_party_invite/%21r%3Ahs1.test",
+            "hs2.test",
+            Some(event),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_rejected(
+        &h.send(
+            Method::PUT,
+            "/_matrix/federation/v1/3pid/onbind",
+            &[],
+            Some(json!({"mxid":"@carol:hs1.test","invites":[]})),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert!(
+        h.metrics
+            .encode()
+            .contains(r#"rule="third-party-invite",mode="enforce"} 6"#)
+    );
+    assert_eq!(
+        h.up.requests.load(Ordering::SeqCst),
+        h.up.whoami.load(Ordering::SeqCst)
+    );
+}
+
+/// Finding 3 (issue 14): Synapse applies `initial_state` over the preset, so a `public` join
+/// rule there makes a public room; and every other part of createRoom that is an invite counts.
+#[tokio::test]
+async fn create_room_initial_state_is_checked_like_the_rest_of_the_room() {
+    let url = "/_matrix/client/v3/createRoom";
+    let join_rule = |rule: &str| json!({"type":"m.room.join_rules","state_key":"","content":{"join_rule":rule}});
+    let pro = start().await;
+    let body =
+        json!({"preset":"private_chat","initial_state":[join_rule("public")],"room_version":"10"});
+    let got = pro.alice(Method::POST, url, body).await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(
+        echoed_body(&got.1),
+        json!({"preset":"private_chat","initial_state":[join_rule("public")],"room_version":"10","creation_content":{"m.federate":false}})
+    );
+    // Invites inside initial_state are invites.
+    let member = |who: &str| json!({"type":"m.room.member","state_key":who,"content":{"membership":"invite"}});
+    let got = pro
+        .alice(
+            Method::POST,
+            url,
+            json!({"initial_state":[member("@bob:hs3.test")]}),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "hs3.test kann nicht in der Föderation gefunden werden"
+    );
+    let got = pro
+        .alice(
+            Method::POST,
+            url,
+            json!({"initial_state":[member("@bob:hs1.test")]}),
+        )
+        .await;
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
+    let got = pro
+        .alice(
+            Method::POST,
+            url,
+            json!({"invite":["@carol:hs1.test"],"initial_state":[member("@erin:hs1.test")]}),
+        )
+        .await;
+    assert_eq!(
+        got.1["error"],
+        "Only one user can be invited at room creation. - see A_25368-01"
+    );
+
+    let epa = start_with(|c| c.policy.flavour = timproxy::config::Flavour::Epa).await;
+    for rule in ["public", "knock", "restricted", "knock_restricted"] {
+        let body = json!({"preset":"private_chat","initial_state":[join_rule(rule)]});
+        assert_rejected(
+            &epa.alice(Method::POST, url, body).await,
+            400,
+            "M_INVALID_ROOM_STATE",
+        );
+    }
+    assert_eq!(
+        epa.alice(
+            Method::POST,
+            url,
+            json!({"initial_state":[join_rule("invite")]})
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+/// Threads and reactions are refused on every route that sends event content, not only
+/// `PUT …/send`; redactions through `send` and `state` get the age rule.
+#[tokio::test]
+async fn content_rules_hold_on_every_route_that_carries_content() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    let thread = json!({"body":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}});
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            format!("{room}/send/m.room.message/t1"),
+            json!({"body":"x","m.relates_to":{"rel_type":"io.element.thread","event_id":"$e"}}),
+        ),
+        (
+            Method::PUT,
+            format!("{room}/state/m.room.topic/"),
+            thread.clone(),
+        ),
+        (
+            Method::PUT,
+            format!("{room}/state/x.custom/key"),
+            thread.clone(),
+        ),
+        (
+            Method::PUT,
+            format!("{room}/redact/%24new/t2"),
+            json!({"reason":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}}),
+        ),
+        (
+            Method::POST,
+            "/_matrix/client/v3/createRoom".to_owned(),
+            json!({"initial_state":[{"type":"m.room.topic","content":thread}]}),
+        ),
+        (
+            Method::POST,
+            "/_matrix/client/v3/createRoom".to_owned(),
+            json!({"creation_content":thread}),
+        ),
+    ] {
+        let got = h.alice(method.clone(), &path, body).await;
+        assert_rejected(&got, 400, "M_FORBIDDEN");
+        assert_eq!(
+            got.1["error"], "Message threading is not supported – see A_25395-02",
+            "{method} {path}"
+        );
+    }
+    let two = json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍👍"}});
+    assert_rejected(
+        &h.alice(Method::PUT, &format!("{room}/state/m.reaction/k"), two)
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    for path in [
+        format!("{room}/send/m.room.redaction/t3"),
+        format!("{room}/state/m.room.redaction/k"),
+    ] {
+        let got = h.alice(Method::PUT, &path, json!({"redacts":"$old"})).await;
+        assert_rejected(&got, 403, "M_FORBIDDEN");
+        assert_eq!(
+            got.1["error"],
+            "Event cannot be redacted, it is older than 24h - see A_28358"
+        );
+        assert_eq!(
+            h.alice(Method::PUT, &path, json!({"redacts":"$new"}))
+                .await
+                .0,
+            200
+        );
+    }
 }
 
 #[tokio::test]
