@@ -102,7 +102,10 @@ fn check_extra_endpoints(config: &Config, loc: &Locator<'_>, sink: &mut Sink<'_>
             sink.warning(
                 pos,
                 RULE,
-                format!("inbound.extra_endpoints: `{extra}` is already served as `{} {}`", known.method, known.template),
+                format!(
+                    "inbound.extra_endpoints: `{extra}` is already served as `{} {}`",
+                    known.method, known.template
+                ),
             );
         }
     }
