@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use http::{Request, header};
+use http::Request;
 
 use super::client::{invite_context, with_body};
 use super::forward::Body;
@@ -70,6 +70,7 @@ pub async fn check_origin(
     }
 }
 
+/// The rules of inbound federation requests, once [`check_origin`] has accepted the origin.
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
     req: Request<Body>,
@@ -77,11 +78,6 @@ pub(crate) async fn apply(
     _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
 ) -> Result<Ready, MatrixError> {
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    check_origin(state, template, authorization).await?;
     let (parts, body) = req.into_parts();
     let v2 = match template {
         "/_matrix/federation/v1/invite/{roomId}/{eventId}" => false,
