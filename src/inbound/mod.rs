@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::error::MatrixError;
+use crate::error::{MatrixError, Side};
 use crate::federation::FederationHandle;
 use crate::matrix::endpoints::{Api, Classification, EndpointTable, PathParams, TableError};
 use crate::metrics::{ListenerLabels, Metrics};
@@ -187,7 +187,9 @@ impl InboundState {
         self.observer.read().ok().and_then(|o| o.clone())
     }
 
-    /// Count and log a rejection (rule, method, template, status — never IDs or tokens).
+    /// Count and log a rejection: rule, side, method, template, status, and for failures of the
+    /// homeserver or the proxy their message and cause. A client's rejection is logged without
+    /// its message, which may name users or rooms; never IDs or tokens.
     pub(crate) fn reject(
         &self,
         err: &MatrixError,
@@ -195,13 +197,28 @@ impl InboundState {
         template: &str,
     ) -> Response<Body> {
         self.metrics.reject(LISTENER, err.rule);
-        tracing::info!(
-            rule = err.rule,
-            method = %method,
-            endpoint = template,
-            status = err.status.as_u16(),
-            "request rejected"
-        );
+        let status = err.status.as_u16();
+        match err.side {
+            Side::Downstream => tracing::info!(
+                rule = err.rule,
+                side = %err.side,
+                method = %method,
+                endpoint = template,
+                status,
+                cause = err.cause.is_some().then(|| err.cause_chain()),
+                "request rejected"
+            ),
+            Side::Upstream | Side::Internal => tracing::warn!(
+                rule = err.rule,
+                side = %err.side,
+                method = %method,
+                endpoint = template,
+                status,
+                error = %err.error,
+                cause = err.cause.is_some().then(|| err.cause_chain()),
+                "request failed"
+            ),
+        }
         forward::error_response(err)
     }
 }
@@ -223,12 +240,9 @@ pub(crate) async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, Matri
     let mut first: Option<Bytes> = None;
     let mut joined = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(MatrixError::bad_json(
-                "could not read request body",
-                "body-read",
-            ));
-        };
+        let frame = frame.map_err(|e| {
+            MatrixError::bad_json("could not read request body", "body-read").caused_by(e)
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -633,11 +647,14 @@ async fn filter_versions_response(
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return forward::error_response(&MatrixError::bad_gateway(
-                "could not read /versions answer",
-                "versions",
-            ));
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                return forward::error_response(
+                    &MatrixError::bad_gateway("could not read /versions answer", "versions")
+                        .caused_by(e),
+                );
+            }
         };
         if let Ok(data) = frame.into_data() {
             if buf.len().saturating_add(data.len()) > limit {
