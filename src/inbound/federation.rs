@@ -9,18 +9,21 @@
 
 use std::sync::Arc;
 
-use http::Request;
+use http::{HeaderMap, Request};
 
 use super::client::{invite_context, with_body};
 use super::forward::Body;
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
-use crate::matrix::x_matrix::XMatrix;
+use crate::matrix::x_matrix::{XMatrix, XMatrixError};
 use crate::policy::invite::{InviteSource, check_invite, federation_invite};
 use crate::policy::parse_object;
 
 pub const RULE_MISSING: &str = "x-matrix-missing";
+/// An X-Matrix authorization the homeserver could read differently (see
+/// [`crate::matrix::x_matrix`]).
+pub const RULE_AMBIGUOUS: &str = "x-matrix-ambiguous";
 pub const RULE_ORIGIN: &str = "federation-origin";
 pub const RULE_DESTINATION: &str = "x-matrix-destination";
 
@@ -33,30 +36,44 @@ const VERSION: &str = "/_matrix/federation/v1/version";
 type Ready = (http::request::Parts, Body);
 
 /// Check the origin of a federation request; `Ok(None)` when the endpoint is unchecked.
+///
+/// The origin is read as Synapse reads it, or the request is refused: 401 when there is no
+/// X-Matrix authorization or one Synapse could read differently, 401 when `destination`
+/// names another server (Synapse's answer too), 403 when the origin is not federated.
 pub async fn check_origin(
     state: &InboundState,
     template: &str,
-    authorization: Option<&str>,
+    headers: &HeaderMap,
 ) -> Result<Option<XMatrix>, MatrixError> {
     if !state.config.federation.enforce
         || template.starts_with("/_matrix/key/")
         || UNCHECKED.contains(&template)
-        || (template == VERSION && authorization.is_none())
     {
         return Ok(None);
     }
-    let x = authorization
-        .and_then(|h| XMatrix::parse(h).ok())
-        .ok_or_else(|| {
-            MatrixError::unauthorized(
+    let x = match XMatrix::from_headers(headers) {
+        Ok(Some(x)) => x,
+        Ok(None) if template == VERSION => return Ok(None),
+        Ok(None) | Err(XMatrixError::Scheme | XMatrixError::MissingOrigin) => {
+            return Err(MatrixError::unauthorized(
                 "missing X-Matrix authorization header with origin field",
                 RULE_MISSING,
-            )
-        })?;
+            ));
+        }
+        Err(XMatrixError::Ambiguous(why)) => {
+            return Err(MatrixError::unauthorized(
+                format!(
+                    "ambiguous X-Matrix authorization ({why}): refused because the homeserver could read another origin"
+                ),
+                RULE_AMBIGUOUS,
+            ));
+        }
+    };
+    // Synapse compares the whole string, port included, and so must we.
     if let Some(destination) = &x.destination
-        && !destination.eq_ignore_ascii_case(&state.config.homeserver.server_name)
+        && *destination != state.config.homeserver.server_name
     {
-        return Err(MatrixError::forbidden(
+        return Err(MatrixError::unauthorized(
             "X-Matrix destination is not this server",
             RULE_DESTINATION,
         ));

@@ -1,22 +1,25 @@
 //! The inbound listener: Matrix client-server API and inbound federation in front of the
 //! homeserver.
 //!
-//! Each request reads top-down: [`crate::matrix::endpoints`] classifies it against the v1.11
-//! table → TIM blocks and rules ([`crate::policy`], via [`client`] and [`federation`]) →
-//! [`forward`] streams it to the homeserver → the answer is relayed untouched (except the
-//! `/versions` filter). Every rejection is counted by rule and logged once, without IDs or
-//! tokens.
+//! Each request passes the named phases of [`handle`]: classify (against the v1.11 table;
+//! CORS preflights and TIM-blocked endpoints are answered at once) → authenticate (federation
+//! origin) → rules ([`crate::policy`], via [`client`] and [`federation`]) → [`forward`] to the
+//! homeserver → respond (the answer relayed untouched, except the `/versions` filter and the
+//! CORS fields it lacks) → account. Every rejection is counted by rule and logged once, with
+//! the side that failed, without IDs or tokens.
 //!
 //! HTTP/1.x clients are served by the `http1` module, in the connection's task; HTTP/2
 //! clients by hyper. Both hand each request to [`handle`].
 
 pub mod admin_api;
 pub mod client;
+mod cors;
 pub mod federation;
 pub mod forward;
 mod framing;
 mod http1;
 mod prefixed;
+pub mod sso;
 mod support;
 pub mod upstream;
 pub mod whoami;
@@ -147,6 +150,9 @@ impl InboundState {
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
         let mut endpoints = crate::matrix::endpoints::v1_11();
+        if config.sso_endpoints_enabled() {
+            endpoints.extend(sso::endpoints()?);
+        }
         for entry in &config.inbound.extra_endpoints {
             endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
         }
@@ -285,8 +291,8 @@ fn well_known_server(config: &Config) -> Response<Body> {
 /// Handle one request end to end. Each request passes the same phases, in this order:
 ///
 /// 1. [`classify`]: which endpoint of the v1.11 table (or route of the proxy's own) the request
-///    addressed, and whether the proxy answers it itself (unknown paths, blocked endpoints,
-///    `/.well-known/matrix/*`).
+///    addressed, and whether the proxy answers it itself (CORS preflights, unknown paths,
+///    blocked endpoints, `/.well-known/matrix/*`).
 /// 2. authenticate ([`federation::check_origin`]): a federation request's `X-Matrix` origin must
 ///    be in the federation list. Client requests have nothing to check here: the homeserver
 ///    checks access tokens, and the rules that need the user resolve the token themselves
@@ -294,8 +300,8 @@ fn well_known_server(config: &Config) -> Response<Body> {
 /// 3. rules ([`client::apply`], [`federation::apply`]): the TIM rules of the endpoint; they may
 ///    read and rewrite the body.
 /// 4. forward ([`forward::Forwarder::forward`]) to the homeserver.
-/// 5. [`respond`]: the answer as the client gets it (a rejection as Matrix error JSON, logged
-///    and counted once; the `/versions` filter).
+/// 5. [`respond`]: the answer as the client gets it (the `/versions` filter; a rejection as
+///    Matrix error JSON, logged and counted once; the CORS fields).
 /// 6. [`account`]: request counters and the raw-data observer.
 ///
 /// The phases are plain functions around the few awaits, which stay in this one function: each
@@ -318,14 +324,10 @@ pub(crate) async fn handle(
         Route::Support => Decision::Answer(Box::pin(state.support.answer()).await),
         Route::Unchecked => Decision::from(Ok(req.into_parts())),
         Route::Checked(params) if endpoint.is_federation => {
-            let authorization = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
             match Box::pin(federation::check_origin(
                 &state,
                 endpoint.template,
-                authorization,
+                req.headers(),
             ))
             .await
             {
@@ -355,17 +357,18 @@ pub(crate) async fn handle(
         }
         Decision::Answer(answer) => answer,
     };
-    let response = respond(&state, &method, endpoint, outcome);
-    let response = if wants_versions_filter(&method, endpoint, &response) {
-        filter_versions_response(
-            response,
-            state.config.inbound.max_body_bytes,
-            &state.versions,
-        )
-        .await
-    } else {
-        response
+    let outcome = match outcome {
+        Ok(response) if wants_versions_filter(&method, endpoint, &response) => {
+            filter_versions_response(
+                response,
+                state.config.inbound.max_body_bytes,
+                &state.versions,
+            )
+            .await
+        }
+        outcome => outcome,
     };
+    let response = respond(&state, &method, endpoint, outcome);
     account(&state, endpoint, facts, notes, &response);
     response
 }
@@ -418,6 +421,12 @@ impl From<Result<(http::request::Parts, Body), MatrixError>> for Decision {
 /// Phase 1: which endpoint `req` addresses and where it goes next.
 fn classify<'s>(state: &'s InboundState, req: &Request<Body>) -> (Addressed<'s>, Route<'s>) {
     let method = req.method();
+    if method == Method::OPTIONS {
+        return (
+            Addressed::own(cors::PREFLIGHT_TEMPLATE, false),
+            Route::Local(Ok(cors::preflight())),
+        );
+    }
     let path = req.uri().path();
     if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
         return (
@@ -463,18 +472,20 @@ fn classify<'s>(state: &'s InboundState, req: &Request<Body>) -> (Addressed<'s>,
 }
 
 /// Phase 5: the answer as the client gets it. A rejection becomes Matrix error JSON and is
-/// counted and logged here, once, by rule. Headers every answer of the listener carries (CORS)
-/// belong here too.
+/// counted and logged here, once, by rule and side; every answer gets the CORS fields it lacks
+/// ([`cors::complete`]).
 fn respond(
     state: &InboundState,
     method: &Method,
     endpoint: Addressed<'_>,
     outcome: Result<Response<Body>, MatrixError>,
 ) -> Response<Body> {
-    match outcome {
+    let mut response = match outcome {
         Ok(response) => response,
         Err(err) => state.reject(&err, method, endpoint.template),
-    }
+    };
+    cors::complete(&mut response);
+    response
 }
 
 /// The homeserver's `/versions` answer loses the versions and features TIM does not allow
@@ -640,28 +651,22 @@ async fn filter_versions_response(
     response: Response<Body>,
     limit: u64,
     memo: &VersionsMemo,
-) -> Response<Body> {
+) -> Result<Response<Body>, MatrixError> {
     let mut response = response;
     upstream::materialize(&mut response);
     let (mut parts, mut body) = response.into_parts();
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                return forward::error_response(
-                    &MatrixError::bad_gateway("could not read /versions answer", "versions")
-                        .caused_by(e),
-                );
-            }
-        };
+        let frame = frame.map_err(|e| {
+            MatrixError::bad_gateway("could not read /versions answer", "versions").caused_by(e)
+        })?;
         if let Ok(data) = frame.into_data() {
             if buf.len().saturating_add(data.len()) > limit {
-                return forward::error_response(&MatrixError::bad_gateway(
-                    "/versions answer too large",
-                    "versions",
-                ));
+                return Err(
+                    MatrixError::bad_gateway("/versions answer too large", "versions")
+                        .caused_by(format!("more than inbound.max_body_bytes ({limit})")),
+                );
             }
             buf.extend_from_slice(&data);
         }
@@ -670,7 +675,7 @@ async fn filter_versions_response(
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    Response::from_parts(parts, full(out))
+    Ok(Response::from_parts(parts, full(out)))
 }
 
 /// Serve the inbound listener until `shutdown` fires, then drain for at most

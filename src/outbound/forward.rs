@@ -73,7 +73,7 @@ async fn check(
         return Ok(());
     }
     match route {
-        Route::Federation { auth_optional } => match route::x_matrix_destination(headers) {
+        Route::Federation { auth_optional } => match x_matrix_destination(headers)? {
             XMatrix::Destination(destination) => check_destination(state, &destination).await,
             XMatrix::Absent | XMatrix::NoDestination if *auth_optional => Ok(()),
             XMatrix::Absent | XMatrix::NoDestination => Err(MatrixError::unauthorized(
@@ -81,7 +81,7 @@ async fn check(
                 rules::X_MATRIX_MISSING,
             )),
         },
-        Route::Keys => match route::x_matrix_destination(headers) {
+        Route::Keys => match x_matrix_destination(headers)? {
             XMatrix::Destination(destination) => check_destination(state, &destination).await,
             XMatrix::Absent | XMatrix::NoDestination => Ok(()),
         },
@@ -114,6 +114,17 @@ async fn check(
             rules::UNKNOWN_PATH,
         )),
     }
+}
+
+/// The X-Matrix destination as the receiving Synapse reads it; a header it could read
+/// differently is refused (401) on every route.
+fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix, MatrixError> {
+    route::x_matrix_destination(headers).map_err(|why| {
+        MatrixError::unauthorized(
+            format!("ambiguous X-Matrix authorization ({why}): the receiver could read another destination"),
+            rules::X_MATRIX_AMBIGUOUS,
+        )
+    })
 }
 
 async fn check_destination(state: &OutboundState, destination: &str) -> Result<(), MatrixError> {

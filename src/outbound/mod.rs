@@ -50,6 +50,9 @@ pub mod rules {
     pub const DESTINATION_NOT_FEDERATED: &str = "A_25534-destination";
     /// Federation request without X-Matrix `destination`.
     pub const X_MATRIX_MISSING: &str = "x-matrix-missing";
+    /// An X-Matrix header the receiver could read differently (several `Authorization`
+    /// fields, quoted commas, repeated parameters, …); see [`crate::matrix::x_matrix`].
+    pub const X_MATRIX_AMBIGUOUS: &str = "x-matrix-ambiguous";
     /// No usable federation list: fail closed.
     pub const LIST_UNAVAILABLE: &str = "A_25537/fed-list-expired";
     /// `/.well-known/matrix/server` of an unfederated Host.

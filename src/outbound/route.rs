@@ -1,9 +1,8 @@
 //! What a request inside a tunnel is, as far as the destination checks care (TIM-PROXY §5):
 //! pure functions over the path and headers, so every case is unit-tested without sockets.
 
-use crate::matrix::x_matrix::XMatrixError;
+use crate::matrix::x_matrix::{self, XMatrixError};
 use http::HeaderMap;
-use http::header::AUTHORIZATION;
 use percent_encoding::percent_decode_str;
 
 /// The kinds of outbound requests the proxy distinguishes.
@@ -92,31 +91,28 @@ pub(crate) enum XMatrix {
     Destination(String),
 }
 
-/// Read the `destination` parameter of an `X-Matrix` Authorization header (scheme
-/// case-insensitive, parameters in any order, values quoted or bare; parsed by
-/// [`crate::matrix::x_matrix::parameters`]). When several Authorization headers are present,
-/// the first X-Matrix one counts; a malformed one has no usable destination.
-pub(crate) fn x_matrix_destination(headers: &HeaderMap) -> XMatrix {
-    for value in headers.get_all(AUTHORIZATION) {
-        let Ok(text) = value.to_str() else { continue };
-        return match crate::matrix::x_matrix::parameters(text) {
-            Err(XMatrixError::Scheme) => continue,
-            Err(_) => XMatrix::NoDestination,
-            Ok(params) => params
-                .into_iter()
-                .find(|(name, value)| name.eq_ignore_ascii_case("destination") && !value.is_empty())
-                .map_or(XMatrix::NoDestination, |(_, value)| {
-                    XMatrix::Destination(value)
-                }),
-        };
+/// Read the `destination` parameter of the request's X-Matrix authorization exactly as the
+/// receiving Synapse will read it ([`crate::matrix::x_matrix`]). `Err` with the reason when
+/// the receiver could read another destination (several `Authorization` fields, quoted
+/// commas, repeated parameters, another spelling of the scheme, …): such a request must not
+/// leave, whatever its route.
+pub(crate) fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix, &'static str> {
+    match x_matrix::XMatrix::from_headers(headers) {
+        Ok(None) | Err(XMatrixError::Scheme) => Ok(XMatrix::Absent),
+        Ok(Some(x)) => Ok(x
+            .destination
+            .filter(|d| !d.is_empty())
+            .map_or(XMatrix::NoDestination, XMatrix::Destination)),
+        Err(XMatrixError::MissingOrigin) => Err("X-Matrix header has no origin"),
+        Err(XMatrixError::Ambiguous(why)) => Err(why),
     }
-    XMatrix::Absent
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http::header::AUTHORIZATION;
 
     fn headers(auth: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -134,18 +130,18 @@ mod tests {
                 "hs2.test:8449",
             ),
             (
-                r#"x-matrix destination=hs2.test,origin=hs1.test"#,
+                r#"X-Matrix destination=hs2.test,origin=hs1.test,key=k,sig=s"#,
                 "hs2.test",
             ),
             (
-                r#"X-Matrix origin="a,b", destination = "d\"q", key="k""#,
+                r#"X-Matrix origin="hs1.test", destination="d\"q" ,key="k",sig=s"#,
                 r#"d"q"#,
             ),
         ];
         for (header, expected) in cases {
             assert_eq!(
                 x_matrix_destination(&headers(&[header])),
-                XMatrix::Destination(expected.to_owned()),
+                Ok(XMatrix::Destination(expected.to_owned())),
                 "{header}"
             );
         }
@@ -153,23 +149,43 @@ mod tests {
 
     #[test]
     fn missing_header_or_parameter_is_distinguished() {
-        assert_eq!(x_matrix_destination(&headers(&[])), XMatrix::Absent);
+        assert_eq!(x_matrix_destination(&headers(&[])), Ok(XMatrix::Absent));
         assert_eq!(
             x_matrix_destination(&headers(&["Bearer abc"])),
-            XMatrix::Absent
+            Ok(XMatrix::Absent)
         );
         assert_eq!(
             x_matrix_destination(&headers(&[r#"X-Matrix origin="hs1.test",key="k",sig="s""#])),
-            XMatrix::NoDestination
+            Ok(XMatrix::NoDestination)
         );
-        assert_eq!(
-            x_matrix_destination(&headers(&[r#"X-Matrix destination="unterminated"#])),
-            XMatrix::NoDestination
-        );
-        assert_eq!(
-            x_matrix_destination(&headers(&["Bearer a", r#"X-Matrix destination="d""#])),
-            XMatrix::Destination("d".to_owned())
-        );
+    }
+
+    /// The receiving Synapse reads the last X-Matrix field and splits at every comma: a
+    /// request whose destination it could read differently never leaves.
+    #[test]
+    fn destinations_the_receiver_could_read_differently_are_refused() {
+        for fields in [
+            &[r#"X-Matrix destination="unterminated"#][..],
+            &[
+                "Bearer a",
+                r#"X-Matrix origin=hs1.test,destination="d",key=k,sig=s"#,
+            ],
+            &[
+                r#"X-Matrix origin=hs1.test,destination=hs2.test,key=k,sig=s"#,
+                r#"X-Matrix origin=hs1.test,destination=hs3.test,key=k,sig=s"#,
+            ],
+            &[
+                r#"X-Matrix origin=hs1.test,destination=hs2.test,x="1,destination=hs3.test",key=k,sig=s"#,
+            ],
+            &[r#"X-Matrix origin=hs1.test,destination=hs2.test,destination=hs3.test,key=k,sig=s"#],
+            &[r#"x-matrix origin=hs1.test,destination=hs2.test,key=k,sig=s"#],
+            &[r#"X-Matrix destination=hs2.test,key=k,sig=s"#],
+        ] {
+            assert!(
+                x_matrix_destination(&headers(fields)).is_err(),
+                "{fields:?}"
+            );
+        }
     }
 
     #[test]

@@ -25,16 +25,16 @@ use timproxy::metrics::Metrics;
 use timproxy::shutdown;
 use tokio::net::TcpListener;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 const ADMIN_TOKEN: &str = "admin-secret";
 const BIG: u64 = 64 * 1024 * 1024;
 
 /// Counters of the fake homeserver.
 #[derive(Default)]
-struct Upstream {
-    requests: AtomicU64,
-    whoami: AtomicU64,
-    uploaded: AtomicU64,
+pub(crate) struct Upstream {
+    pub(crate) requests: AtomicU64,
+    pub(crate) whoami: AtomicU64,
+    pub(crate) uploaded: AtomicU64,
 }
 
 fn json_response(status: StatusCode, value: Value) -> Response<Body> {
@@ -115,10 +115,35 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
                 "de.gematik.tim.account.permissionconfig.pro.v1":{"defaultSetting":"allow all","groupExceptions":["isInsuredPerson"]}}}}),
             );
         }
+        // Synapse's answers for users it cannot or does not know.
+        if path.ends_with("/accountdata") && !path.ends_with("%3Ahs1.test/accountdata") {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"errcode":"M_UNKNOWN","error":"Can only look up local users"}),
+            );
+        }
+        if path == "/_synapse/admin/v1/users/%40ghost%3Ahs1.test/accountdata" {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"errcode":"M_NOT_FOUND","error":"User not found"}),
+            );
+        }
         if path.ends_with("/accountdata") {
             return json_response(
                 StatusCode::OK,
                 json!({"account_data":{"global":{},"rooms":{}}}),
+            );
+        }
+        if path.ends_with("/context/%24elsewhere") {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"errcode":"M_NOT_FOUND","error":"No row found"}),
+            );
+        }
+        if path.ends_with("/context/%24broken") {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"errcode":"M_UNKNOWN","error":"Internal server error"}),
             );
         }
         if path.ends_with("/context/%24old") {
@@ -210,12 +235,12 @@ impl RequestObserver for Recorder {
     }
 }
 
-struct Harness {
-    addr: SocketAddr,
-    up: Arc<Upstream>,
-    metrics: Arc<Metrics>,
+pub(crate) struct Harness {
+    pub(crate) addr: SocketAddr,
+    pub(crate) up: Arc<Upstream>,
+    pub(crate) metrics: Arc<Metrics>,
     observed: Arc<Recorder>,
-    federation: FederationHandle,
+    pub(crate) federation: FederationHandle,
     client: Client<HttpConnector, Body>,
     trigger: shutdown::ShutdownTrigger,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -230,7 +255,7 @@ fn entry(domain: &str, insurance: bool) -> DomainEntry {
     }
 }
 
-async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let up = Arc::new(Upstream::default());
     let upstream = start_upstream(up.clone()).await;
@@ -274,7 +299,7 @@ async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
     }
 }
 
-async fn start() -> Harness {
+pub(crate) async fn start() -> Harness {
     start_with(|_| {}).await
 }
 
@@ -298,7 +323,7 @@ impl Harness {
             .unwrap()
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         target: &str,
@@ -331,7 +356,7 @@ impl Harness {
         .await
     }
 
-    async fn federation(
+    pub(crate) async fn federation(
         &self,
         method: Method,
         target: &str,
@@ -341,20 +366,20 @@ impl Harness {
         let x = XMatrix {
             origin: origin.into(),
             destination: Some("hs1.test".into()),
-            key: Some("ed25519:a".into()),
-            sig: Some("c2ln".into()),
+            key: "ed25519:a".into(),
+            sig: "c2ln".into(),
         };
         self.send(method, target, &[("authorization", &x.render())], body)
             .await
     }
 }
 
-fn echoed_body(v: &Value) -> Value {
+pub(crate) fn echoed_body(v: &Value) -> Value {
     assert_eq!(v["echo"], true, "not forwarded: {v}");
     serde_json::from_str(v["body"].as_str().unwrap()).unwrap()
 }
 
-fn assert_rejected(got: &(StatusCode, Value), status: u16, errcode: &str) {
+pub(crate) fn assert_rejected(got: &(StatusCode, Value), status: u16, errcode: &str) {
     assert_eq!(got.0.as_u16(), status, "{}", got.1);
     assert_eq!(got.1["errcode"], errcode, "{}", got.1);
 }
@@ -847,6 +872,85 @@ async fn client_invite_rules() {
 }
 
 #[tokio::test]
+async fn invitee_on_same_host_other_port_is_another_server() {
+    let h = start().await;
+    let url = "/_matrix/client/v3/rooms/%21room%3Ahs1.test/invite";
+    // `hs1.test:8449` is listed (the list holds domains) but is not this server: its own proxy
+    // checks the invitee's permissions, ours must not ask our homeserver about that user.
+    let got = h
+        .alice(Method::POST, url, json!({"user_id":"@carol:hs1.test:8449"}))
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(echoed_body(&got.1)["user_id"], "@carol:hs1.test:8449");
+    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test:8449",
+                       "type":"m.room.member","content":{"membership":"invite"}});
+    let got = h
+        .federation(
+            Method::PUT,
+            "/_matrix/federation/v2/invite/%21r%3Ahs1.test/%24ev",
+            "hs2.test",
+            Some(json!({"event": event, "room_version":"10"})),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+}
+
+#[tokio::test]
+async fn admin_lookups_that_find_nothing_leave_the_answer_to_the_homeserver() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    // A user the homeserver does not know yet (an application service user) has no account
+    // data: the operator default (allow all) applies and the homeserver answers the invite.
+    let got = h
+        .alice(
+            Method::POST,
+            &format!("{room}/invite"),
+            json!({"user_id":"@ghost:hs1.test"}),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    // An event that is not in this room has no age to check.
+    let got = h
+        .alice(
+            Method::PUT,
+            &format!("{room}/redact/%24elsewhere/t1"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(
+        got.1["target"],
+        "/_matrix/client/v3/rooms/%21r%3Ahs1.test/redact/%24elsewhere/t1"
+    );
+    // A homeserver that fails is still a failure: the redaction is refused.
+    let got = h
+        .alice(
+            Method::PUT,
+            &format!("{room}/redact/%24broken/t2"),
+            json!({}),
+        )
+        .await;
+    assert_rejected(&got, 502, "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn unknown_local_invitee_is_blocked_when_the_operator_default_blocks() {
+    let h = start_with(|c| c.policy.default_permission = "block all".into()).await;
+    let got = h
+        .alice(
+            Method::POST,
+            "/_matrix/client/v3/rooms/%21r%3Ahs1.test/invite",
+            json!({"user_id":"@ghost:hs1.test"}),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
+}
+
+#[tokio::test]
 async fn permission_checks_fail_closed_without_admin_token() {
     let h = start_with(|c| c.homeserver.admin_token = None).await;
     let got = h
@@ -914,13 +1018,18 @@ async fn x_matrix_origin_and_destination_checks() {
         401,
         "M_UNAUTHORIZED",
     );
-    let unquoted = "X-Matrix origin=hs2.test,destination=other.test,key=\"ed25519:a\",sig=\"x\"";
-    assert_rejected(
-        &h.send(Method::GET, url, &[("authorization", unquoted)], None)
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
+    // Synapse refuses another destination with 401, and compares the whole string.
+    for destination in ["other.test", "HS1.test", "hs1.test:8448"] {
+        let header = format!(
+            "X-Matrix origin=hs2.test,destination={destination},key=\"ed25519:a\",sig=\"x\""
+        );
+        assert_rejected(
+            &h.send(Method::GET, url, &[("authorization", &header)], None)
+                .await,
+            401,
+            "M_UNAUTHORIZED",
+        );
+    }
     let unquoted = "X-Matrix origin=hs2.test,key=\"ed25519:a\",sig=\"x\"";
     assert_eq!(
         h.send(Method::GET, url, &[("authorization", unquoted)], None)
@@ -1452,7 +1561,7 @@ async fn tls_listener_serves_https() {
 /// One raw HTTP/1.x exchange: write `bytes`, then read until `answers` complete answers (all
 /// with `content-length`) arrived or the server closed. Returns what was read and whether the
 /// server closed the connection.
-async fn raw_exchange(
+pub(crate) async fn raw_exchange(
     stream: &mut tokio::net::TcpStream,
     bytes: &[u8],
     answers: usize,

@@ -1,9 +1,11 @@
 //! Integration tests: real listeners on 127.0.0.1:0, real HTTP, real stores (SQLite and the
 //! machine's PostgreSQL), small fakes next to the tests that use them.
 
+mod browser;
 mod cleanup;
 mod compose;
 mod federation;
+mod federation_boundary;
 mod gen_ca;
 mod inbound;
 mod info_api;
