@@ -1,6 +1,7 @@
 //! Inbound federation (`/_matrix/federation/*`, `/_matrix/key/*`): the `X-Matrix` origin must
 //! be a federated server (Berechtigungsstufe 1) and the `destination`, when given, this
-//! server; inbound invites get the invite rules.
+//! server; inbound invites get the invite rules, and the two routes that turn a third-party
+//! invite into a membership (`exchange_third_party_invite`, `3pid/onbind`) are refused.
 //!
 //! Unchecked, because their callers carry no X-Matrix or are not in the federation list:
 //! server keys (Synapse fetches them unauthenticated), `openid/userinfo` (the VZD directory),
@@ -11,14 +12,15 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request};
 
-use super::client::{invite_context, with_body};
+use super::client::{RuleReport, invite_context, with_body};
 use super::forward::Body;
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
 use crate::matrix::x_matrix::{XMatrix, XMatrixError};
 use crate::policy::invite::{InviteSource, check_invite, federation_invite};
-use crate::policy::parse_object;
+use crate::policy::shadow::Gate;
+use crate::policy::{parse_object, third_party_invite};
 
 pub const RULE_MISSING: &str = "x-matrix-missing";
 /// An X-Matrix authorization the homeserver could read differently (see
@@ -32,6 +34,11 @@ const UNCHECKED: [&str; 2] = [
     "/_matrix/federation/v1/3pid/onbind",
 ];
 const VERSION: &str = "/_matrix/federation/v1/version";
+/// Routes that only serve third-party invites, which TIM refuses everywhere.
+const THIRD_PARTY: [&str; 2] = [
+    "/_matrix/federation/v1/exchange_third_party_invite/{roomId}",
+    "/_matrix/federation/v1/3pid/onbind",
+];
 
 type Ready = (http::request::Parts, Body);
 
@@ -96,6 +103,12 @@ pub(crate) async fn apply(
 ) -> Result<Ready, MatrixError> {
     check_origin(state, template, req.headers()).await?;
     let (parts, body) = req.into_parts();
+    let report = RuleReport::new(&state.metrics, &parts.method, template);
+    let gate = Gate::new(&state.config.policy.shadow, &report);
+    if THIRD_PARTY.contains(&template) {
+        gate.check(Err(third_party_invite::refused(false)))?;
+        return Ok((parts, body));
+    }
     let v2 = match template {
         "/_matrix/federation/v1/invite/{roomId}/{eventId}" => false,
         "/_matrix/federation/v2/invite/{roomId}/{eventId}" => true,
@@ -109,13 +122,14 @@ pub(crate) async fn apply(
     notes.inviter_server = Some(invite.sender.server_name().to_owned());
     notes.invitee_server = Some(invite.invitee.server_name().to_owned());
     if !invite.membership_is_invite {
-        return Err(MatrixError::forbidden(
+        gate.check(Err(MatrixError::forbidden(
             "Cannot invite this user",
             "A_26021-01",
-        ));
+        )))?;
     }
     Box::pin(check_invite(
         &invite_context(state),
+        &gate,
         &invite.sender,
         &invite.invitee,
         InviteSource::Federation,

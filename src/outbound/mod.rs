@@ -4,15 +4,16 @@
 //! One connection reads top-down: [`connect`] reads `CONNECT host:port` and decides whether
 //! the host may be reached at all, and how. A destination in `outbound.passthrough` (identity
 //! provider, push gateway, …) is dialled and tunnelled as it is ([`passthrough`]). Everything
-//! else is federation: `200` → [`mitm`] answers the TLS handshake with a leaf for the SNI name
-//! from [`crate::tls::Authority`] → inner HTTP/1.1 or h2 requests → [`forward`] checks each
-//! request's destination ([`route`]) and relays it over a pooled, verified TLS connection to
-//! the CONNECT target ([`upstream`]).
+//! else is federation: `200` → [`mitm`] answers the TLS handshake with a leaf for the CONNECT
+//! host from [`crate::tls::Authority`] (any other SNI is refused) → inner HTTP/1.1 or h2
+//! requests → [`forward`] checks each request's destination ([`route`]) and relays it over a
+//! pooled, verified TLS connection to the CONNECT target ([`upstream`]).
 
 pub mod connect;
 pub mod forward;
 pub mod mitm;
 pub mod passthrough;
+mod reload;
 pub mod route;
 pub mod upstream;
 
@@ -35,6 +36,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::error::MatrixError;
 use crate::federation::{FederationHandle, Membership, list::domain_of};
+use crate::live::Live;
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::shutdown::Shutdown;
 use crate::tls::Authority;
@@ -73,6 +75,8 @@ pub mod rules {
     pub const CONNECT_NO_DESTINATION: &str = "connect-no-destination";
     /// Destination resolves only to loopback/private/link-local addresses.
     pub const PRIVATE_DESTINATION: &str = "outbound-private-destination";
+    /// The TLS ClientHello inside a tunnel names another host than the CONNECT line.
+    pub const SNI_MISMATCH: &str = "outbound-sni-mismatch";
     /// Upstream connect or TLS failure.
     pub const UPSTREAM_CONNECT: &str = "outbound-upstream-connect";
     /// Upstream failed after connecting.
@@ -358,18 +362,23 @@ fn upstream_roots(extra: &[PathBuf]) -> Result<RootCertStore, OutboundError> {
 
 /// Accept connections until `shutdown` fires, then let open tunnels finish in-flight requests
 /// for at most `outbound.drain_timeout`.
+///
+/// A new tunnel is decided and intercepted with the state current when it was accepted (its
+/// CONNECT check, its leaf certificate); each request inside a tunnel runs on the state
+/// current when it began ([`Live`]).
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<OutboundState>,
+    state: impl Into<Live<OutboundState>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let live: Live<OutboundState> = state.into();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(handle_connection(stream, peer, state.clone(), shutdown.clone()));
+                    connections.spawn(handle_connection(stream, peer, live.clone(), shutdown.clone()));
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning; the listener stays up.
@@ -381,7 +390,7 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    let drained = tokio::time::timeout(state.drain_timeout, async {
+    let drained = tokio::time::timeout(live.load().drain_timeout, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
@@ -407,9 +416,10 @@ impl Drop for OpenGuard {
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<OutboundState>,
+    live: Live<OutboundState>,
     shutdown: Shutdown,
 ) {
+    let state = live.load();
     let gauge = state
         .metrics
         .open_connections
@@ -426,7 +436,9 @@ async fn handle_connection(
     };
     match opened {
         Ok(Some(Opened::Intercepted(tls, target))) => {
-            mitm::serve_tunnel(*tls, target, state, shutdown).await;
+            // The tunnel loads the live configuration per request.
+            drop(state);
+            mitm::serve_tunnel(*tls, target, live, shutdown).await;
         }
         // The dial has `outbound.connect_timeout` of its own.
         Ok(Some(Opened::PassThrough {
@@ -517,6 +529,15 @@ async fn open_tunnel(mut stream: TcpStream, state: &Arc<OutboundState>) -> Optio
     let io = connect::Prefixed::new(rest, stream);
     match mitm::accept(io, &target, &state.authority).await {
         Ok(tls) => Some(Opened::Intercepted(Box::new(tls), target)),
+        Err(error @ mitm::AcceptError::SniMismatch { .. }) => {
+            state.metrics.reject(LISTENER, rules::SNI_MISMATCH);
+            tracing::info!(
+                listener = LISTENER,
+                rule = rules::SNI_MISMATCH,
+                "TLS handshake refused: {error}"
+            );
+            None
+        }
         Err(error) => {
             tracing::debug!(host = %target.host, %error, "outbound: TLS accept failed");
             None

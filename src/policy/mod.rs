@@ -7,6 +7,7 @@
 pub mod blocked_endpoints;
 pub mod create_room;
 pub mod data;
+pub mod event;
 pub mod guest;
 pub mod invite;
 pub mod join_rules;
@@ -16,8 +17,11 @@ pub mod presence;
 pub mod public_room;
 pub mod reaction;
 pub mod redaction;
+pub mod registry;
 pub mod room_type;
 pub mod room_version;
+pub mod shadow;
+pub mod third_party_invite;
 pub mod threads;
 pub mod versions;
 

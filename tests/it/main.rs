@@ -12,6 +12,7 @@ mod info_api;
 mod outbound;
 mod properties;
 mod rawdata;
+mod reload;
 mod robustness;
 mod serve;
 mod spec_check;

@@ -312,7 +312,9 @@ async fn fixture() -> Fixture {
 }
 
 fn rejections(metrics: &Metrics, rule: &str) -> u64 {
-    let needle = format!(r#"timproxy_rejections_total{{listener="outbound",rule="{rule}"}} "#);
+    let needle = format!(
+        r#"timproxy_rejections_total{{listener="outbound",rule="{rule}",mode="enforce"}} "#
+    );
     metrics
         .encode()
         .lines()
@@ -694,6 +696,45 @@ async fn served_certificate_is_for_the_sni_name_and_chains_to_the_ca() {
         assert_eq!(san.general_names.len(), 1);
         assert_eq!(san.general_names[0].to_string(), "DNSName(hs2.test)");
         assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    })
+    .await;
+}
+
+/// Issue 14, finding 6: inside `CONNECT hs2.test:…`, a ClientHello for `www.google.com` got
+/// a certificate for `www.google.com`. Only the CONNECT host gets a leaf now.
+#[tokio::test]
+async fn sni_other_than_the_connect_host_is_refused_before_minting() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        for sni in ["www.google.com", "hs1.test", "matrix.hs2.test"] {
+            let stream = connect(proxy.addr, &format!("CONNECT {target} HTTP/1.0\r\n\r\n"))
+                .await
+                .unwrap();
+            let name = ServerName::try_from(sni.to_owned()).unwrap();
+            let handshake = TlsConnector::from(client_config(&proxy.ca_pem, &[]))
+                .connect(name, stream)
+                .await;
+            assert!(handshake.is_err(), "a certificate was served for {sni}");
+        }
+        assert_eq!(proxy.authority.mints(), 0, "nothing may be minted");
+        assert_eq!(rejections(&proxy.metrics, "outbound-sni-mismatch"), 3);
+        // The CONNECT host itself, in any case and with a trailing dot, is served its leaf.
+        for sni in ["HS2.Test", "hs2.test."] {
+            let mut sender = http1(tunnel(&proxy, &target, sni, &[]).await).await;
+            let (status, body) = send(
+                &mut sender,
+                "GET",
+                &target,
+                "/_matrix/key/v2/server",
+                None,
+                Bytes::new(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{sni}: {body}");
+        }
+        assert_eq!(proxy.authority.mints(), 1, "one leaf, for hs2.test");
     })
     .await;
 }
