@@ -9,6 +9,7 @@ mod federation_boundary;
 mod gen_ca;
 mod inbound;
 mod info_api;
+mod kubernetes;
 mod ocsp;
 mod outbound;
 mod properties;
