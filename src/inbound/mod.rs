@@ -73,6 +73,8 @@ pub enum InboundError {
     Tls(String),
     #[error("HTTP client: {0}")]
     Client(String),
+    #[error("policy table: {0}")]
+    Policy(&'static crate::policy::data::DataError),
 }
 
 /// One finished request, for raw-data (performance) reports.
@@ -149,6 +151,7 @@ impl InboundState {
         federation: FederationHandle,
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
+        crate::policy::check_tables().map_err(InboundError::Policy)?;
         let mut endpoints = crate::matrix::endpoints::v1_11();
         if config.sso_endpoints_enabled() {
             endpoints.extend(sso::endpoints()?);
@@ -358,7 +361,7 @@ pub(crate) async fn handle(
                 );
             }
             Classification::MethodNotAllowed { template } => {
-                let err = crate::policy::blocked_endpoint(template)
+                let err = client::blocked_endpoint(&state, &method, template)
                     .unwrap_or_else(MatrixError::method_not_allowed);
                 let response = state.reject(&err, &method, template);
                 break 'route (template, false, RequestNotes::default(), response);
@@ -367,7 +370,7 @@ pub(crate) async fn handle(
         };
         let template = endpoint.template.as_str();
         let is_federation = endpoint.api == Api::ServerServer || path.starts_with("/_matrix/key/");
-        if let Some(err) = crate::policy::blocked_endpoint(template) {
+        if let Some(err) = client::blocked_endpoint(&state, &method, template) {
             let response = state.reject(&err, &method, template);
             break 'route (template, is_federation, RequestNotes::default(), response);
         }

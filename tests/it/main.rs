@@ -4,6 +4,7 @@
 mod browser;
 mod cleanup;
 mod compose;
+mod coverage;
 mod federation;
 mod federation_boundary;
 mod gen_ca;
