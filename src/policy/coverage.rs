@@ -193,6 +193,73 @@ pub fn uncovered(entries: &[Entry], served: &[crate::matrix::endpoints::Endpoint
         .collect()
 }
 
+/// `RULES.md`, generated from the registry and this table (`timproxy generate`; a test keeps
+/// the checked-in file current): every rule with its kind and the routes that reach it.
+pub fn rules_markdown() -> Result<String, &'static DataError> {
+    use std::fmt::Write as _;
+    let rules = registry::rules()?;
+    let entries = entries()?;
+    let mut out = String::from(
+        "# Rules and the routes that reach them\n\n\
+         Generated from `src/policy/rules.tsv` and `src/policy/coverage.tsv` by \
+         `cargo run -- generate`; do not edit. `policy.shadow` takes the ids marked \
+         *shadowable*. How each route is proven: `inbound` rows are sent through the inbound \
+         listener by `tests/it/coverage.rs` (enforced, and with every TIM rule shadowed).\n",
+    );
+    for (kind, title) in [
+        (Kind::Tim, "TIM rules (shadowable)"),
+        (Kind::Boundary, "Federation boundary (never shadowed)"),
+    ] {
+        let _ = write!(out, "\n## {title}\n");
+        for rule in rules.iter().filter(|r| r.kind == kind) {
+            let _ = write!(out, "\n### `{}`\n\n{}", rule.id, rule.effect);
+            match rule.shadowed_with {
+                Some(base) => {
+                    let _ = writeln!(out, " (part of `{base}`: shadowed with it).");
+                }
+                None => out.push_str(".\n"),
+            }
+            let rows: Vec<&Entry> = entries.iter().filter(|e| e.rule == Some(rule.id)).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            out.push_str("\n| route | via | trigger |\n|---|---|---|\n");
+            for e in rows {
+                let via = match e.via {
+                    Via::Inbound => "inbound",
+                    Via::Outbound => "outbound",
+                    Via::Homeserver => "homeserver",
+                    Via::Pending => "**pending**",
+                    Via::None => "none",
+                };
+                let _ = writeln!(
+                    out,
+                    "| `{} {}` | {via} | {} |",
+                    e.method,
+                    e.template,
+                    e.trigger.replace('|', "\\|")
+                );
+            }
+        }
+    }
+    let _ = write!(
+        out,
+        "\n## Routes no rule reaches\n\n{} routes, each with the reason in `src/policy/coverage.tsv`.\n",
+        entries.iter().filter(|e| e.via == Via::None).count()
+    );
+    let _ = write!(
+        out,
+        "\n## Request errors (not rules)\n\n{}\n",
+        rules
+            .iter()
+            .filter(|r| r.kind == Kind::Request)
+            .map(|r| format!("`{}`", r.id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,7 +152,10 @@ impl Server {
         let mut admin_state = AdminState::new(metrics.clone())
             .with_federation(federation.clone())
             .with_component(Arc::new(homeserver))
-            .with_component(Arc::new(StoreComponent(store.clone())));
+            .with_component(Arc::new(StoreComponent(store.clone())))
+            .with_component(Arc::new(admin::ShadowComponent(
+                config.policy.shadow.clone(),
+            )));
         if config.raw_data.enabled {
             admin_state = admin_state.with_component(Arc::new(OutboxComponent {
                 store: store.clone(),
@@ -258,6 +261,13 @@ impl Server {
             ca_fingerprint = %ca_fingerprint,
             "timproxy started"
         );
+        if !config.policy.shadow.is_empty() {
+            let rules: Vec<&str> = config.policy.shadow.iter().map(|r| r.as_str()).collect();
+            tracing::warn!(
+                rules = %rules.join(", "),
+                "shadow mode (policy.shadow): these rules are evaluated, logged and counted, not enforced"
+            );
+        }
         Ok(server)
     }
 

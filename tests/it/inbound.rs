@@ -349,7 +349,12 @@ impl Harness {
         )
     }
 
-    async fn alice(&self, method: Method, target: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn alice(
+        &self,
+        method: Method,
+        target: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.send(
             method,
             target,

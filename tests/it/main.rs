@@ -15,6 +15,7 @@ mod properties;
 mod rawdata;
 mod robustness;
 mod serve;
+mod shadow;
 mod spec_check;
 mod store;
 mod support;
