@@ -33,7 +33,7 @@ fn typical_mix() -> Vec<(Method, &'static str)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let table = EndpointTable::v1_11_with_extras(&[]).unwrap();
+    let table = EndpointTable::served(&[]).unwrap();
     let mix = typical_mix();
     c.bench_function("inbound_classify_mix", |b| {
         b.iter(|| {

@@ -571,7 +571,7 @@ _timproxy() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "openapi endpoints permission-config config federation-list" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "openapi endpoints permission-config config federation-list reference-config" -- "${cur}"))
                     return 0
                     ;;
                 --format)

@@ -25,7 +25,7 @@ function __fish_timproxy_using_subcommand
 end
 
 complete -c timproxy -n "__fish_timproxy_needs_command" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_needs_command" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_needs_command" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_needs_command" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_needs_command" -s h -l help -d 'Print help'
@@ -39,7 +39,7 @@ complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "spec-check" -d 'V
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "generate" -d 'Regenerate man pages and shell completions (maintainers)'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l no-migrate -d 'Do not apply pending database migrations on start'
@@ -55,7 +55,7 @@ ed25519\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l force -d 'Overwrite existing files'
@@ -71,7 +71,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_see
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l force -d 'Overwrite existing files'
@@ -85,7 +85,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l o
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l format -d 'Summary format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l store -d 'Save the verified list in the database (federation_snapshots), as `serve` would'
@@ -96,7 +96,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l timeo
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l ready -d 'Check readiness (all components) instead of liveness'
@@ -106,7 +106,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l database-u
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l status -d 'List applied and pending migrations; change nothing'
@@ -117,7 +117,8 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l kind -d
 endpoints\t'Lines `METHOD /path` (`#` comments)'
 permission-config\t'Permission config content or a `{type, content}` account-data event'
 config\t'timproxy configuration file'
-federation-list\t'Federation list (registration-service JSON or VZD JWS)'"
+federation-list\t'Federation list (registration-service JSON or VZD JWS)'
+reference-config\t'Reference Messenger Proxy application.yml: prints the equivalent timproxy.yaml'"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l format -d 'Output format (json: one document with all diagnostics and a summary)' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l extra-endpoint -d 'Also allow this endpoint, like inbound.extra_endpoints (repeatable; --config adds the configured ones)' -r
@@ -125,7 +126,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l permiss
 epa\t'de.gematik.tim.account.permissionconfig.epa.v1'
 legacy\t'de.gematik.tim.account.permissionconfig.v1 (TI-M Basis)'"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l matrix-only -d 'Check endpoints against the Matrix v1.11 table only, not the TIM endpoint blocks'
@@ -133,7 +134,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -s h -l he
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -s V -l version -d 'Print version'
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l out-dir -d 'Directory that holds `man/` and `completions/`' -r -F
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -s h -l help -d 'Print help'

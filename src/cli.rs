@@ -37,14 +37,9 @@ pub struct GlobalOpts {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
-    #[arg(
-        long,
-        global = true,
-        value_name = "LEVEL",
-        default_value = "info",
-        env = "TIMPROXY_LOG"
-    )]
-    pub log_level: String,
+    /// [default: admin.log_level_default from the config, else info]
+    #[arg(long, global = true, value_name = "LEVEL", env = "TIMPROXY_LOG")]
+    pub log_level: Option<String>,
     /// Log line format
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

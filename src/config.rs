@@ -76,6 +76,96 @@ pub struct InboundConfig {
     /// `src/inbound/sso_endpoints.txt`). Absent = on for `policy.flavour: epa` (ePA requires
     /// OIDC login), off for `pro`.
     pub sso_endpoints: Option<bool>,
+    /// Reverse proxies (load balancers) in front of timproxy, as addresses or CIDR blocks.
+    /// Only a connection from one of them may bring its own `X-Forwarded-For` (the peer is
+    /// appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` and `X-Real-IP`; from
+    /// anyone else these fields are dropped and `X-Forwarded-For` is the peer address, so a
+    /// client cannot choose the address the homeserver rate-limits and records.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl InboundConfig {
+    /// Whether a connection from `ip` comes from a configured trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|block| block.contains(ip))
+    }
+}
+
+/// An address block (`10.0.0.0/8`, `fd00::/8`) or a single address (`10.1.2.3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(ip) & mask == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(ip) & mask == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}`: prefix length must be 0 to {max}"))?,
+        };
+        let block = Cidr { network, prefix };
+        if !block.contains(network) {
+            return Err(format!(
+                "`{text}` has bits set after the prefix; write the network address"
+            ));
+        }
+        Ok(block)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.trim().parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for InboundConfig {
@@ -94,6 +184,7 @@ impl Default for InboundConfig {
             header_read_timeout: Duration::from_secs(10),
             extra_endpoints: Vec::new(),
             sso_endpoints: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -141,9 +232,15 @@ pub struct OutboundConfig {
     /// Validity of minted leaves; the cache TTL must be shorter.
     #[serde(with = "humantime_serde")]
     pub leaf_validity: Duration,
-    /// Hosts always allowed as destinations (besides the federation list).
+    /// Federation destinations allowed besides the federation list (host or `host:port`),
+    /// e.g. a test homeserver. Treated like list members: intercepted, every request checked.
     pub allow_hosts: Vec<String>,
-    /// SSO hosts the homeserver may reach through the proxy without X-Matrix.
+    /// The homeserver's non-federation destinations (OIDC/SAML/CAS identity provider, push
+    /// gateway, identity server, reCAPTCHA), as `host` (every port) or `host:port`. Tunnelled
+    /// without TLS interception: Synapse checks these certificates against the system trust
+    /// store, not the proxy CA. Wins over the federation list for the same host and port.
+    pub passthrough: Vec<String>,
+    /// Deprecated (the reference's `ssoDomain`): hosts here are added to `passthrough`.
     pub sso_hosts: Vec<String>,
     /// Allow upstream connections to loopback/private/link-local addresses (tests only).
     pub allow_private_destinations: bool,
@@ -183,6 +280,7 @@ impl Default for OutboundConfig {
             },
             leaf_validity: Duration::from_secs(7 * 24 * 3600),
             allow_hosts: Vec::new(),
+            passthrough: Vec::new(),
             sso_hosts: Vec::new(),
             allow_private_destinations: false,
             danger_accept_invalid_upstream_certs: false,
@@ -219,13 +317,45 @@ impl Default for CaConfig {
 pub struct AdminConfig {
     /// Address of the admin listener. Never expose it publicly.
     pub listen: SocketAddr,
+    /// Bearer token the operator endpoints (reload, log level) require; without one (and
+    /// without `token_file`) they answer loopback clients only. Prefer `token_file` or the
+    /// environment override.
+    pub token: Option<String>,
+    /// File holding the operator token (read on start and on every reload).
+    pub token_file: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax) the process runs with and returns to after a
+    /// temporary change; `--log-level` / `TIMPROXY_LOG` win over it.
+    pub log_level_default: String,
+    /// How long a log filter set through the admin listener lasts unless the request says
+    /// otherwise; zero keeps it until the next change.
+    #[serde(with = "humantime_serde")]
+    pub log_level_reset_after: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 1233).into(),
+            token: None,
+            token_file: None,
+            log_level_default: "info".to_owned(),
+            log_level_reset_after: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+impl AdminConfig {
+    /// The operator token from `token` or `token_file`. An empty file counts as no token.
+    pub fn operator_token(&self) -> Result<Option<String>, std::io::Error> {
+        if let Some(token) = self.token.as_ref().filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)?;
+        let token = text.trim();
+        Ok((!token.is_empty()).then(|| token.to_owned()))
     }
 }
 
@@ -244,6 +374,9 @@ pub struct InfoApiConfig {
     pub contact: Option<String>,
     /// OpenID token → user cache.
     pub token_cache: CacheConfig,
+    /// Tokens the homeserver refused, remembered (as hashes) so that the same invalid token
+    /// is not sent to the homeserver again within `ttl`.
+    pub invalid_token_cache: CacheConfig,
 }
 
 impl Default for InfoApiConfig {
@@ -257,6 +390,10 @@ impl Default for InfoApiConfig {
             token_cache: CacheConfig {
                 max_entries: 10_000,
                 ttl: Duration::from_secs(300),
+            },
+            invalid_token_cache: CacheConfig {
+                max_entries: 10_000,
+                ttl: Duration::from_secs(30),
             },
         }
     }
@@ -748,6 +885,15 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.admin.log_level_default) {
+            return Err(semantic(
+                "admin.log_level_default",
+                format!(
+                    "`{}` is not a log filter: {e}",
+                    self.admin.log_level_default
+                ),
+            ));
+        }
         if self.outbound.cert_cache.ttl >= self.outbound.leaf_validity {
             return Err(semantic(
                 "outbound.cert_cache.ttl",
@@ -793,12 +939,24 @@ impl Config {
         if let Some(path) = &self.registration_service.support_fallback_file {
             files.push(("registration_service.support_fallback_file", path));
         }
+        if let Some(path) = &self.admin.token_file {
+            files.push(("admin.token_file", path));
+        }
         for (key, path) in files {
             if let Err(e) = std::fs::File::open(path) {
                 return Err(semantic(
                     key,
                     format!("cannot read {}: {e}", path.display()),
                 ));
+            }
+        }
+        for (key, entries) in [
+            ("outbound.passthrough", &self.outbound.passthrough),
+            ("outbound.sso_hosts", &self.outbound.sso_hosts),
+        ] {
+            for entry in entries {
+                crate::outbound::passthrough::parse_entry(entry)
+                    .map_err(|message| semantic(key, message))?;
             }
         }
         let mut seen = BTreeSet::new();
@@ -1016,6 +1174,10 @@ mod tests {
                 "t.yaml: policy.default_room_version: `11` is not in",
             ),
             (
+                "admin:\n  log_level_default: 'info,[bad'\n",
+                "t.yaml: admin.log_level_default: `info,[bad` is not a log filter",
+            ),
+            (
                 "federation:\n  max_age: forever\n",
                 "t.yaml:2:12: federation.max_age: ",
             ),
@@ -1026,6 +1188,26 @@ mod tests {
             (
                 "inbound:\n  extra_endpoints: ['GET']\n",
                 "t.yaml: inbound.extra_endpoints: `GET` must be",
+            ),
+            (
+                "inbound:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.1/33]\n",
+                "t.yaml:2:20: inbound.trusted_proxies: `10.0.0.1/33`: prefix length must be 0 to 32",
+            ),
+            (
+                "inbound:\n  trusted_proxies:\n    - lb.example\n",
+                "t.yaml:3:5: inbound.trusted_proxies: `lb.example` is not an IP address or CIDR block",
+            ),
+            (
+                "inbound:\n  trusted_proxies: [10.1.0.0/8]\n",
+                "t.yaml:2:20: inbound.trusted_proxies: `10.1.0.0/8` has bits set after the prefix",
+            ),
+            (
+                "outbound:\n  passthrough: ['https://idp.example.org/']\n",
+                "t.yaml: outbound.passthrough: `https://idp.example.org/` must be `host` or `host:port`",
+            ),
+            (
+                "outbound:\n  sso_hosts: ['idp.example.org:0']\n",
+                "t.yaml: outbound.sso_hosts: `idp.example.org:0` must be",
             ),
             ("inbound: [1, 2\n", "t.yaml:1:"),
             (
@@ -1076,6 +1258,29 @@ mod tests {
                 && err.to_string().contains("federation boundary"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_match_addresses_and_blocks() {
+        let c = parse(
+            "inbound:\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, 'fd00::/8', 0.0.0.0/0]\n",
+        )
+        .unwrap();
+        let blocks = &c.inbound.trusted_proxies;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(blocks[0].contains(ip("10.200.3.4")));
+        assert!(!blocks[0].contains(ip("11.0.0.1")));
+        assert!(blocks[1].contains(ip("192.168.1.7")));
+        assert!(!blocks[1].contains(ip("192.168.1.8")));
+        assert!(blocks[2].contains(ip("fd12::1")));
+        assert!(!blocks[2].contains(ip("fe80::1")));
+        assert!(blocks[3].contains(ip("8.8.8.8")));
+        assert!(!blocks[3].contains(ip("::1")));
+        let only_lan = parse("inbound:\n  trusted_proxies: [10.0.0.0/8]\n").unwrap();
+        assert!(only_lan.inbound.is_trusted_proxy(ip("::ffff:10.1.1.1")));
+        assert!(!only_lan.inbound.is_trusted_proxy(ip("127.0.0.1")));
+        assert!(!Config::default().inbound.is_trusted_proxy(ip("127.0.0.1")));
+        assert_eq!(blocks[1].to_string(), "192.168.1.7/32");
     }
 
     #[test]

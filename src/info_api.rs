@@ -18,8 +18,11 @@
 //! API carries no server name to find that homeserver, so tokens issued by other homeservers
 //! are not verifiable and get 401 (same as the reference). Successful verifications are
 //! cached (bounded, TTL `info_api.token_cache`) under a SHA-256 of the token; the token
-//! itself is never stored or logged. A homeserver that cannot be reached yields 503, not 401,
-//! so an outage is not mistaken for a bad token.
+//! itself is never stored or logged. Tokens the homeserver refused are remembered the same way
+//! for a short while (`info_api.invalid_token_cache`, default 30 s), so a client repeating a
+//! bad token does not make the proxy ask the homeserver each time. A homeserver that cannot be
+//! reached yields 503, not 401 (and is not remembered), so an outage is not mistaken for a bad
+//! token. Error bodies never repeat the `Authorization` value (the reference echoes it).
 //!
 //! Every error body is `{"errorCode":"<status>","errorMessage":"…"}` (reference wording, see
 //! `tests/data/error-bodies.json`, listener `info`); with no valid, unexpired federation list
@@ -39,6 +42,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::federation::{FederationHandle, Membership};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -62,6 +66,8 @@ pub struct InfoApiState {
     userinfo_url: Url,
     /// SHA-256(token) → Matrix user id.
     tokens: moka::future::Cache<[u8; 32], Arc<str>>,
+    /// SHA-256 of tokens the homeserver refused, for `info_api.invalid_token_cache.ttl`.
+    invalid: moka::future::Cache<[u8; 32], ()>,
     info: InfoObject,
 }
 
@@ -103,12 +109,18 @@ impl InfoApiState {
             .max_capacity(cache.max_entries)
             .time_to_live(cache.ttl)
             .build();
+        let refused = &config.info_api.invalid_token_cache;
+        let invalid = moka::future::Cache::builder()
+            .max_capacity(refused.max_entries)
+            .time_to_live(refused.ttl)
+            .build();
         Ok(Self {
             federation,
             metrics,
             http,
             userinfo_url,
             tokens,
+            invalid,
             info: InfoObject {
                 title: config.info_api.title.clone(),
                 description: config.info_api.description.clone(),
@@ -117,10 +129,24 @@ impl InfoApiState {
             },
         })
     }
+
+    /// The state for a reloaded configuration (`new`; `old` is the one this state was built
+    /// from). Resolved tokens stay cached while the homeserver and the cache settings are
+    /// unchanged.
+    pub fn reconfigure(&self, old: &Config, new: &Config) -> Result<Self, InfoApiError> {
+        let mut next = Self::new(new, self.federation.clone(), self.metrics.clone())?;
+        if old.homeserver == new.homeserver && old.info_api.token_cache == new.info_api.token_cache
+        {
+            next.tokens = self.tokens.clone();
+        }
+        Ok(next)
+    }
 }
 
-/// The API's routes; unknown paths get axum's plain 404 (like the reference).
-pub fn router(state: Arc<InfoApiState>) -> Router {
+/// The API's routes; unknown paths get axum's plain 404 (like the reference). Each request
+/// runs on the state current when it arrived ([`Live`]).
+pub fn router(state: impl Into<Live<InfoApiState>>) -> Router {
+    let state: Live<InfoApiState> = state.into();
     Router::new()
         .route("/tim-information", get(info))
         .route("/tim-information/", get(info))
@@ -132,7 +158,7 @@ pub fn router(state: Arc<InfoApiState>) -> Router {
 /// Serve the API on `listener` until `shutdown` fires (in-flight requests finish first).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<InfoApiState>,
+    state: impl Into<Live<InfoApiState>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
@@ -287,18 +313,28 @@ async fn authenticate(state: &InfoApiState, headers: &HeaderMap) -> Result<Arc<s
             "info-auth-missing",
         ));
     };
-    let text = String::from_utf8_lossy(value.as_bytes());
-    let token = match text.strip_prefix("Bearer ") {
+    // The header is never echoed: it may hold a token or credentials of another scheme.
+    let token = match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
         Some(token) if !token.is_empty() => token,
         _ => {
             return Err(InfoError::new(
                 StatusCode::UNAUTHORIZED,
-                format!("malformed bearer token: '{text}'"),
+                "malformed bearer token",
                 "info-auth-malformed",
             ));
         }
     };
     let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let refused = || {
+        InfoError::new(
+            StatusCode::UNAUTHORIZED,
+            "no mxid associated with bearer token",
+            "info-auth-failed",
+        )
+    };
+    if state.invalid.contains_key(&key) {
+        return Err(refused());
+    }
     let lookup = state
         .tokens
         .try_get_with(key, resolve_token(state, token))
@@ -306,11 +342,10 @@ async fn authenticate(state: &InfoApiState, headers: &HeaderMap) -> Result<Arc<s
     match lookup {
         Ok(user) => Ok(user),
         Err(err) => Err(match &*err {
-            TokenError::Invalid => InfoError::new(
-                StatusCode::UNAUTHORIZED,
-                "no mxid associated with bearer token",
-                "info-auth-failed",
-            ),
+            TokenError::Invalid => {
+                state.invalid.insert(key, ()).await;
+                refused()
+            }
             TokenError::Unavailable(reason) => {
                 tracing::warn!(reason = %reason, "info API: homeserver userinfo unavailable");
                 InfoError::new(

@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Times a listener had all `max_connections` slots taken and new connections had to
     /// wait in the accept backlog.
     pub connection_limit_reached: Family<ListenerLabels, Counter>,
+    /// Configuration reloads by outcome (applied, unchanged, rejected).
+    pub config_reloads: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -176,6 +178,12 @@ impl Metrics {
             "Times all connection slots of a listener were taken",
             connection_limit_reached.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            config_reloads.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -194,6 +202,7 @@ impl Metrics {
             cleanup_rooms,
             open_connections,
             connection_limit_reached,
+            config_reloads,
         })
     }
 

@@ -168,7 +168,8 @@ pub(crate) async fn apply(
         gate: &gate,
         params,
     };
-    // An `r0` alias of a rule route (should the endpoint table ever serve one) gets its rules.
+    // An alias spelled out as an endpoint of its own (an operator's `r0` extra) gets the rules
+    // of its v1.11 route.
     match (&method, &*policy::coverage::canonical(template)) {
         (&Method::POST, REGISTER) => {
             gate.check(policy::guest::check_register(parts.uri.query()))?;

@@ -50,23 +50,85 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Fields that tell a server behind a proxy who the client is: Synapse (`x_forwarded: true`)
+/// reads the first entry of the first `X-Forwarded-For` field as the client address (login
+/// and registration rate limits, IP records) and `X-Forwarded-Proto`; other servers and
+/// modules read `Forwarded` and `X-Real-IP`. Only a trusted proxy may set any of them.
+fn is_forwarding_field(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+}
+
 /// The client end of one inbound connection. Its `X-Forwarded-For` value is formatted once per
 /// connection rather than on every request (formatting an address is a measurable share of a
-/// proxied request).
+/// proxied request), and whether it is a trusted proxy is decided once too.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// The connection arrived over TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
+    /// The peer is in `inbound.trusted_proxies`: its forwarding fields are kept.
+    pub trusted: bool,
     forwarded_for: Option<HeaderValue>,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, tls: bool) -> Self {
+    pub fn new(addr: SocketAddr, tls: bool, trusted: bool) -> Self {
         Self {
             addr,
             tls,
+            trusted,
             forwarded_for: HeaderValue::try_from(addr.ip().to_string()).ok(),
+        }
+    }
+}
+
+/// What a request's own forwarding fields leave for the homeserver (see [`Peer::trusted`]).
+#[derive(Debug, Default)]
+struct Forwarding {
+    /// The trusted proxy's `X-Forwarded-For` list with the peer appended.
+    chain: Option<HeaderValue>,
+    /// The trusted proxy set `X-Forwarded-Proto` / `X-Forwarded-Host`; ours are not added.
+    kept_proto: bool,
+    kept_host: bool,
+}
+
+impl Forwarding {
+    /// Drop every forwarding field a client sent, or, from a trusted proxy, fold its
+    /// `X-Forwarded-For` fields into one list ending with the peer.
+    fn settle(headers: &mut http::HeaderMap, peer: &Peer) -> Self {
+        // Clients rarely send any: one pass over the names usually settles it.
+        if !headers.keys().any(is_forwarding_field) {
+            return Self::default();
+        }
+        if !peer.trusted {
+            let names: Vec<HeaderName> = headers
+                .keys()
+                .filter(|name| is_forwarding_field(name))
+                .cloned()
+                .collect();
+            for name in names {
+                headers.remove(name);
+            }
+            return Self::default();
+        }
+        let mut chain = String::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let Ok(value) = value.to_str() else { continue };
+            let value = value.trim();
+            if !value.is_empty() {
+                chain.push_str(value);
+                chain.push_str(", ");
+            }
+        }
+        headers.remove(&X_FORWARDED_FOR);
+        let chain = (!chain.is_empty())
+            .then(|| format!("{chain}{}", peer.addr.ip()))
+            .and_then(|list| HeaderValue::try_from(list).ok());
+        Self {
+            chain,
+            kept_proto: headers.contains_key(&X_FORWARDED_PROTO),
+            kept_host: headers.contains_key(&X_FORWARDED_HOST),
         }
     }
 }
@@ -151,30 +213,15 @@ impl Forwarder {
         peer: &Peer,
         deadline: &mut Deadline<'_>,
     ) -> Result<Response<Body>, MatrixError> {
-        // Replaced or extended below; clients rarely send them, so one pass over the names
-        // usually settles it.
-        let stale = parts
-            .headers
-            .keys()
-            .any(|name| name.as_str().starts_with("x-forwarded-"));
-        let previous_for = if stale {
-            let previous = parts
-                .headers
-                .get(&X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-                .map(|prev| format!("{prev}, {}", peer.addr.ip()));
-            for name in [&X_FORWARDED_FOR, &X_FORWARDED_HOST, &X_FORWARDED_PROTO] {
-                parts.headers.remove(name);
-            }
-            previous
-        } else {
-            None
-        };
+        let forwarding = Forwarding::settle(&mut parts.headers, peer);
         // Appended while the head is encoded rather than inserted here: three insertions
         // (hashing, and growing the map) were a measurable share of a proxied request.
         let mut extra: [Option<(HeaderName, HeaderValue)>; 4] = Default::default();
         match parts.headers.get(header::HOST) {
-            Some(host) => extra[0] = Some((X_FORWARDED_HOST, host.clone())),
+            Some(host) if !forwarding.kept_host => {
+                extra[0] = Some((X_FORWARDED_HOST, host.clone()));
+            }
+            Some(_) => {}
             // An absolute-form target (or h2's :authority) carries the host instead.
             None => {
                 if let Some(host) = parts
@@ -182,20 +229,23 @@ impl Forwarder {
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 {
-                    extra[0] = Some((X_FORWARDED_HOST, host.clone()));
+                    if !forwarding.kept_host {
+                        extra[0] = Some((X_FORWARDED_HOST, host.clone()));
+                    }
                     extra[1] = Some((header::HOST, host));
                 }
             }
         }
-        extra[2] = match previous_for {
-            Some(list) => HeaderValue::try_from(list).ok(),
-            None => peer.forwarded_for.clone(),
+        extra[2] = forwarding
+            .chain
+            .or_else(|| peer.forwarded_for.clone())
+            .map(|v| (X_FORWARDED_FOR, v));
+        if !forwarding.kept_proto {
+            extra[3] = Some((
+                X_FORWARDED_PROTO,
+                HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+            ));
         }
-        .map(|v| (X_FORWARDED_FOR, v));
-        extra[3] = Some((
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
-        ));
         // The request target is kept byte for byte: X-Matrix signatures cover the raw URI.
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let prefixed;

@@ -19,6 +19,7 @@ pub mod forward;
 mod framing;
 mod http1;
 mod prefixed;
+mod reload;
 pub mod sso;
 mod support;
 pub mod upstream;
@@ -45,6 +46,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::error::MatrixError;
 use crate::federation::FederationHandle;
+use crate::live::Live;
 use crate::matrix::endpoints::{Api, Classification, EndpointTable, TableError};
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::shutdown::Shutdown;
@@ -152,14 +154,14 @@ impl InboundState {
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
         crate::policy::check_tables().map_err(InboundError::Policy)?;
-        let mut endpoints = crate::matrix::endpoints::v1_11();
+        // The served table: v1.11, the legacy spellings and aliases, Synapse's SSO pages when
+        // they are on, and the operator's extras.
+        let mut extra: Vec<String> = Vec::new();
         if config.sso_endpoints_enabled() {
-            endpoints.extend(sso::endpoints()?);
+            extra.extend(sso::entries().map(str::to_owned));
         }
-        for entry in &config.inbound.extra_endpoints {
-            endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
-        }
-        let table = EndpointTable::new(endpoints)?;
+        extra.extend(config.inbound.extra_endpoints.iter().cloned());
+        let table = EndpointTable::served(&extra)?;
         let tls = config.inbound.tls.as_ref().map(load_tls).transpose()?;
         // reqwest needs a process-wide rustls provider; `main` installs ring, this covers
         // embedders and tests (a second install is a harmless error).
@@ -559,11 +561,17 @@ async fn filter_versions_response(
 /// Serve the inbound listener until `shutdown` fires, then drain for at most
 /// [`DRAIN_TIMEOUT`]. Plain HTTP, or TLS when `inbound.tls` is set; HTTP/1.x ([`http1`]) and
 /// h2 (by ALPN or prior knowledge).
+///
+/// Each request runs on the state current when it began ([`Live`]); a new connection takes
+/// its TLS certificate and timeouts from the state current when it was accepted. The
+/// connection limit is the one the listener started with.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<InboundState>,
+    state: impl Into<Live<InboundState>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let live: Live<InboundState> = state.into();
+    let state = live.load();
     let limit = Arc::new(Semaphore::new(state.config.inbound.max_connections.max(1)));
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -618,12 +626,12 @@ pub async fn serve(
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let live = live.clone();
         let drain = drain_rx.clone();
         let gauge = gauge.clone();
         tasks.spawn(async move {
             gauge.inc();
-            serve_connection(state, stream, remote, drain).await;
+            serve_connection(live, stream, remote, drain).await;
             gauge.dec();
             drop(permit);
         });
@@ -645,42 +653,47 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     drain: watch::Receiver<bool>,
 ) {
-    match state.tls.clone() {
+    let tls = live.load().tls.clone();
+    match tls {
         // Boxed: TLS state is several KiB, and plain connections should not carry a slot for
         // it.
-        Some(acceptor) => Box::pin(serve_tls(state, acceptor, stream, remote, drain)).await,
-        None => serve_http(state, stream, Arc::new(Peer::new(remote, false)), drain).await,
+        Some(acceptor) => Box::pin(serve_tls(live, acceptor, stream, remote, drain)).await,
+        None => {
+            let trusted = live.load().config.inbound.is_trusted_proxy(remote.ip());
+            let peer = Arc::new(Peer::new(remote, false, trusted));
+            serve_http(live, stream, peer, drain).await;
+        }
     }
 }
 
 /// HTTP/1.x, then HTTP/2 if the client turns out to speak it with prior knowledge (the bytes
 /// read so far are put back in front).
 async fn serve_http<I>(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     io: I,
     peer: Arc<Peer>,
     drain: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    if let Some((io, read)) = http1::serve(io, &state, &peer, drain.clone()).await {
-        serve_h2(state, TokioIo::new(Prefixed::new(read, io)), peer, drain).await;
+    if let Some((io, read)) = http1::serve(io, &live, &peer, drain.clone()).await {
+        serve_h2(live, TokioIo::new(Prefixed::new(read, io)), peer, drain).await;
     }
 }
 
 async fn serve_tls(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     drain: watch::Receiver<bool>,
 ) {
-    let header_timeout = state.config.inbound.header_read_timeout;
+    let header_timeout = live.load().config.inbound.header_read_timeout;
     let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -689,11 +702,12 @@ async fn serve_tls(
         }
         Err(_) => return,
     };
-    let peer = Arc::new(Peer::new(remote, true));
+    let trusted = live.load().config.inbound.is_trusted_proxy(remote.ip());
+    let peer = Arc::new(Peer::new(remote, true, trusted));
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(state, TokioIo::new(tls), peer, drain).await;
+        serve_h2(live, TokioIo::new(tls), peer, drain).await;
     } else {
-        serve_http(state, tls, peer, drain).await;
+        serve_http(live, tls, peer, drain).await;
     }
 }
 
@@ -702,7 +716,7 @@ type H2Answer =
 
 /// HTTP/2 (by ALPN, or with prior knowledge on a connection [`http1::serve`] handed over).
 async fn serve_h2<I>(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     io: I,
     peer: Arc<Peer>,
     mut drain: watch::Receiver<bool>,
@@ -714,12 +728,12 @@ async fn serve_h2<I>(
     // h2 has no header timeout of its own: a client that sends no request would hold a
     // `max_connections` slot forever. So the first request must arrive within
     // `inbound.header_read_timeout`.
-    let header_timeout = state.config.inbound.header_read_timeout;
+    let header_timeout = live.load().config.inbound.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let seen = first_request.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         seen.notify_one();
-        let state = state.clone();
+        let state = live.load();
         let peer = peer.clone();
         // Boxed: hyper keeps the slot for it inside the connection.
         let answer: H2Answer = Box::pin(async move {

@@ -37,6 +37,8 @@ pub fn access_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> 
         .filter(|v| !v.is_empty())
 }
 
+/// Clones share one cache (a reload that leaves its settings alone keeps it).
+#[derive(Clone)]
 pub struct WhoamiCache {
     cache: Cache<[u8; 32], Arc<UserId>>,
     client: reqwest::Client,

@@ -38,6 +38,9 @@ use super::ids::validate_server_name;
 
 /// The scheme, spelled as Synapse requires it.
 const SCHEME: &str = "X-Matrix";
+/// Servers send four parameters; a few unknown ones are tolerated, thousands are not (each
+/// is compared with the ones before it).
+const MAX_PARAMS: usize = 16;
 
 /// A parsed, unambiguous X-Matrix header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -112,6 +115,9 @@ impl XMatrix {
         let mut seen: Vec<&str> = Vec::with_capacity(4);
         for param in Params::new(params) {
             let (name, value) = param?;
+            if seen.len() == MAX_PARAMS {
+                return Err(XMatrixError::Ambiguous("too many parameters"));
+            }
             if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
                 return Err(XMatrixError::Ambiguous("a parameter is repeated"));
             }
@@ -391,6 +397,13 @@ mod tests {
         ] {
             assert!(ambiguous(header), "accepted: {header:?}");
         }
+        let extra: String = (0..13).map(|i| format!(",x{i}=1")).collect();
+        assert!(XMatrix::parse(&format!("X-Matrix origin=hs2.test,key=k,sig=s{extra}")).is_ok());
+        let extra: String = (0..14).map(|i| format!(",x{i}=1")).collect();
+        assert_eq!(
+            XMatrix::parse(&format!("X-Matrix origin=hs2.test,key=k,sig=s{extra}")),
+            Err(XMatrixError::Ambiguous("too many parameters"))
+        );
     }
 
     #[test]

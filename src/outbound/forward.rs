@@ -61,7 +61,7 @@ pub(crate) async fn handle(
     response
 }
 
-/// The destination rules. SSO hosts and `enforce: false` skip them.
+/// The destination rules; `enforce: false` skips them.
 async fn check(
     headers: &HeaderMap,
     uri: &Uri,
@@ -69,7 +69,7 @@ async fn check(
     tunnel: &Tunnel,
     state: &OutboundState,
 ) -> Result<(), MatrixError> {
-    if !state.enforce() || state.is_sso_host(&tunnel.target) {
+    if !state.enforce() {
         return Ok(());
     }
     match route {

@@ -1,6 +1,7 @@
-//! TLS interception inside an established tunnel: read the ClientHello first, pick the
-//! certificate by SNI (Synapse sends the host without port, and no ALPN), then serve the
-//! decrypted HTTP/1.1 (or h2 when the client offered it) with keep-alive.
+//! TLS interception inside an established tunnel: read the ClientHello first, check that its
+//! SNI (Synapse sends the host without port, and no ALPN) names the CONNECT host, answer with
+//! that host's leaf, then serve the decrypted HTTP/1.1 (or h2 when the client offered it)
+//! with keep-alive.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use super::OutboundState;
 use super::connect::{ConnectTarget, Prefixed};
 use super::forward;
+use crate::live::Live;
 use crate::shutdown::Shutdown;
 use crate::tls::{Authority, TlsError};
 
@@ -25,6 +27,10 @@ pub(crate) type TunnelStream = TlsStream<Prefixed<TcpStream>>;
 pub(crate) enum AcceptError {
     #[error("reading the ClientHello: {0}")]
     Hello(std::io::Error),
+    /// The ClientHello asks for another host than the CONNECT line (rule
+    /// [`super::rules::SNI_MISMATCH`]).
+    #[error("SNI `{sni}` is not the CONNECT host `{host}`")]
+    SniMismatch { sni: String, host: String },
     #[error("no certificate for `{host}`: {source}")]
     Certificate {
         host: String,
@@ -35,8 +41,13 @@ pub(crate) enum AcceptError {
     Handshake(std::io::Error),
 }
 
-/// Complete the server side of the TLS handshake with a leaf for the SNI name, or for the
-/// CONNECT host when the client sent no SNI (IP literals, some clients).
+/// Complete the server side of the TLS handshake with a leaf for the CONNECT host.
+///
+/// The CONNECT host is the one destination the tunnel was allowed for, so it is the only
+/// name a certificate is minted for: a ClientHello without SNI (IP literals, some clients)
+/// or with SNI naming the same host (case-insensitively, trailing dot ignored) gets its leaf;
+/// any other SNI is refused before anything is minted — otherwise a client allowed into
+/// `hs2.test` could have the proxy's CA vouch for `www.google.com`.
 pub(crate) async fn accept(
     io: Prefixed<TcpStream>,
     target: &ConnectTarget,
@@ -45,19 +56,34 @@ pub(crate) async fn accept(
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
         .await
         .map_err(AcceptError::Hello)?;
-    let host = start
-        .client_hello()
-        .server_name()
-        .map(str::to_owned)
-        .unwrap_or_else(|| target.bare_host().to_owned());
-    let config = authority
-        .server_config(&host)
-        .await
-        .map_err(|source| AcceptError::Certificate { host, source })?;
+    let host = target.bare_host();
+    if let Some(sni) = start.client_hello().server_name()
+        && !same_host(sni, host)
+    {
+        return Err(AcceptError::SniMismatch {
+            sni: sni.to_owned(),
+            host: host.to_owned(),
+        });
+    }
+    let config =
+        authority
+            .server_config(host)
+            .await
+            .map_err(|source| AcceptError::Certificate {
+                host: host.to_owned(),
+                source,
+            })?;
     start
         .into_stream(config)
         .await
         .map_err(AcceptError::Handshake)
+}
+
+/// DNS names compare case-insensitively, and `host.` is `host`.
+fn same_host(sni: &str, host: &str) -> bool {
+    sni.strip_suffix('.')
+        .unwrap_or(sni)
+        .eq_ignore_ascii_case(host.strip_suffix('.').unwrap_or(host))
 }
 
 /// Serve requests inside the tunnel until the client closes it, or until shutdown (then the
@@ -65,14 +91,14 @@ pub(crate) async fn accept(
 pub(crate) async fn serve_tunnel(
     tls: TunnelStream,
     target: ConnectTarget,
-    state: Arc<OutboundState>,
+    state: Live<OutboundState>,
     mut shutdown: Shutdown,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let tunnel = Arc::new(forward::Tunnel::new(target));
     let service = service_fn(move |request| {
         let tunnel = tunnel.clone();
-        let state = state.clone();
+        let state = state.load();
         async move { Ok::<_, std::convert::Infallible>(forward::handle(request, &tunnel, &state).await) }
     });
     let io = TokioIo::new(tls);
@@ -104,5 +130,19 @@ pub(crate) async fn serve_tunnel(
     };
     if let Err(error) = result {
         tracing::debug!(%error, "outbound: tunnel connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_host;
+
+    #[test]
+    fn sni_matches_the_connect_host_case_insensitively_and_without_trailing_dot() {
+        assert!(same_host("hs2.test", "hs2.test"));
+        assert!(same_host("HS2.Test.", "hs2.test"));
+        assert!(!same_host("www.google.com", "hs2.test"));
+        assert!(!same_host("matrix.hs2.test", "hs2.test"));
+        assert!(!same_host("hs2.test.evil", "hs2.test"));
     }
 }

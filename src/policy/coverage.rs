@@ -5,8 +5,11 @@
 //! It is data the tests hold the code to: the table tests below fail when a served route has
 //! no row (a new endpoint, or an alias added to the endpoint table later), and
 //! `tests/it/coverage.rs` sends the example of every `inbound` row through the real listener,
-//! once enforced and once with every TIM rule in shadow mode. The listener uses
-//! [`canonical`], so an `r0` alias of a rule route gets the rules of its v3 row.
+//! once enforced and once with every TIM rule in shadow mode, under every alias spelling of its
+//! route too (`src/matrix/aliases.tsv`: `r0` for `v3`, …). The listener dispatches its rules
+//! on [`canonical`] templates, so even an operator's explicit alias spelling
+//! (`inbound.extra_endpoints`, which wins over the shipped alias) gets the rules of its v1.11
+//! route.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -16,6 +19,7 @@ use serde_json::Value;
 
 use super::data::{self, DataError};
 use super::registry::{self, Kind};
+use crate::matrix::endpoints::{ALIASES_TSV, Alias, parse_aliases};
 
 const FILE: &str = "coverage.tsv";
 const TSV: &str = include_str!("coverage.tsv");
@@ -162,13 +166,31 @@ pub fn entries() -> Result<&'static [Entry], &'static DataError> {
     ENTRIES.as_deref()
 }
 
-/// The v1.11 template whose rules a served template gets: an `r0` client alias shares the
-/// rows (and, in the listener, the rules) of its `v3` twin.
+static ALIASES: LazyLock<Vec<Alias>> =
+    LazyLock::new(|| parse_aliases(ALIASES_TSV).unwrap_or_default());
+
+/// The v1.11 template whose rows (and, in the listener, rules) a served template gets: an
+/// alias spelling (`/_matrix/client/r0/…`, see `src/matrix/aliases.tsv`) shares those of its
+/// canonical route. The endpoint table already classifies alias paths to the canonical
+/// endpoint; this also covers an alias spelled out as an endpoint of its own.
 pub fn canonical(template: &str) -> Cow<'_, str> {
-    match template.strip_prefix("/_matrix/client/r0/") {
-        Some(rest) => Cow::Owned(format!("/_matrix/client/v3/{rest}")),
-        None => Cow::Borrowed(template),
-    }
+    ALIASES
+        .iter()
+        .find_map(|a| {
+            let rest = template.strip_prefix(a.alias.as_str())?;
+            Some(Cow::Owned(format!("{}{rest}", a.canonical)))
+        })
+        .unwrap_or(Cow::Borrowed(template))
+}
+
+/// `template` and its alias spellings, as a client may send them.
+pub fn spellings(template: &str) -> Vec<String> {
+    let mut all = vec![template.to_owned()];
+    all.extend(ALIASES.iter().filter_map(|a| {
+        let rest = template.strip_prefix(a.canonical.as_str())?;
+        Some(format!("{}{rest}", a.alias))
+    }));
+    all
 }
 
 /// The rows of one served route.
@@ -263,14 +285,13 @@ pub fn rules_markdown() -> Result<String, &'static DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::endpoints::{Api, Endpoint, EndpointTable, v1_11};
+    use crate::matrix::endpoints::{Api, Endpoint, EndpointTable};
 
-    /// What the inbound listener serves without operator configuration: the v1.11 table and
-    /// the built-in single-sign-on pages.
+    /// What the inbound listener serves without operator configuration: the v1.11 table, the
+    /// legacy endpoints served on purpose and the built-in single-sign-on pages.
     fn served() -> Vec<Endpoint> {
-        let mut endpoints = v1_11();
-        endpoints.extend(crate::inbound::sso::endpoints().unwrap());
-        EndpointTable::new(endpoints).unwrap().endpoints().to_vec()
+        let sso: Vec<String> = crate::inbound::sso::entries().map(str::to_owned).collect();
+        EndpointTable::served(&sso).unwrap().endpoints().to_vec()
     }
 
     #[test]
@@ -299,8 +320,13 @@ mod tests {
             uncovered(entries, &[new]),
             ["PUT /_matrix/client/v3/rooms/{roomId}/new_thing"]
         );
+        // An operator's explicit r0 spelling (an extra endpoint) is its v3 route.
         let alias = "/_matrix/client/r0/rooms/{roomId}/state/{eventType}/{stateKey}";
         assert!(uncovered(entries, &[endpoint(Method::PUT, alias)]).is_empty());
+        assert!(
+            spellings("/_matrix/client/v3/createRoom")
+                .contains(&"/_matrix/client/r0/createRoom".to_owned())
+        );
         let rules: Vec<_> = rows_for(entries, &Method::PUT, alias)
             .filter_map(|e| e.rule)
             .collect();

@@ -64,3 +64,52 @@ async fn x_matrix_that_synapse_reads_as_another_origin_is_refused() {
         Authorization: X-Matrix origin=hs2.test,destination=hs1.test,key=\"ed25519:a\",sig=\"c2ln\"\r\n\r\n";
     assert_eq!(raw(&h, single).await.0, 200);
 }
+
+/// Issue 14, finding 4: `X-Forwarded-For: 6.6.6.6` from a client reached the homeserver as
+/// `6.6.6.6, 127.0.0.1`, and Synapse (`x_forwarded: true`) takes the first entry. Now the
+/// homeserver sees the peer address, and no other forwarding field of the client.
+#[tokio::test]
+async fn a_client_cannot_choose_the_address_the_homeserver_sees() {
+    let h = start().await;
+    let request = b"GET /_matrix/client/v3/login HTTP/1.1\r\nHost: hs1.test\r\n\
+        X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\nX-Real-IP: 6.6.6.6\r\n\
+        Forwarded: for=6.6.6.6;proto=https\r\nX-Forwarded-Proto: https\r\n\
+        X-Forwarded-Host: evil.test\r\nX-Forwarded-Port: 443\r\n\r\n";
+    let (status, body) = raw(&h, request).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &body["headers"];
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen}");
+    assert_eq!(seen["x-forwarded-host"], "hs1.test", "{seen}");
+    for dropped in ["x-real-ip", "forwarded", "x-forwarded-port"] {
+        assert!(seen.get(dropped).is_none(), "{dropped} passed: {seen}");
+    }
+}
+
+/// A load balancer listed in `inbound.trusted_proxies` keeps its fields; its
+/// `X-Forwarded-For` fields become one list that ends with the peer.
+#[tokio::test]
+async fn a_trusted_proxy_keeps_its_forwarding_fields() {
+    let h = super::inbound::start_with(|c| {
+        c.inbound.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let request = b"GET /_matrix/client/v3/login HTTP/1.1\r\nHost: hs1.test\r\n\
+        X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 10.0.0.2\r\nX-Real-IP: 6.6.6.6\r\n\
+        X-Forwarded-Proto: https\r\nX-Forwarded-Host: matrix.hs1.test\r\n\r\n";
+    let (status, body) = raw(&h, request).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &body["headers"];
+    assert_eq!(
+        seen["x-forwarded-for"], "6.6.6.6, 10.0.0.2, 127.0.0.1",
+        "{seen}"
+    );
+    assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
+    assert_eq!(seen["x-forwarded-host"], "matrix.hs1.test", "{seen}");
+    assert_eq!(seen["x-real-ip"], "6.6.6.6", "{seen}");
+    // Without its own X-Forwarded-For, the peer is the whole list.
+    let plain = b"GET /_matrix/client/v3/login HTTP/1.1\r\nHost: hs1.test\r\n\r\n";
+    let (_, body) = raw(&h, plain).await;
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(body["headers"]["x-forwarded-proto"], "http");
+}

@@ -82,7 +82,8 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if path == "/_matrix/client/v3/account/whoami" {
+    // Synapse serves whoami under r0 too; the proxy itself asks under v3.
+    if path == "/_matrix/client/v3/account/whoami" || path == "/_matrix/client/r0/account/whoami" {
         up.whoami.fetch_add(1, Ordering::SeqCst);
         return match auth.as_str() {
             "Bearer tok-alice" => {
@@ -140,7 +141,7 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
         if path.ends_with("/context/%24elsewhere") {
             return json_response(
                 StatusCode::NOT_FOUND,
-                json!({"errcode":"M_NOT_FOUND","error":"No row found"}),
+                json!({"errcode":"M_UNKNOWN","error":"No row found (events)"}),
             );
         }
         if path.ends_with("/context/%24broken") {
@@ -492,6 +493,137 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
 }
 
 #[tokio::test]
+async fn legacy_endpoints_are_forwarded() {
+    let h = start().await;
+    let legacy =
+        timproxy::matrix::endpoints::parse_legacy(timproxy::matrix::endpoints::LEGACY_TSV).unwrap();
+    assert!(!legacy.is_empty());
+    for e in &legacy {
+        let target = fill(&e.template);
+        // Key endpoints are open: no X-Matrix needed, as for /key/v2/server.
+        let headers: &[(&str, &str)] = if e.template.starts_with("/_matrix/key/") {
+            &[]
+        } else {
+            &[("authorization", "Bearer tok-alice")]
+        };
+        let body = (e.method == Method::PUT).then(|| json!({"actions":["notify"]}));
+        let got = h.send(e.method.clone(), &target, headers, body).await;
+        assert_eq!(got.0, 200, "{} {}: {}", e.method, e.template, got.1);
+        assert_eq!(got.1["target"], target, "{} {}", e.method, e.template);
+    }
+}
+
+/// The answer for `target`, reduced to what a rule decides: the status and, for a rejection,
+/// the errcode; for a forward, the path the homeserver saw.
+async fn decision(
+    h: &Harness,
+    method: &Method,
+    target: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let got = h
+        .send(
+            method.clone(),
+            target,
+            &[("authorization", "Bearer tok-alice")],
+            body.cloned(),
+        )
+        .await;
+    // The fake homeserver never answers with an errcode on these paths.
+    let detail = if got.1["errcode"].is_string() {
+        json!({"errcode": got.1["errcode"], "error": got.1["error"]})
+    } else {
+        json!({"forwarded": got.1["target"]})
+    };
+    (got.0.as_u16(), detail)
+}
+
+#[tokio::test]
+async fn alias_spellings_get_exactly_the_rules_of_their_canonical_endpoint() {
+    let h = start().await;
+    let aliases =
+        timproxy::matrix::endpoints::parse_aliases(timproxy::matrix::endpoints::ALIASES_TSV)
+            .unwrap();
+    let table = timproxy::matrix::endpoints::EndpointTable::served(&[]).unwrap();
+    // One body every rule accepts, one that several rules refuse.
+    let benign = json!({"user_id":"@carol:hs1.test","room_version":"10","new_version":"10",
+        "join_rule":"invite","body":"x","presence":"online"});
+    let refused = json!({"user_id":"@bob:hs1.test","room_version":"1","new_version":"1",
+        "join_rule":"public","invite":["@a:hs1.test","@b:hs1.test"],"presence":"online",
+        "status_msg":"x".repeat(300),"m.relates_to":{"rel_type":"m.thread","event_id":"$e"}});
+    let mut compared = 0;
+    for e in table.endpoints() {
+        for alias in &aliases {
+            let Some(rest) = e.template.strip_prefix(alias.canonical.as_str()) else {
+                continue;
+            };
+            let canonical = fill(&e.template);
+            let spelled = fill(&format!("{}{rest}", alias.alias));
+            let bodies: Vec<Option<&Value>> = if e.method == Method::GET {
+                vec![None]
+            } else {
+                vec![Some(&benign), Some(&refused)]
+            };
+            for body in bodies {
+                let (status, detail) = decision(&h, &e.method, &canonical, body).await;
+                let (alias_status, alias_detail) = decision(&h, &e.method, &spelled, body).await;
+                assert_eq!(
+                    alias_status, status,
+                    "{} {spelled} vs {canonical}",
+                    e.method
+                );
+                match detail.get("forwarded") {
+                    Some(Value::Null) => assert!(alias_detail.get("forwarded").is_some()),
+                    Some(_) => assert_eq!(alias_detail, json!({"forwarded": spelled})),
+                    None => assert_eq!(alias_detail, detail, "{} {spelled}", e.method),
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 150, "{compared}");
+    // And by hand, rules that certainly fire.
+    let room = "/_matrix/client/r0/rooms/%21r%3Ahs1.test";
+    assert_rejected(
+        &h.alice(
+            Method::PUT,
+            &format!("{room}/state/m.room.join_rules"),
+            json!({"join_rule":"public"}),
+        )
+        .await,
+        400,
+        "M_INVALID_ROOM_STATE",
+    );
+    assert_rejected(
+        &h.alice(Method::PUT, &format!("{room}/redact/%24old/t1"), json!({}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_rejected(
+        &h.send(Method::GET, "/_matrix/media/r0/config", &[], None)
+            .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_rejected(
+        &h.send(
+            Method::GET,
+            "/_matrix/media/r0/download/unlisted.test/m",
+            &[],
+            None,
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let got = h
+        .alice(Method::GET, "/_matrix/client/r0/events?from=s1", json!({}))
+        .await;
+    assert_eq!(got.1["target"], "/_matrix/client/r0/events?from=s1");
+}
+
+#[tokio::test]
 async fn non_v1_11_paths_are_unrecognized_and_never_forwarded() {
     let h = start().await;
     for target in [
@@ -499,7 +631,8 @@ async fn non_v1_11_paths_are_unrecognized_and_never_forwarded() {
         "/_synapse/admin/v1/users/%40alice%3Ahs1.test",
         "/_synapse/client/oidc/callback",
         "/metrics",
-        "/_matrix/client/r0/sync",
+        "/_matrix/client/r1/sync",
+        "/_matrix/client/unstable/sync",
         "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
         "/_matrix/client/v3/sync/",
         "/_matrix/client//v3/sync",

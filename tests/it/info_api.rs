@@ -229,8 +229,10 @@ async fn answers_come_from_the_federation_list() {
     assert_eq!(body["isInsurance"], true);
 }
 
+/// Issue 14, finding 7: every distinct call with the same invalid token reached the
+/// homeserver. Verified and refused tokens are both remembered; outages are not.
 #[tokio::test]
-async fn verified_tokens_are_cached_failures_are_not() {
+async fn verified_and_refused_tokens_are_cached_outages_are_not() {
     let api = fresh_api().await;
     let good = bearer(GOOD_TOKEN);
     for _ in 0..5 {
@@ -238,11 +240,49 @@ async fn verified_tokens_are_cached_failures_are_not() {
         assert_eq!(status, StatusCode::OK);
     }
     assert_eq!(api.homeserver.calls.load(Ordering::SeqCst), 1);
-    for _ in 0..2 {
-        let (status, _) = api.get("/tim-information", Some("Bearer wrong")).await;
+    for _ in 0..5 {
+        let (status, body) = api.get("/tim-information", Some("Bearer wrong")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["errorMessage"], "no mxid associated with bearer token");
     }
+    assert_eq!(
+        api.homeserver.calls.load(Ordering::SeqCst),
+        2,
+        "the same invalid token was asked for again"
+    );
+    let (status, _) = api.get("/tim-information", Some("Bearer other")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(api.homeserver.calls.load(Ordering::SeqCst), 3);
+    for _ in 0..2 {
+        let (status, _) = api
+            .get("/tim-information", Some(&bearer(OUTAGE_TOKEN)))
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(api.homeserver.calls.load(Ordering::SeqCst), 5);
+}
+
+/// Issue 14, finding 7: the error body repeated the raw `Authorization` value, credentials
+/// included.
+#[tokio::test]
+async fn malformed_authorization_is_never_echoed() {
+    let api = fresh_api().await;
+    for header in [
+        "Basic dXNlcjpzZWNyZXQtcGFzc3dvcmQ=",
+        "bearer secret-token-lowercase-scheme",
+        "Bearer",
+        "Token secret-token",
+    ] {
+        let (status, body) = api.get("/tim-information", Some(header)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header}");
+        let text = body.to_string();
+        assert!(
+            !text.contains("secret") && !text.contains("dXNlcj"),
+            "{header} echoed: {text}"
+        );
+        assert_eq!(body["errorMessage"], "malformed bearer token");
+    }
+    assert_eq!(api.homeserver.calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod info_api;
 mod outbound;
 mod properties;
 mod rawdata;
+mod reload;
 mod robustness;
 mod serve;
 mod shadow;
