@@ -18,6 +18,7 @@ use timproxy::policy::registry::{self, Kind};
 use timproxy::policy::shadow::ShadowRule;
 
 use super::inbound::{Harness, sample, start_with};
+use crate::support::rule_count;
 
 /// Every rule of the registry that may be shadowed.
 fn all_tim_rules() -> Vec<ShadowRule> {
@@ -92,14 +93,7 @@ async fn send(h: &Harness, entry: &Entry, template: &str) -> (StatusCode, Value,
 
 /// The value of one counter (0 when it was never incremented).
 fn counter(h: &Harness, family: &str, rule: &str, mode: &str) -> u64 {
-    let prefix =
-        format!("timproxy_{family}_total{{listener=\"inbound\",rule=\"{rule}\",mode=\"{mode}\"}} ");
-    h.metrics
-        .encode()
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    rule_count(&h.metrics.encode(), family, "inbound", rule, mode)
 }
 
 fn family(expect: &Expect) -> &'static str {

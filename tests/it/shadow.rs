@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use timproxy::policy::shadow::ShadowRule;
 
 use super::inbound::{assert_rejected, echoed_body, start_with};
-use crate::support::{Served, loopback_config, run_cli};
+use crate::support::{Served, loopback_config, rule_count, run_cli};
 
 fn shadowing(ids: &[&str]) -> Vec<ShadowRule> {
     ids.iter()
@@ -19,13 +19,7 @@ fn shadowing(ids: &[&str]) -> Vec<ShadowRule> {
 }
 
 fn count(metrics: &str, family: &str, rule: &str, mode: &str) -> u64 {
-    let prefix =
-        format!("timproxy_{family}_total{{listener=\"inbound\",rule=\"{rule}\",mode=\"{mode}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    rule_count(metrics, family, "inbound", rule, mode)
 }
 
 #[tokio::test]
