@@ -211,20 +211,7 @@ impl Component for HomeserverComponent {
     }
 }
 
-/// `reqwest` errors hide the cause (connection refused, …) in their source chain.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use crate::error::error_chain;
 
 /// The admin routes; each request runs on the state current when it arrived ([`Live`]).
 pub fn router(state: impl Into<Live<AdminState>>) -> Router {

@@ -31,6 +31,8 @@ const CREATE_ROOM: &str = "/_matrix/client/v3/createRoom";
 const INVITE: &str = "/_matrix/client/v3/rooms/{roomId}/invite";
 const STATE: &str = "/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}";
 const SEND: &str = "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}";
+/// Synapse's older spelling of SEND without a transaction id (`legacy_endpoints.tsv`).
+const SEND_WITHOUT_TXN: &str = "/_matrix/client/v3/rooms/{roomId}/send/{eventType}";
 const REDACT: &str = "/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}";
 const PRESENCE: &str = "/_matrix/client/v3/presence/{userId}/status";
 const UPGRADE: &str = "/_matrix/client/v3/rooms/{roomId}/upgrade";
@@ -178,7 +180,9 @@ pub(crate) async fn apply(
         (&Method::POST, CREATE_ROOM) => route.create_room(parts, body, notes).await,
         (&Method::POST, INVITE) => route.invite(parts, body, notes).await,
         (&Method::PUT, STATE) => route.state_event(parts, body, notes).await,
-        (&Method::PUT, SEND) => route.send_event(parts, body).await,
+        (&Method::PUT, SEND) | (&Method::POST, SEND_WITHOUT_TXN) => {
+            route.send_event(parts, body).await
+        }
         (&Method::PUT, REDACT) => route.redact(parts, body).await,
         (&Method::PUT, PRESENCE) => route.presence(parts, body).await,
         (&Method::POST, UPGRADE) => route.upgrade(parts, body).await,
@@ -316,7 +320,8 @@ impl Route<'_> {
         Ok(with_body(parts, bytes))
     }
 
-    /// `PUT …/send/{eventType}/{txnId}`: content rules; an `m.room.redaction` is a redaction.
+    /// `PUT …/send/{eventType}/{txnId}` (and `POST …/send/{eventType}`): content rules; an
+    /// `m.room.redaction` is a redaction.
     /// Message bodies are the most frequent bodies, so only their relation is parsed.
     async fn send_event(
         &self,

@@ -506,7 +506,8 @@ async fn legacy_endpoints_are_forwarded() {
         } else {
             &[("authorization", "Bearer tok-alice")]
         };
-        let body = (e.method == Method::PUT).then(|| json!({"actions":["notify"]}));
+        let body = (e.method == Method::PUT || e.method == Method::POST)
+            .then(|| json!({"actions":["notify"]}));
         let got = h.send(e.method.clone(), &target, headers, body).await;
         assert_eq!(got.0, 200, "{} {}: {}", e.method, e.template, got.1);
         assert_eq!(got.1["target"], target, "{} {}", e.method, e.template);
@@ -621,6 +622,27 @@ async fn alias_spellings_get_exactly_the_rules_of_their_canonical_endpoint() {
         .alice(Method::GET, "/_matrix/client/r0/events?from=s1", json!({}))
         .await;
     assert_eq!(got.1["target"], "/_matrix/client/r0/events?from=s1");
+}
+
+#[tokio::test]
+async fn send_without_transaction_id_gets_the_send_rules() {
+    let h = start().await;
+    for send in [
+        "/_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.room.message",
+        "/_matrix/client/r0/rooms/%21r%3Ahs1.test/send/m.room.message",
+    ] {
+        let got = h.alice(Method::POST, send, json!({"body":"x"})).await;
+        assert_eq!(got.1["target"], send, "{}", got.1);
+        let thread = json!({"body":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}});
+        assert_rejected(
+            &h.alice(Method::POST, send, thread).await,
+            400,
+            "M_FORBIDDEN",
+        );
+    }
+    let react = "/_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.reaction";
+    let two = json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍👍"}});
+    assert_rejected(&h.alice(Method::POST, react, two).await, 400, "M_BAD_JSON");
 }
 
 #[tokio::test]

@@ -10,6 +10,8 @@ mod federation_boundary;
 mod gen_ca;
 mod inbound;
 mod info_api;
+mod kubernetes;
+mod ocsp;
 mod outbound;
 mod properties;
 mod rawdata;
