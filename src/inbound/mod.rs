@@ -75,6 +75,8 @@ pub enum InboundError {
     Tls(String),
     #[error("HTTP client: {0}")]
     Client(String),
+    #[error("policy table: {0}")]
+    Policy(&'static crate::policy::data::DataError),
 }
 
 /// One finished request, for raw-data (performance) reports.
@@ -151,6 +153,7 @@ impl InboundState {
         federation: FederationHandle,
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
+        crate::policy::check_tables().map_err(InboundError::Policy)?;
         // The served table: v1.11, the legacy spellings and aliases, Synapse's SSO pages when
         // they are on, and the operator's extras.
         let mut extra: Vec<String> = Vec::new();
@@ -455,7 +458,7 @@ fn classify<'s>(state: &'s InboundState, req: &Request<Body>) -> (Addressed<'s>,
                 template,
                 is_federation: false,
             },
-            Route::Local(Err(crate::policy::blocked_endpoint(template)
+            Route::Local(Err(client::blocked_endpoint(state, method, template)
                 .unwrap_or_else(MatrixError::method_not_allowed))),
         ),
         Classification::Matched { endpoint, params } => {
@@ -465,7 +468,7 @@ fn classify<'s>(state: &'s InboundState, req: &Request<Body>) -> (Addressed<'s>,
                 is_federation: endpoint.api == Api::ServerServer
                     || path.starts_with("/_matrix/key/"),
             };
-            match crate::policy::blocked_endpoint(template) {
+            match client::blocked_endpoint(state, method, template) {
                 Some(err) => (addressed, Route::Local(Err(err))),
                 None => (addressed, Route::Checked(params)),
             }

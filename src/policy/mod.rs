@@ -5,6 +5,7 @@
 //! small traits defined here and in their files, so they are unit-testable without a network.
 
 pub mod blocked_endpoints;
+pub mod coverage;
 pub mod create_room;
 pub mod data;
 pub mod event;
@@ -33,6 +34,15 @@ use crate::federation::list::{FederationHandle, Membership};
 use crate::matrix::ids::UserId;
 
 pub use blocked_endpoints::blocked_endpoint;
+
+/// Check that every policy table compiled into the binary can be read (blocked endpoints,
+/// rule registry, coverage matrix). The inbound listener refuses to start otherwise.
+pub fn check_tables() -> Result<(), &'static data::DataError> {
+    blocked_endpoints::table()?;
+    registry::rules()?;
+    coverage::entries()?;
+    Ok(())
+}
 
 /// A failed lookup at the homeserver's admin API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,7 @@
 mod browser;
 mod cleanup;
 mod compose;
+mod coverage;
 mod federation;
 mod federation_boundary;
 mod gen_ca;
@@ -17,6 +18,7 @@ mod rawdata;
 mod reload;
 mod robustness;
 mod serve;
+mod shadow;
 mod spec_check;
 mod store;
 mod support;
