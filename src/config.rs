@@ -758,6 +758,30 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// A semantic error with the line and column of its key in `text` (the file it came from)
+    /// when the key is written there; keys set from the environment or left at their default
+    /// keep the file-and-key form.
+    pub fn located_in(self, text: &str) -> Self {
+        let ConfigError::Semantic { file, key, message } = self else {
+            return self;
+        };
+        let path: Vec<&str> = key.split('.').collect();
+        let locator = crate::spec_check::locate::Locator::new(text);
+        let last = path.last().copied().unwrap_or_default();
+        match locator.find_path(&path) {
+            Some(at) if text[at..].trim_start_matches(['"', '\'']).starts_with(last) => {
+                let pos = locator.pos(at);
+                ConfigError::Invalid {
+                    location: format!("{file}:{}:{}", pos.line, pos.column),
+                    message: format!("{key}: {message}"),
+                }
+            }
+            _ => ConfigError::Semantic { file, key, message },
+        }
+    }
+}
+
 impl Config {
     /// Resolve which file to load: an explicit path must exist; otherwise `timproxy.yaml` in
     /// the working directory if present; otherwise built-in defaults.
@@ -787,7 +811,7 @@ impl Config {
             .unwrap_or_else(|| "<defaults>".to_owned());
         let env: Vec<(String, String)> = std::env::vars().collect();
         let config = Self::from_yaml_with_env(&text, &name, &env)?;
-        config.validate(&name)?;
+        config.validate(&name).map_err(|e| e.located_in(&text))?;
         Ok((config, path))
     }
 
@@ -1316,6 +1340,24 @@ mod tests {
         assert!(!only_lan.inbound.is_trusted_proxy(ip("127.0.0.1")));
         assert!(!Config::default().inbound.is_trusted_proxy(ip("127.0.0.1")));
         assert_eq!(blocks[1].to_string(), "192.168.1.7/32");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line_and_column_of_a_key_written_in_the_file() {
+        let text = "homeserver:\n  server_name: hs1.test\npolicy:\n  default_permission: maybe\n";
+        let err = parse(text).unwrap_err().located_in(text);
+        assert_eq!(
+            err.to_string(),
+            "t.yaml:4:3: policy.default_permission: must be `allow all` or `block all`, got `maybe`"
+        );
+        // Not in the file (a default, or from the environment): file and key only.
+        let text = "policy:\n  allowed_room_versions: ['9']\n";
+        let err = parse(text).unwrap_err().located_in(text);
+        assert!(
+            err.to_string()
+                .starts_with("t.yaml: policy.default_room_version: `10` is not in"),
+            "{err}"
+        );
     }
 
     #[test]
