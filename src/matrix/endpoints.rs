@@ -588,6 +588,11 @@ mod tests {
                 "/_matrix/media/v3/config",
             ),
             (
+                Method::POST,
+                "/_matrix/client/unstable/account/3pid/bind",
+                "/_matrix/client/v3/account/3pid/bind",
+            ),
+            (
                 Method::GET,
                 "/_matrix/client/r0/pushrules/global/override/",
                 "/_matrix/client/v3/pushrules/{scope}/{kind}/",

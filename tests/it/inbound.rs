@@ -1218,6 +1218,28 @@ async fn x_matrix_origin_and_destination_checks() {
     );
 }
 
+#[tokio::test]
+async fn x_matrix_headers_synapse_refuses_as_malformed_get_its_400() {
+    let h = start().await;
+    // SyTest "Non-numeric ports in server names are rejected": Synapse answers 400.
+    for header in [
+        r#"X-Matrix origin=localhost:http,destination=hs1.test,key="ed25519:a",sig="c2ln""#,
+        r#"X-Matrix origin=hs2.test,destination=hs1.test,key="ed25519:a""#,
+    ] {
+        let got = h
+            .send(
+                Method::GET,
+                "/_matrix/federation/v1/query/profile?user_id=%40a%3Ahs1.test",
+                &[("authorization", header)],
+                None,
+            )
+            .await;
+        assert_rejected(&got, 400, "M_UNAUTHORIZED");
+    }
+    assert!(h.metrics.encode().contains(r#"rule="x-matrix-malformed""#));
+    assert_eq!(h.up.requests.load(Ordering::SeqCst), 0);
+}
+
 /// The federation list is swapped hundreds of times while federation requests are in
 /// flight: readers always see one whole list (old or new), so a server in every list is
 /// never refused, a server in every other list is either served or refused cleanly, and

@@ -26,6 +26,13 @@ export SYTEST_DIR=${SYTEST_DIR:-$ROOT/.sytest}
 export TIMPROXY_BIN=${TIMPROXY_BIN:-$ROOT/target/debug/timproxy}
 [ -x "$TIMPROXY_BIN" ] || (cd "$ROOT" && cargo build --bin timproxy)
 
+# The deployment SyTest needs beyond the plugin's defaults: Synapse's SSO pages (SyTest logs in
+# with CAS), which an operator with SSO switches on with inbound.sso_endpoints (off for flavour
+# pro). The plugin starts timproxy with an empty environment and turns YAML booleans into
+# integers, so the same list goes in as inbound.extra_endpoints.
+sso=$(sed 's/#.*//' "$ROOT/src/inbound/sso_endpoints.txt" | awk 'NF == 2 { printf "%s\"%s %s\"", n++ ? ", " : "", $1, $2 }')
+config=(--timproxy-config "inbound.extra_endpoints=[$sso]")
+
 locked() { if [ -n "${SYTEST_LOCK:-}" ]; then flock "$SYTEST_LOCK" "$@"; else "$@"; fi; }
 partial=(); [ "$SET" = full ] || partial=(--partial)
 plain=()
@@ -35,6 +42,6 @@ if [ "${PLAIN:-0}" = 1 ]; then
   plain=(--plain "$SYTEST_DIR/results/ci-$SET-plain.tap")
 fi
 started=$SECONDS
-locked bash "$KIT/run.sh" timproxy "ci-$SET" "@$SET"
+locked bash "$KIT/run.sh" timproxy "ci-$SET" "${config[@]}" "@$SET"
 echo "sytest: $SET behind timproxy ran $((SECONDS - started)) s"
 python3 "$ROOT/tests/sytest/compare.py" "${plain[@]}" "${partial[@]}" "$SYTEST_DIR/results/ci-$SET.tap"
