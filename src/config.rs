@@ -535,6 +535,40 @@ pub struct FederationConfig {
     pub min_refresh_gap: Duration,
     /// Extra PEM CA files trusted for upstream federation TLS (besides system roots).
     pub trusted_ca_files: Vec<PathBuf>,
+    /// Revocation check (OCSP) of the certificate that signed a JWS list.
+    pub ocsp: OcspConfig,
+}
+
+/// OCSP (RFC 6960) for the signer of a signed federation list: a signer that is revoked, or
+/// whose status cannot be established, never brings in a new list (see `federation::ocsp`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OcspConfig {
+    /// Check the signer of every signed (JWS) list before it is used.
+    pub enabled: bool,
+    /// Responder to ask; `None` = the one the signer certificate names (authorityInfoAccess).
+    pub responder_url: Option<Url>,
+    /// Bound for one OCSP request (connect + answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an answer without `nextUpdate` counts as current, from its `thisUpdate`.
+    #[serde(with = "humantime_serde")]
+    pub default_validity: Duration,
+    /// Clock difference to the responder tolerated on `thisUpdate` and `nextUpdate`.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            responder_url: None,
+            timeout: Duration::from_secs(10),
+            default_validity: Duration::from_secs(3600),
+            clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for FederationConfig {
@@ -553,6 +587,7 @@ impl Default for FederationConfig {
             refresh_on_miss: true,
             min_refresh_gap: Duration::from_secs(60),
             trusted_ca_files: Vec::new(),
+            ocsp: OcspConfig::default(),
         }
     }
 }

@@ -357,3 +357,52 @@ fn log_filter_changed_at_runtime_shows_debug_lines_until_it_is_reset() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(served.terminate(), Some(0));
 }
+
+#[test]
+fn a_502_is_logged_with_the_side_that_failed_and_why() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1 of the loopback address: connecting is refused.
+    let config = loopback_config(dir.path(), "homeserver:\n  url: http://127.0.0.1:1/\n");
+    let served = Served::start(dir.path(), &config, &[]);
+    let mut client = std::net::TcpStream::connect(served.addr("inbound")).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET /_matrix/client/v3/sync HTTP/1.1\r\nHost: hs1.test\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.ends_with(r#"{"errcode":"M_UNKNOWN","error":"homeserver unreachable"}"#));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = served
+            .stderr_lines
+            .recv_timeout(left)
+            .expect("a log line for the 502 within 10 s");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["status"] == 502 {
+            break v["fields"].clone();
+        }
+    };
+    assert_eq!(line["message"], "request failed", "{line}");
+    assert_eq!(line["side"], "upstream", "{line}");
+    assert_eq!(line["rule"], "upstream-error", "{line}");
+    assert_eq!(line["error"], "homeserver unreachable", "{line}");
+    let cause = line["cause"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        cause.contains("cannot connect") && cause.contains("refused"),
+        "{line}"
+    );
+}
