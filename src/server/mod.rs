@@ -10,6 +10,7 @@
 mod assembly;
 mod ca;
 mod jobs;
+mod listeners;
 mod rawdata_hook;
 mod readiness;
 pub mod reload;
@@ -18,33 +19,28 @@ mod signals;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
+use crate::admin::AdminState;
 use crate::admin::operator::Operations;
-use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::federation::refresh::Refresher;
 use crate::federation::{FederationHandle, SnapshotStore};
-use crate::inbound::{self, InboundState};
-use crate::info_api::{self, InfoApiState};
+use crate::inbound::InboundState;
+use crate::info_api::InfoApiState;
 use crate::live::Live;
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
-use crate::outbound::{self, OutboundState};
+use crate::outbound::OutboundState;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::{Store, StoreError, redact_url};
 use crate::tls::CertificateAuthority;
 
 use assembly::{Assembly, Shared};
 use jobs::Jobs;
+use listeners::ListenerTasks;
 use reload::{ConfigStatus, Outcome, ReloadReport};
-
-/// How long in-flight requests may take to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How `serve` was asked to start, besides the configuration itself.
 #[derive(Clone, Default)]
@@ -91,8 +87,6 @@ pub enum Stopped {
     /// A listener failed (or stopped on its own), or a drain went wrong.
     ListenerFailed,
 }
-
-type ListenerTasks = JoinSet<(&'static str, std::io::Result<()>)>;
 
 /// A started server: listeners bound and serving, background jobs running.
 pub struct Server {
@@ -194,22 +188,8 @@ impl Server {
         let ca = ca::load_or_create(&config)?;
 
         // 4. Listeners: bind all before serving any, so a port clash fails the start cleanly.
-        let inbound_listener = bind("inbound.listen", config.inbound.listen).await?;
-        let outbound_listener = bind("outbound.listen", config.outbound.listen).await?;
-        let admin_listener = bind("admin.listen", config.admin.listen).await?;
-        let info_listener = if config.info_api.enabled {
-            Some(bind("info_api.listen", config.info_api.listen).await?)
-        } else {
-            None
-        };
-        let mut addrs = vec![
-            ("inbound", local_addr(&inbound_listener)?),
-            ("outbound", local_addr(&outbound_listener)?),
-            ("admin", local_addr(&admin_listener)?),
-        ];
-        if let Some(listener) = &info_listener {
-            addrs.push(("info_api", local_addr(listener)?));
-        }
+        let bound = listeners::Bound::bind(&config).await?;
+        let addrs = bound.addrs()?;
 
         // 5. The listeners' states, and the runtime a reload works on.
         let operations = Arc::new(RuntimeOperations::default());
@@ -244,35 +224,7 @@ impl Server {
         let _ = operations.0.set(Arc::downgrade(&runtime));
 
         // 6. Serve.
-        let mut listeners = ListenerTasks::new();
-        {
-            let (shutdown, state) = (shutdown.clone(), runtime.inbound.clone());
-            listeners.spawn(async move {
-                let served = inbound::serve(inbound_listener, state, shutdown).await;
-                ("inbound", served)
-            });
-        }
-        {
-            let (shutdown, state) = (shutdown.clone(), runtime.outbound.clone());
-            listeners.spawn(async move {
-                let served = outbound::serve(outbound_listener, state, shutdown).await;
-                ("outbound", served)
-            });
-        }
-        {
-            let (shutdown, state) = (shutdown.clone(), runtime.admin.clone());
-            listeners.spawn(async move {
-                let served = admin::serve(admin_listener, state, shutdown).await;
-                ("admin", served)
-            });
-        }
-        if let (Some(listener), Some(state)) = (info_listener, runtime.info_api.clone()) {
-            let shutdown = shutdown.clone();
-            listeners.spawn(async move {
-                let served = info_api::serve(listener, state, shutdown).await;
-                ("info_api", served)
-            });
-        }
+        let listeners = bound.serve(&runtime, &shutdown);
 
         let server = Server {
             addrs,
@@ -347,7 +299,7 @@ impl Server {
     /// the store.
     pub async fn stop(self) -> Stopped {
         self.trigger.trigger();
-        let stopped = drain(self.listeners).await;
+        let stopped = listeners::drain(self.listeners).await;
         self.runtime.current.lock().await.jobs.stopped().await;
         self.runtime.shared.store.close().await;
         tracing::info!("timproxy stopped");
@@ -530,45 +482,4 @@ fn new_refresher(
         metrics.clone(),
     )
     .map_err(|e| e.to_string())
-}
-
-async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::Io(format!("{key}: cannot listen on {addr}: {e}")))
-}
-
-fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|e| StartError::Io(format!("cannot read listener address: {e}")))
-}
-
-async fn drain(mut listeners: ListenerTasks) -> Stopped {
-    let mut failed = false;
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while let Some(ended) = listeners.join_next().await {
-            match ended {
-                Ok((_, Ok(()))) => {}
-                Ok((name, Err(e))) => {
-                    failed = true;
-                    tracing::error!(listener = name, error = %e, "listener failed");
-                }
-                Err(e) => {
-                    failed = true;
-                    tracing::error!(error = %e, "task failed");
-                }
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timeout reached; closing remaining connections");
-        listeners.abort_all();
-    }
-    if failed {
-        Stopped::ListenerFailed
-    } else {
-        Stopped::Clean
-    }
 }
