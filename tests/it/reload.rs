@@ -70,6 +70,42 @@ async fn marker_homeserver(marker: &'static str) -> SocketAddr {
     addr
 }
 
+/// A homeserver that holds each request until the test releases it (`arrived` fires when one
+/// is held), then answers like [`marker_homeserver`].
+async fn gated_homeserver(
+    marker: &'static str,
+) -> (
+    SocketAddr,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (held, gate) = (arrived.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (held, gate) = (held.clone(), gate.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    let (held, gate) = (held.clone(), gate.clone());
+                    async move {
+                        held.notify_one();
+                        gate.notified().await;
+                        let body = format!("{{\"displayname\":\"{marker}\"}}");
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, arrived, release)
+}
+
 /// What a test configuration varies.
 struct Settings {
     homeserver: SocketAddr,
@@ -498,6 +534,44 @@ async fn a_replaced_interception_ca_signs_the_next_tunnels_leaves() {
             "{report:?}"
         );
         intercepted_by(outbound, &second).await.unwrap();
+        stack.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_in_flight_during_a_reload_finishes_on_the_configuration_it_began_with() {
+    bounded(async {
+        let (a, arrived, release) = gated_homeserver("A").await;
+        let b = marker_homeserver("B").await;
+        let settings = |homeserver| Settings {
+            homeserver,
+            inbound_listen: "127.0.0.1:0",
+            extra: String::new(),
+        };
+        let stack = Stack::start(&settings(a)).await;
+        let mut connection = KeptAlive::open(stack.addr("inbound")).await;
+        let in_flight = tokio::spawn(async move {
+            let marker = connection.marker().await;
+            (marker, connection)
+        });
+        arrived.notified().await;
+
+        stack.rewrite(&settings(b));
+        let report = stack.server.reload().await;
+        assert_eq!(report.outcome, Outcome::Applied, "{report:?}");
+        release.notify_one();
+        let (marker, mut connection) = in_flight.await.unwrap();
+        assert_eq!(
+            marker.unwrap(),
+            "A",
+            "the held request was answered by its homeserver"
+        );
+        assert_eq!(
+            connection.marker().await.unwrap(),
+            "B",
+            "the next request on the same connection runs on the new configuration"
+        );
         stack.server.stop().await;
     })
     .await;
