@@ -259,6 +259,52 @@ mod tests {
         }
     }
 
+    /// The README's reload table and the example configuration's "(restart)" marks name
+    /// exactly these keys.
+    #[test]
+    fn restart_only_keys_are_documented_where_operators_look() {
+        let readme = include_str!("../../README.md");
+        let row = readme
+            .lines()
+            .find(|l| l.contains("**need a restart**"))
+            .expect("README reload table has the restart row");
+        let example = include_str!("../../timproxy.example.yaml");
+        let lines: Vec<&str> = example.lines().collect();
+        for entry in RESTART_ONLY {
+            let written = if entry.key.contains('.') {
+                format!("`{}`", entry.key)
+            } else {
+                format!("`{}.*`", entry.key)
+            };
+            assert!(row.contains(&written), "README restart row lacks {written}");
+            let (section, key) = entry.key.split_once('.').unwrap_or((entry.key, ""));
+            let start = lines
+                .iter()
+                .position(|l| *l == format!("{section}:"))
+                .unwrap_or_else(|| panic!("no section {section} in the example"));
+            let at = if key.is_empty() {
+                start
+            } else {
+                start
+                    + lines[start..]
+                        .iter()
+                        .position(|l| l.starts_with(&format!("  {key}:")))
+                        .unwrap_or_else(|| panic!("no {} in the example", entry.key))
+            };
+            let marked = lines[start..=at.min(lines.len() - 1)]
+                .iter()
+                .rev()
+                .take(4)
+                .chain(lines.get(at + 1))
+                .any(|l| l.trim_start().starts_with('#') && l.contains("(restart"));
+            assert!(
+                marked,
+                "{} is not marked (restart) in the example",
+                entry.key
+            );
+        }
+    }
+
     #[test]
     fn reloadable_keys_pass_through_and_are_named() {
         let running = Config::default();
