@@ -31,6 +31,8 @@ const CREATE_ROOM: &str = "/_matrix/client/v3/createRoom";
 const INVITE: &str = "/_matrix/client/v3/rooms/{roomId}/invite";
 const STATE: &str = "/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}";
 const SEND: &str = "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}";
+/// Synapse's older spelling of SEND without a transaction id (`legacy_endpoints.tsv`).
+const SEND_WITHOUT_TXN: &str = "/_matrix/client/v3/rooms/{roomId}/send/{eventType}";
 const REDACT: &str = "/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}";
 const PRESENCE: &str = "/_matrix/client/v3/presence/{userId}/status";
 const UPGRADE: &str = "/_matrix/client/v3/rooms/{roomId}/upgrade";
@@ -125,6 +127,20 @@ impl Reporter for RuleReport<'_> {
     }
 }
 
+/// The refusal of an endpoint TIM does not offer ([`policy::blocked_endpoint`]), unless its
+/// rule is in shadow mode: then it is reported and the request goes on.
+pub(crate) fn blocked_endpoint(
+    state: &InboundState,
+    method: &Method,
+    template: &str,
+) -> Option<MatrixError> {
+    let refusal = policy::blocked_endpoint(template)?;
+    let report = RuleReport::new(&state.metrics, method, template);
+    Gate::new(&state.config.policy.shadow, &report)
+        .check(Err(refusal))
+        .err()
+}
+
 /// The user behind the request's access token. Boxed, like every await below that may reach
 /// the network (whoami, account data, the admin API, a federation list refresh): they are
 /// rare, and inline they would make every request's future, which is moved several times per
@@ -154,7 +170,9 @@ pub(crate) async fn apply(
         gate: &gate,
         params,
     };
-    match (&method, canonical(template)) {
+    // An alias spelled out as an endpoint of its own (an operator's `r0` extra) gets the rules
+    // of its v1.11 route.
+    match (&method, &*policy::coverage::canonical(template)) {
         (&Method::POST, REGISTER) => {
             gate.check(policy::guest::check_register(parts.uri.query()))?;
             Ok((parts, body))
@@ -162,34 +180,13 @@ pub(crate) async fn apply(
         (&Method::POST, CREATE_ROOM) => route.create_room(parts, body, notes).await,
         (&Method::POST, INVITE) => route.invite(parts, body, notes).await,
         (&Method::PUT, STATE) => route.state_event(parts, body, notes).await,
-        (&Method::PUT, SEND) => route.send_event(parts, body).await,
+        (&Method::PUT, SEND) | (&Method::POST, SEND_WITHOUT_TXN) => {
+            route.send_event(parts, body).await
+        }
         (&Method::PUT, REDACT) => route.redact(parts, body).await,
         (&Method::PUT, PRESENCE) => route.presence(parts, body).await,
         (&Method::POST, UPGRADE) => route.upgrade(parts, body).await,
         _ => route.media_server(parts, body).await,
-    }
-}
-
-/// The rule routes are the v1.11 templates; `r0` aliases of them (should the endpoint table
-/// ever serve some) get the same rules.
-fn canonical(template: &str) -> &str {
-    match template.strip_prefix("/_matrix/client/r0/") {
-        Some(rest) => {
-            let v3 = [
-                CREATE_ROOM,
-                INVITE,
-                STATE,
-                SEND,
-                REDACT,
-                PRESENCE,
-                UPGRADE,
-                REGISTER,
-            ];
-            v3.into_iter()
-                .find(|t| t.strip_prefix("/_matrix/client/v3/") == Some(rest))
-                .unwrap_or(template)
-        }
-        None => template,
     }
 }
 
@@ -323,7 +320,8 @@ impl Route<'_> {
         Ok(with_body(parts, bytes))
     }
 
-    /// `PUT …/send/{eventType}/{txnId}`: content rules; an `m.room.redaction` is a redaction.
+    /// `PUT …/send/{eventType}/{txnId}` (and `POST …/send/{eventType}`): content rules; an
+    /// `m.room.redaction` is a redaction.
     /// Message bodies are the most frequent bodies, so only their relation is parsed.
     async fn send_event(
         &self,

@@ -26,6 +26,8 @@ pub const RULE_MISSING: &str = "x-matrix-missing";
 /// An X-Matrix authorization the homeserver could read differently (see
 /// [`crate::matrix::x_matrix`]).
 pub const RULE_AMBIGUOUS: &str = "x-matrix-ambiguous";
+/// An X-Matrix header Synapse itself refuses as malformed (answered as Synapse answers it).
+pub const RULE_MALFORMED: &str = "x-matrix-malformed";
 pub const RULE_ORIGIN: &str = "federation-origin";
 pub const RULE_DESTINATION: &str = "x-matrix-destination";
 
@@ -45,8 +47,9 @@ type Ready = (http::request::Parts, Body);
 /// Check the origin of a federation request; `Ok(None)` when the endpoint is unchecked.
 ///
 /// The origin is read as Synapse reads it, or the request is refused: 401 when there is no
-/// X-Matrix authorization or one Synapse could read differently, 401 when `destination`
-/// names another server (Synapse's answer too), 403 when the origin is not federated.
+/// X-Matrix authorization or one Synapse could read differently, 400 when Synapse would refuse
+/// it as malformed (its answer), 401 when `destination` names another server (Synapse's answer
+/// too), 403 when the origin is not federated.
 pub async fn check_origin(
     state: &InboundState,
     template: &str,
@@ -65,6 +68,14 @@ pub async fn check_origin(
             return Err(MatrixError::unauthorized(
                 "missing X-Matrix authorization header with origin field",
                 RULE_MISSING,
+            ));
+        }
+        Err(XMatrixError::Malformed(why)) => {
+            return Err(MatrixError::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_UNAUTHORIZED",
+                format!("Malformed Authorization header ({why})"),
+                RULE_MALFORMED,
             ));
         }
         Err(XMatrixError::Ambiguous(why)) => {
@@ -94,6 +105,7 @@ pub async fn check_origin(
     }
 }
 
+/// The rules of inbound federation requests, once [`check_origin`] has accepted the origin.
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
     req: Request<Body>,
@@ -101,7 +113,6 @@ pub(crate) async fn apply(
     _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
 ) -> Result<Ready, MatrixError> {
-    check_origin(state, template, req.headers()).await?;
     let (parts, body) = req.into_parts();
     let report = RuleReport::new(&state.metrics, &parts.method, template);
     let gate = Gate::new(&state.config.policy.shadow, &report);

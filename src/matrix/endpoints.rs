@@ -395,11 +395,11 @@ mod tests {
     }
 
     #[test]
-    fn shipped_table_has_191_unique_rows_and_15_legacy_ones() {
+    fn shipped_table_has_191_unique_rows_and_16_legacy_ones() {
         let rows = parse_tsv(V1_11_TSV).unwrap();
         assert_eq!(rows.len(), 191);
-        assert_eq!(parse_legacy(LEGACY_TSV).unwrap().len(), 15);
-        assert_eq!(table().endpoints().len(), 206);
+        assert_eq!(parse_legacy(LEGACY_TSV).unwrap().len(), 16);
+        assert_eq!(table().endpoints().len(), 207);
         assert_eq!(
             rows.iter().filter(|e| e.api == Api::ServerServer).count(),
             37
@@ -505,7 +505,7 @@ mod tests {
     #[test]
     fn extra_endpoints_are_added_and_validated() {
         let t = EndpointTable::served(&["get /_synapse/client/oidc/callback".to_owned()]).unwrap();
-        assert_eq!(t.endpoints().len(), 207);
+        assert_eq!(t.endpoints().len(), 208);
         assert!(matches!(
             t.classify(&Method::GET, "/_synapse/client/oidc/callback"),
             Classification::Matched { .. }
@@ -586,6 +586,11 @@ mod tests {
                 Method::GET,
                 "/_matrix/media/r0/config",
                 "/_matrix/media/v3/config",
+            ),
+            (
+                Method::POST,
+                "/_matrix/client/unstable/account/3pid/bind",
+                "/_matrix/client/v3/account/3pid/bind",
             ),
             (
                 Method::GET,

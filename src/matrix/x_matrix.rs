@@ -29,6 +29,10 @@
 //!   string with no comma in it (escaped or not) that ends with an unescaped quote;
 //! - `origin`, `key` and `sig` present and non-empty, `origin` a valid server name.
 //!
+//! A single, plainly written header that lacks `key` or `sig` or whose origin is no server name
+//! is read the same way by both: Synapse refuses it as malformed (400), and so does the proxy
+//! ([`XMatrixError::Malformed`], rule `x-matrix-malformed`).
+//!
 //! Unknown parameters are allowed (the spec says to ignore them; Synapse does).
 
 use http::HeaderMap;
@@ -63,6 +67,11 @@ pub enum XMatrixError {
     /// Synapse could read the header differently from the proxy, or would refuse it.
     #[error("ambiguous X-Matrix authorization: {0}")]
     Ambiguous(&'static str),
+    /// One X-Matrix header, read the same way by both, that Synapse refuses as malformed (400
+    /// `M_UNAUTHORIZED` "Malformed Authorization header"): an origin that is no server name, no
+    /// key, no sig.
+    #[error("malformed X-Matrix authorization: {0}")]
+    Malformed(&'static str),
 }
 
 impl XMatrix {
@@ -139,14 +148,14 @@ impl XMatrix {
             .filter(|o| !o.is_empty())
             .ok_or(XMatrixError::MissingOrigin)?;
         if validate_server_name(&out.origin).is_err() {
-            return Err(XMatrixError::Ambiguous("origin is not a valid server name"));
+            return Err(XMatrixError::Malformed("origin is not a valid server name"));
         }
         out.key = key
             .filter(|k| !k.is_empty())
-            .ok_or(XMatrixError::Ambiguous("X-Matrix header lacks key"))?;
+            .ok_or(XMatrixError::Malformed("X-Matrix header lacks key"))?;
         out.sig = sig
             .filter(|s| !s.is_empty())
-            .ok_or(XMatrixError::Ambiguous("X-Matrix header lacks sig"))?;
+            .ok_or(XMatrixError::Malformed("X-Matrix header lacks sig"))?;
         Ok(out)
     }
 
@@ -304,7 +313,34 @@ mod tests {
     use proptest::prelude::*;
 
     fn ambiguous(header: &str) -> bool {
-        matches!(XMatrix::parse(header), Err(XMatrixError::Ambiguous(_)))
+        matches!(
+            XMatrix::parse(header),
+            Err(XMatrixError::Ambiguous(_) | XMatrixError::Malformed(_))
+        )
+    }
+
+    #[test]
+    fn what_synapse_refuses_as_malformed_is_told_apart() {
+        for (header, why) in [
+            (
+                "X-Matrix origin=localhost:http,key=k,sig=s",
+                "origin is not a valid server name",
+            ),
+            (
+                "X-Matrix origin=hs2.test,sig=s",
+                "X-Matrix header lacks key",
+            ),
+            (
+                "X-Matrix origin=hs2.test,key=k",
+                "X-Matrix header lacks sig",
+            ),
+        ] {
+            assert_eq!(
+                XMatrix::parse(header),
+                Err(XMatrixError::Malformed(why)),
+                "{header}"
+            );
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub(crate) fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix, &'sta
             .filter(|d| !d.is_empty())
             .map_or(XMatrix::NoDestination, XMatrix::Destination)),
         Err(XMatrixError::MissingOrigin) => Err("X-Matrix header has no origin"),
-        Err(XMatrixError::Ambiguous(why)) => Err(why),
+        Err(XMatrixError::Ambiguous(why) | XMatrixError::Malformed(why)) => Err(why),
     }
 }
 

@@ -350,7 +350,12 @@ impl Harness {
         )
     }
 
-    async fn alice(&self, method: Method, target: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn alice(
+        &self,
+        method: Method,
+        target: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.send(
             method,
             target,
@@ -388,7 +393,7 @@ pub(crate) fn assert_rejected(got: &(StatusCode, Value), status: u16, errcode: &
     assert_eq!(got.1["errcode"], errcode, "{}", got.1);
 }
 
-fn sample(name: &str) -> &'static str {
+pub(crate) fn sample(name: &str) -> &'static str {
     match name {
         "roomId" => "%21room%3Ahs1.test",
         "userId" => "%40alice%3Ahs1.test",
@@ -501,7 +506,8 @@ async fn legacy_endpoints_are_forwarded() {
         } else {
             &[("authorization", "Bearer tok-alice")]
         };
-        let body = (e.method == Method::PUT).then(|| json!({"actions":["notify"]}));
+        let body = (e.method == Method::PUT || e.method == Method::POST)
+            .then(|| json!({"actions":["notify"]}));
         let got = h.send(e.method.clone(), &target, headers, body).await;
         assert_eq!(got.0, 200, "{} {}: {}", e.method, e.template, got.1);
         assert_eq!(got.1["target"], target, "{} {}", e.method, e.template);
@@ -616,6 +622,27 @@ async fn alias_spellings_get_exactly_the_rules_of_their_canonical_endpoint() {
         .alice(Method::GET, "/_matrix/client/r0/events?from=s1", json!({}))
         .await;
     assert_eq!(got.1["target"], "/_matrix/client/r0/events?from=s1");
+}
+
+#[tokio::test]
+async fn send_without_transaction_id_gets_the_send_rules() {
+    let h = start().await;
+    for send in [
+        "/_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.room.message",
+        "/_matrix/client/r0/rooms/%21r%3Ahs1.test/send/m.room.message",
+    ] {
+        let got = h.alice(Method::POST, send, json!({"body":"x"})).await;
+        assert_eq!(got.1["target"], send, "{}", got.1);
+        let thread = json!({"body":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}});
+        assert_rejected(
+            &h.alice(Method::POST, send, thread).await,
+            400,
+            "M_FORBIDDEN",
+        );
+    }
+    let react = "/_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.reaction";
+    let two = json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍👍"}});
+    assert_rejected(&h.alice(Method::POST, react, two).await, 400, "M_BAD_JSON");
 }
 
 #[tokio::test]
@@ -1189,6 +1216,28 @@ async fn x_matrix_origin_and_destination_checks() {
             .0,
         200
     );
+}
+
+#[tokio::test]
+async fn x_matrix_headers_synapse_refuses_as_malformed_get_its_400() {
+    let h = start().await;
+    // SyTest "Non-numeric ports in server names are rejected": Synapse answers 400.
+    for header in [
+        r#"X-Matrix origin=localhost:http,destination=hs1.test,key="ed25519:a",sig="c2ln""#,
+        r#"X-Matrix origin=hs2.test,destination=hs1.test,key="ed25519:a""#,
+    ] {
+        let got = h
+            .send(
+                Method::GET,
+                "/_matrix/federation/v1/query/profile?user_id=%40a%3Ahs1.test",
+                &[("authorization", header)],
+                None,
+            )
+            .await;
+        assert_rejected(&got, 400, "M_UNAUTHORIZED");
+    }
+    assert!(h.metrics.encode().contains(r#"rule="x-matrix-malformed""#));
+    assert_eq!(h.up.requests.load(Ordering::SeqCst), 0);
 }
 
 /// The federation list is swapped hundreds of times while federation requests are in
