@@ -28,6 +28,8 @@ pub(crate) struct FieldsSeen {
     pub transfer_coding: Option<bool>,
     pub content_length: Option<u64>,
     pub date: bool,
+    /// The CORS fields present (bits from `cors::field_bit`).
+    pub cors_fields: u8,
     close_token: bool,
     keep_alive_token: bool,
     /// Other fields the `Connection` field names (lowercase): hop-by-hop too.
@@ -85,6 +87,7 @@ impl FieldsSeen {
             self.date = true;
             return Ok(true);
         }
+        self.cors_fields |= super::cors::field_bit(name);
         Ok(!crate::hop_by_hop::is_hop_by_hop_name(name))
     }
 

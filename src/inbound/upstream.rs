@@ -535,6 +535,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
             .content_length
             .filter(|_| seen.transfer_coding.is_none()),
         has_date: seen.date,
+        cors_fields: seen.cors_fields,
     });
     let (parts, ()) = response.into_parts();
     Ok(Some((parts, keep_alive, framing)))
@@ -551,6 +552,9 @@ pub struct RawFields {
     pub block: Bytes,
     pub content_length: Option<u64>,
     pub has_date: bool,
+    /// Which CORS fields the block holds (bits of `cors::field_bit`), so completing an answer's
+    /// CORS fields reads no field line again.
+    pub cors_fields: u8,
 }
 
 /// The `Content-Length` a message declares, whether its fields are [`RawFields`] or in its map.

@@ -455,9 +455,17 @@ impl Translator<'_, '_, '_> {
                 }
             }
             Conversion::SsoHost => {
+                // The reference compared the request's Host with it; timproxy's pass-through
+                // entry names the destination host, with a port only where the URL has one.
                 let host = url::Url::parse(&text)
                     .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .and_then(|u| {
+                        let host = u.host_str()?.to_owned();
+                        Some(match u.port() {
+                            Some(port) => format!("{host}:{port}"),
+                            None => host,
+                        })
+                    })
                     .unwrap_or(text);
                 self.push(key, Value::Sequence(vec![Value::String(host)]), note, pos);
             }
@@ -803,7 +811,7 @@ orphanedRoomCleanup:
             "CLIENT: the clients check"
         );
         assert_eq!(config.policy.default_permission, "block all");
-        assert!(config.outbound.sso_hosts.is_empty());
+        assert!(config.outbound.passthrough.is_empty());
         assert!(config.cleanup.enabled);
         assert_eq!(
             config.cleanup.min_age,
@@ -871,6 +879,24 @@ orphanedRoomCleanup:
         );
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
         assert!(yaml.contains("  url: http://synapse:8083  # inboundProxy.homeserverUrl (${HOMESERVER_URL} from the environment)\n"), "{yaml}");
+    }
+
+    #[test]
+    fn the_sso_domain_becomes_a_pass_through_destination_keeping_a_named_port() {
+        for (value, entry) in [
+            ("https://sso.home.example/", "sso.home.example"),
+            ("https://sso.home.example:8443/", "sso.home.example:8443"),
+            ("sso.home.example", "sso.home.example"),
+        ] {
+            let (diagnostics, yaml) =
+                run(&format!("outboundProxy:\n  ssoDomain: {value}\n"), &no_env);
+            assert!(diagnostics.is_empty(), "{diagnostics:?}");
+            assert_eq!(
+                load(&yaml).outbound.passthrough,
+                vec![entry.to_owned()],
+                "{yaml}"
+            );
+        }
     }
 
     #[test]

@@ -271,6 +271,7 @@ mod tests {
             block: "Content-Type: text/plain\r\nDate: Sat, 28 Nov 2026 10:00:00 GMT\r\nContent-Length: 5\r\n".into(),
             content_length: Some(5),
             has_date: true,
+            cors_fields: 0,
         });
         let (wire, keep) = written(response, KEEP_11).await;
         assert!(keep);
