@@ -32,6 +32,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('gen-ca', 'gen-ca', [CompletionResultType]::ParameterValue, 'Create the interception CA, or a leaf certificate signed by it')
             [CompletionResult]::new('fetch-federation', 'fetch-federation', [CompletionResultType]::ParameterValue, 'Fetch, verify and store the federation list once')
             [CompletionResult]::new('check-health', 'check-health', [CompletionResultType]::ParameterValue, 'Probe a running instance''s admin listener (for container HEALTHCHECKs)')
+            [CompletionResult]::new('reload', 'reload', [CompletionResultType]::ParameterValue, 'Make a running instance re-read its configuration (through its admin listener) and report the outcome')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Apply or list database migrations (SQLite or PostgreSQL)')
             [CompletionResult]::new('spec-check', 'spec-check', [CompletionResultType]::ParameterValue, 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Regenerate man pages and shell completions (maintainers)')
@@ -125,6 +126,20 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'timproxy;reload' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Admin base URL [default: http://<admin.listen from the config>]')
+            [CompletionResult]::new('--token-file', '--token-file', [CompletionResultType]::ParameterName, 'File holding the operator token [default: admin.token / admin.token_file from the config]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up after this long (e.g. 10s)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'timproxy;migrate' {
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL (sqlite://PATH or postgres://…) [default: database.url from the config]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
@@ -170,6 +185,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('gen-ca', 'gen-ca', [CompletionResultType]::ParameterValue, 'Create the interception CA, or a leaf certificate signed by it')
             [CompletionResult]::new('fetch-federation', 'fetch-federation', [CompletionResultType]::ParameterValue, 'Fetch, verify and store the federation list once')
             [CompletionResult]::new('check-health', 'check-health', [CompletionResultType]::ParameterValue, 'Probe a running instance''s admin listener (for container HEALTHCHECKs)')
+            [CompletionResult]::new('reload', 'reload', [CompletionResultType]::ParameterValue, 'Make a running instance re-read its configuration (through its admin listener) and report the outcome')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Apply or list database migrations (SQLite or PostgreSQL)')
             [CompletionResult]::new('spec-check', 'spec-check', [CompletionResultType]::ParameterValue, 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Regenerate man pages and shell completions (maintainers)')
@@ -190,6 +206,9 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             break
         }
         'timproxy;help;check-health' {
+            break
+        }
+        'timproxy;help;reload' {
             break
         }
         'timproxy;help;migrate' {

@@ -29,6 +29,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand gen-ca 'Create the interception CA, or a leaf certificate signed by it'
             cand fetch-federation 'Fetch, verify and store the federation list once'
             cand check-health 'Probe a running instance''s admin listener (for container HEALTHCHECKs)'
+            cand reload 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
             cand migrate 'Apply or list database migrations (SQLite or PostgreSQL)'
             cand spec-check 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
             cand generate 'Regenerate man pages and shell completions (maintainers)'
@@ -113,6 +114,19 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'timproxy;reload'= {
+            cand --url 'Admin base URL [default: http://<admin.listen from the config>]'
+            cand --token-file 'File holding the operator token [default: admin.token / admin.token_file from the config]'
+            cand --timeout 'Give up after this long (e.g. 10s)'
+            cand --format 'Output format'
+            cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
+            cand --log-format 'Log line format'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'timproxy;migrate'= {
             cand --database-url 'Database URL (sqlite://PATH or postgres://…) [default: database.url from the config]'
             cand --format 'Output format'
@@ -155,6 +169,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand gen-ca 'Create the interception CA, or a leaf certificate signed by it'
             cand fetch-federation 'Fetch, verify and store the federation list once'
             cand check-health 'Probe a running instance''s admin listener (for container HEALTHCHECKs)'
+            cand reload 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
             cand migrate 'Apply or list database migrations (SQLite or PostgreSQL)'
             cand spec-check 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
             cand generate 'Regenerate man pages and shell completions (maintainers)'
@@ -170,6 +185,8 @@ set edit:completion:arg-completer[timproxy] = {|@words|
         &'timproxy;help;fetch-federation'= {
         }
         &'timproxy;help;check-health'= {
+        }
+        &'timproxy;help;reload'= {
         }
         &'timproxy;help;migrate'= {
         }

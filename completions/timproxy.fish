@@ -34,6 +34,7 @@ complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "serve" -d 'Run th
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "gen-ca" -d 'Create the interception CA, or a leaf certificate signed by it'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "fetch-federation" -d 'Fetch, verify and store the federation list once'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "check-health" -d 'Probe a running instance\'s admin listener (for container HEALTHCHECKs)'
+complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "reload" -d 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "migrate" -d 'Apply or list database migrations (SQLite or PostgreSQL)'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "spec-check" -d 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "generate" -d 'Regenerate man pages and shell completions (maintainers)'
@@ -102,6 +103,17 @@ json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l ready -d 'Check readiness (all components) instead of liveness'
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -s h -l help -d 'Print help'
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -s V -l version -d 'Print version'
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l url -d 'Admin base URL [default: http://<admin.listen from the config>]' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l token-file -d 'File holding the operator token [default: admin.token / admin.token_file from the config]' -r -F
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l timeout -d 'Give up after this long (e.g. 10s)' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l format -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -s h -l help -d 'Print help'
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -s V -l version -d 'Print version'
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l database-url -d 'Database URL (sqlite://PATH or postgres://…) [default: database.url from the config]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -139,12 +151,13 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l log-forma
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "serve" -d 'Run the proxy: inbound, outbound, admin and information listeners plus background jobs'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "gen-ca" -d 'Create the interception CA, or a leaf certificate signed by it'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "fetch-federation" -d 'Fetch, verify and store the federation list once'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "check-health" -d 'Probe a running instance\'s admin listener (for container HEALTHCHECKs)'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "migrate" -d 'Apply or list database migrations (SQLite or PostgreSQL)'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "spec-check" -d 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "generate" -d 'Regenerate man pages and shell completions (maintainers)'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "serve" -d 'Run the proxy: inbound, outbound, admin and information listeners plus background jobs'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "gen-ca" -d 'Create the interception CA, or a leaf certificate signed by it'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "fetch-federation" -d 'Fetch, verify and store the federation list once'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "check-health" -d 'Probe a running instance\'s admin listener (for container HEALTHCHECKs)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "reload" -d 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "migrate" -d 'Apply or list database migrations (SQLite or PostgreSQL)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "spec-check" -d 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "generate" -d 'Regenerate man pages and shell completions (maintainers)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c timproxy -n "__fish_timproxy_using_subcommand help; and __fish_seen_subcommand_from gen-ca" -f -a "leaf" -d 'Issue a serverAuth + clientAuth leaf certificate signed by an existing CA'

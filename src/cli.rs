@@ -73,6 +73,9 @@ pub enum Command {
     /// Probe a running instance's admin listener (for container HEALTHCHECKs)
     #[command(after_help = EXIT_CODES_HELP)]
     CheckHealth(commands::check_health::CheckHealthArgs),
+    /// Make a running instance re-read its configuration (through its admin listener) and report the outcome
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reload(commands::reload::ReloadArgs),
     /// Apply or list database migrations (SQLite or PostgreSQL)
     #[command(after_help = EXIT_CODES_HELP)]
     Migrate(commands::migrate::MigrateArgs),

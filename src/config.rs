@@ -535,6 +535,40 @@ pub struct FederationConfig {
     pub min_refresh_gap: Duration,
     /// Extra PEM CA files trusted for upstream federation TLS (besides system roots).
     pub trusted_ca_files: Vec<PathBuf>,
+    /// Revocation check (OCSP) of the certificate that signed a JWS list.
+    pub ocsp: OcspConfig,
+}
+
+/// OCSP (RFC 6960) for the signer of a signed federation list: a signer that is revoked, or
+/// whose status cannot be established, never brings in a new list (see `federation::ocsp`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OcspConfig {
+    /// Check the signer of every signed (JWS) list before it is used.
+    pub enabled: bool,
+    /// Responder to ask; `None` = the one the signer certificate names (authorityInfoAccess).
+    pub responder_url: Option<Url>,
+    /// Bound for one OCSP request (connect + answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an answer without `nextUpdate` counts as current, from its `thisUpdate`.
+    #[serde(with = "humantime_serde")]
+    pub default_validity: Duration,
+    /// Clock difference to the responder tolerated on `thisUpdate` and `nextUpdate`.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            responder_url: None,
+            timeout: Duration::from_secs(10),
+            default_validity: Duration::from_secs(3600),
+            clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for FederationConfig {
@@ -553,6 +587,7 @@ impl Default for FederationConfig {
             refresh_on_miss: true,
             min_refresh_gap: Duration::from_secs(60),
             trusted_ca_files: Vec::new(),
+            ocsp: OcspConfig::default(),
         }
     }
 }
@@ -723,6 +758,30 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// A semantic error with the line and column of its key in `text` (the file it came from)
+    /// when the key is written there; keys set from the environment or left at their default
+    /// keep the file-and-key form.
+    pub fn located_in(self, text: &str) -> Self {
+        let ConfigError::Semantic { file, key, message } = self else {
+            return self;
+        };
+        let path: Vec<&str> = key.split('.').collect();
+        let locator = crate::spec_check::locate::Locator::new(text);
+        let last = path.last().copied().unwrap_or_default();
+        match locator.find_path(&path) {
+            Some(at) if text[at..].trim_start_matches(['"', '\'']).starts_with(last) => {
+                let pos = locator.pos(at);
+                ConfigError::Invalid {
+                    location: format!("{file}:{}:{}", pos.line, pos.column),
+                    message: format!("{key}: {message}"),
+                }
+            }
+            _ => ConfigError::Semantic { file, key, message },
+        }
+    }
+}
+
 impl Config {
     /// Resolve which file to load: an explicit path must exist; otherwise `timproxy.yaml` in
     /// the working directory if present; otherwise built-in defaults.
@@ -752,7 +811,7 @@ impl Config {
             .unwrap_or_else(|| "<defaults>".to_owned());
         let env: Vec<(String, String)> = std::env::vars().collect();
         let config = Self::from_yaml_with_env(&text, &name, &env)?;
-        config.validate(&name)?;
+        config.validate(&name).map_err(|e| e.located_in(&text))?;
         Ok((config, path))
     }
 
@@ -1281,6 +1340,24 @@ mod tests {
         assert!(!only_lan.inbound.is_trusted_proxy(ip("127.0.0.1")));
         assert!(!Config::default().inbound.is_trusted_proxy(ip("127.0.0.1")));
         assert_eq!(blocks[1].to_string(), "192.168.1.7/32");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line_and_column_of_a_key_written_in_the_file() {
+        let text = "homeserver:\n  server_name: hs1.test\npolicy:\n  default_permission: maybe\n";
+        let err = parse(text).unwrap_err().located_in(text);
+        assert_eq!(
+            err.to_string(),
+            "t.yaml:4:3: policy.default_permission: must be `allow all` or `block all`, got `maybe`"
+        );
+        // Not in the file (a default, or from the environment): file and key only.
+        let text = "policy:\n  allowed_room_versions: ['9']\n";
+        let err = parse(text).unwrap_err().located_in(text);
+        assert!(
+            err.to_string()
+                .starts_with("t.yaml: policy.default_room_version: `10` is not in"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,7 +14,13 @@ use timproxy::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.global.log_level.as_deref(), cli.global.log_format) {
+    // An empty `TIMPROXY_LOG=` means "not set", not "log nothing".
+    let log_level = cli
+        .global
+        .log_level
+        .as_deref()
+        .filter(|l| !l.trim().is_empty());
+    if let Err(e) = logging::init(log_level, cli.global.log_format) {
         return report(CliError::usage(format!("--log-level / TIMPROXY_LOG: {e}")));
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -29,6 +35,7 @@ fn main() -> ExitCode {
             Command::GenCa(args) => commands::gen_ca::run(args, &global).await,
             Command::FetchFederation(args) => commands::fetch_federation::run(args, &global).await,
             Command::CheckHealth(args) => commands::check_health::run(args, &global).await,
+            Command::Reload(args) => commands::reload::run(args, &global).await,
             Command::Migrate(args) => commands::migrate::run(args, &global).await,
             Command::SpecCheck(args) => commands::spec_check::run(args, &global).await,
             Command::Generate(args) => commands::generate::run(args, &global).await,

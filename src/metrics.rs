@@ -59,6 +59,9 @@ pub struct Metrics {
     pub federation_list_domains: Gauge,
     /// Federation list fetches by outcome (updated, not_modified, rejected, error).
     pub federation_fetches: Family<OutcomeLabels, Counter>,
+    /// OCSP checks of the federation-list signer by outcome (good, revoked, unknown, error;
+    /// `cached` when a current answer was reused).
+    pub federation_ocsp: Family<OutcomeLabels, Counter>,
     /// Raw-data outbox: undelivered reports, and reports by outcome.
     pub outbox_depth: Gauge,
     pub outbox_reports: Family<OutcomeLabels, Counter>,
@@ -142,6 +145,12 @@ impl Metrics {
             "Federation list fetches by outcome",
             federation_fetches.clone(),
         );
+        let federation_ocsp = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "federation_ocsp_checks",
+            "OCSP checks of the federation-list signer by outcome",
+            federation_ocsp.clone(),
+        );
         let outbox_depth = Gauge::default();
         registry.register(
             "outbox_depth",
@@ -196,6 +205,7 @@ impl Metrics {
             federation_list_age_seconds,
             federation_list_domains,
             federation_fetches,
+            federation_ocsp,
             outbox_depth,
             outbox_reports,
             whoami_cache,

@@ -163,6 +163,19 @@ impl Component for FederationComponent {
     }
 }
 
+/// The rules in shadow mode (`policy.shadow`) among the readiness details (`policy`), so an
+/// operator sees what is evaluated but not enforced. Always ready: shadowing is a choice.
+pub struct ShadowComponent(pub Vec<crate::policy::shadow::ShadowRule>);
+
+impl Component for ShadowComponent {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+    fn check(&self) -> BoxFuture<'_, ComponentStatus> {
+        Box::pin(async move { ComponentStatus::ok(crate::policy::shadow::describe(&self.0)) })
+    }
+}
+
 /// Homeserver reachability: `GET {url}{health_path}` must answer 2xx.
 pub struct HomeserverComponent {
     client: reqwest::Client,
@@ -198,20 +211,7 @@ impl Component for HomeserverComponent {
     }
 }
 
-/// `reqwest` errors hide the cause (connection refused, …) in their source chain.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use crate::error::error_chain;
 
 /// The admin routes; each request runs on the state current when it arrived ([`Live`]).
 pub fn router(state: impl Into<Live<AdminState>>) -> Router {
@@ -312,6 +312,29 @@ mod tests {
         assert_eq!(report.status, "DOWN");
         assert!(!report.components["homeserver"].ready);
         assert!(report.components["store"].ready);
+    }
+
+    #[tokio::test]
+    async fn shadowed_rules_are_listed_in_the_readiness_details() {
+        use crate::policy::shadow::ShadowRule;
+        let shadow = vec![
+            ShadowRule::parse("A_26515-01").unwrap(),
+            ShadowRule::parse("A_28271").unwrap(),
+        ];
+        let state =
+            AdminState::new(Metrics::new()).with_component(Arc::new(ShadowComponent(shadow)));
+        let report = state.readiness().await;
+        assert_eq!(report.status, "UP");
+        assert_eq!(
+            report.components["policy"].reason,
+            "shadow mode (evaluated and reported, not enforced): A_26515-01, A_28271"
+        );
+        let none =
+            AdminState::new(Metrics::new()).with_component(Arc::new(ShadowComponent(Vec::new())));
+        assert_eq!(
+            none.readiness().await.components["policy"].reason,
+            "every rule enforced"
+        );
     }
 
     #[tokio::test]

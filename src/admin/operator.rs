@@ -283,3 +283,73 @@ fn is_target_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_:.-".contains(&b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use axum::body::Body;
+    use http::Request;
+    use tower_service::Service;
+
+    async fn call(
+        access: OperatorAccess,
+        method: &str,
+        peer: &str,
+        token: Option<&str>,
+    ) -> StatusCode {
+        let log = LogControl::new("info", false, Box::new(|_| Ok(())));
+        let state = AdminState::new(Metrics::new())
+            .with_log_control(log)
+            .with_access(access);
+        let mut router = super::super::router(Arc::new(state));
+        let mut request = Request::builder()
+            .method(method)
+            .uri("/log-level")
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let mut request = request.body(Body::from(r#"{"filter": "debug"}"#)).unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        router.call(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn without_a_token_only_loopback_clients_may_change_things() {
+        let open = OperatorAccess::default();
+        for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert_eq!(call(open.clone(), "PUT", peer, None).await, StatusCode::OK);
+        }
+        for peer in ["10.1.2.3:5000", "[fd00::1]:5000"] {
+            assert_eq!(
+                call(open.clone(), "PUT", peer, None).await,
+                StatusCode::FORBIDDEN
+            );
+        }
+        assert_eq!(
+            call(open, "GET", "10.1.2.3:5000", None).await,
+            StatusCode::OK,
+            "reading needs nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_a_token_every_client_needs_it() {
+        let guarded = OperatorAccess::new(Some("s3cret"), Duration::ZERO);
+        let cases = [
+            ("127.0.0.1:5000", None, StatusCode::UNAUTHORIZED),
+            ("10.1.2.3:5000", Some("guess"), StatusCode::UNAUTHORIZED),
+            ("10.1.2.3:5000", Some("s3cret"), StatusCode::OK),
+        ];
+        for (peer, token, expected) in cases {
+            assert_eq!(
+                call(guarded.clone(), "PUT", peer, token).await,
+                expected,
+                "{peer} {token:?}"
+            );
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Hidden maintainer command: regenerate `man/` and `completions/` from the clap definition,
-//! so they can never drift from the real CLI (a test compares the checked-in files).
+//! and `RULES.md` from the policy tables, so they can never drift from the real CLI and rules
+//! (a test compares the checked-in files).
 
 use std::path::{Path, PathBuf};
 
@@ -64,5 +65,8 @@ pub fn generated_files() -> std::io::Result<Vec<(PathBuf, Vec<u8>)>> {
         clap_mangen::Man::new(sub).render(&mut buf)?;
         files.push((PathBuf::from(format!("man/{name}.1")), buf));
     }
+    let rules = crate::policy::coverage::rules_markdown()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    files.push((PathBuf::from("RULES.md"), rules.into_bytes()));
     Ok(files)
 }

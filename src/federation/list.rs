@@ -169,6 +169,8 @@ pub struct ListState {
 
 struct Inner {
     current: ArcSwapOption<FederationList>,
+    /// Why there is no list although there was one (its signer was revoked).
+    withdrawn: ArcSwapOption<String>,
     /// `federation.max_age` in milliseconds; a reload may change it.
     max_age_ms: AtomicU64,
     refresher: ArcSwapOption<Box<dyn RefreshOnMiss>>,
@@ -193,6 +195,7 @@ impl FederationHandle {
         Self {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
+                withdrawn: ArcSwapOption::empty(),
                 max_age_ms: AtomicU64::new(duration_ms(max_age)),
                 refresher: ArcSwapOption::empty(),
             }),
@@ -236,7 +239,10 @@ impl FederationHandle {
     /// The current snapshot if it is within `max_age`.
     pub fn fresh(&self) -> Result<Arc<FederationList>, String> {
         match self.snapshot() {
-            None => Err("no federation list loaded yet".to_owned()),
+            None => Err(match self.inner.withdrawn.load_full() {
+                Some(reason) => format!("federation list withdrawn: {reason}"),
+                None => "no federation list loaded yet".to_owned(),
+            }),
             Some(list) => {
                 let age = list.age(OffsetDateTime::now_utc());
                 let max_age = self.max_age();
@@ -262,6 +268,14 @@ impl FederationHandle {
     /// [`FederationHandle::replace`] with a list that is already shared.
     pub fn replace_shared(&self, list: Arc<FederationList>) {
         self.inner.current.store(Some(list));
+        self.inner.withdrawn.store(None);
+    }
+
+    /// Drop the current list (fail closed), e.g. because its signer was revoked; federation
+    /// is refused and readiness is false, saying `reason`, until a new list arrives.
+    pub fn withdraw(&self, reason: String) {
+        self.inner.withdrawn.store(Some(Arc::new(reason)));
+        self.inner.current.store(None);
     }
 
     /// Membership without refresh-on-miss (hot path).

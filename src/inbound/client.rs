@@ -127,6 +127,20 @@ impl Reporter for RuleReport<'_> {
     }
 }
 
+/// The refusal of an endpoint TIM does not offer ([`policy::blocked_endpoint`]), unless its
+/// rule is in shadow mode: then it is reported and the request goes on.
+pub(crate) fn blocked_endpoint(
+    state: &InboundState,
+    method: &Method,
+    template: &str,
+) -> Option<MatrixError> {
+    let refusal = policy::blocked_endpoint(template)?;
+    let report = RuleReport::new(&state.metrics, method, template);
+    Gate::new(&state.config.policy.shadow, &report)
+        .check(Err(refusal))
+        .err()
+}
+
 /// The user behind the request's access token. Boxed, like every await below that may reach
 /// the network (whoami, account data, the admin API, a federation list refresh): they are
 /// rare, and inline they would make every request's future, which is moved several times per
@@ -156,7 +170,9 @@ pub(crate) async fn apply(
         gate: &gate,
         params,
     };
-    match (&method, canonical(template)) {
+    // An alias spelled out as an endpoint of its own (an operator's `r0` extra) gets the rules
+    // of its v1.11 route.
+    match (&method, &*policy::coverage::canonical(template)) {
         (&Method::POST, REGISTER) => {
             gate.check(policy::guest::check_register(parts.uri.query()))?;
             Ok((parts, body))
@@ -171,30 +187,6 @@ pub(crate) async fn apply(
         (&Method::PUT, PRESENCE) => route.presence(parts, body).await,
         (&Method::POST, UPGRADE) => route.upgrade(parts, body).await,
         _ => route.media_server(parts, body).await,
-    }
-}
-
-/// The rule routes are the v1.11 templates; `r0` aliases of them (should the endpoint table
-/// ever serve some) get the same rules.
-fn canonical(template: &str) -> &str {
-    match template.strip_prefix("/_matrix/client/r0/") {
-        Some(rest) => {
-            let v3 = [
-                CREATE_ROOM,
-                INVITE,
-                STATE,
-                SEND,
-                SEND_WITHOUT_TXN,
-                REDACT,
-                PRESENCE,
-                UPGRADE,
-                REGISTER,
-            ];
-            v3.into_iter()
-                .find(|t| t.strip_prefix("/_matrix/client/v3/") == Some(rest))
-                .unwrap_or(template)
-        }
-        None => template,
     }
 }
 

@@ -105,6 +105,7 @@ pub async fn check_origin(
     }
 }
 
+/// The rules of inbound federation requests, once [`check_origin`] has accepted the origin.
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
     req: Request<Body>,
@@ -112,7 +113,6 @@ pub(crate) async fn apply(
     _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
 ) -> Result<Ready, MatrixError> {
-    check_origin(state, template, req.headers()).await?;
     let (parts, body) = req.into_parts();
     let report = RuleReport::new(&state.metrics, &parts.method, template);
     let gate = Gate::new(&state.config.policy.shadow, &report);

@@ -93,7 +93,10 @@ impl WhoamiCache {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|_| MatrixError::bad_gateway("homeserver unreachable", "whoami"))?;
+            .map_err(|e| {
+                MatrixError::bad_gateway("homeserver unreachable", "whoami")
+                    .caused_by(e.without_url())
+            })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             self.cache.invalidate(&key).await;
@@ -109,10 +112,10 @@ impl WhoamiCache {
                 "whoami",
             ));
         }
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|_| MatrixError::bad_gateway("whoami answer is not JSON", "whoami"))?;
+        let body: serde_json::Value = response.json().await.map_err(|e| {
+            MatrixError::bad_gateway("whoami answer is not JSON", "whoami")
+                .caused_by(e.without_url())
+        })?;
         let user = body
             .get("user_id")
             .and_then(|v| v.as_str())

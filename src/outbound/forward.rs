@@ -179,7 +179,9 @@ async fn forward(
         .path_and_query(path_and_query)
         .build()
         .map_err(|e| {
-            MatrixError::bad_gateway(format!("cannot build upstream URI: {e}"), rules::UPSTREAM)
+            MatrixError::bad_gateway("cannot build upstream URI", rules::UPSTREAM)
+                .from_internal()
+                .caused_by(e)
         })?;
     parts.version = Version::HTTP_11;
     let started = Instant::now();
@@ -202,7 +204,7 @@ async fn forward(
             ),
             rules::UPSTREAM_TIMEOUT,
         )),
-        Ok(Err(error)) => Err(upstream_error(&error, authority)),
+        Ok(Err(error)) => Err(upstream_error(error, authority)),
         Ok(Ok(mut response)) => {
             strip_hop_by_hop(response.headers_mut());
             Ok(response.map(Either::Left))
@@ -211,24 +213,27 @@ async fn forward(
 }
 
 /// Map a client failure: refused private destinations are a policy answer (403); connect and
-/// TLS failures are the 502 the homeserver treats as "can't connect".
-fn upstream_error(error: &hyper_util::client::legacy::Error, authority: &str) -> MatrixError {
-    let mut source = std::error::Error::source(error);
+/// TLS failures are the 502 the homeserver treats as "can't connect". The client's error is
+/// kept as the cause.
+fn upstream_error(error: hyper_util::client::legacy::Error, authority: &str) -> MatrixError {
+    let mut source = std::error::Error::source(&error);
     while let Some(inner) = source {
         if let Some(dial) = inner.downcast_ref::<DialError>() {
-            return match dial {
+            let mapped = match dial {
                 DialError::Private { .. } => {
                     MatrixError::forbidden(dial.to_string(), rules::PRIVATE_DESTINATION)
+                        .from_upstream()
                 }
                 _ => MatrixError::bad_gateway(
                     format!("Can't connect to server {authority}: {dial}"),
                     rules::UPSTREAM_CONNECT,
                 ),
             };
+            return mapped.caused_by(error);
         }
         source = inner.source();
     }
-    if error.is_connect() {
+    let mapped = if error.is_connect() {
         MatrixError::bad_gateway(
             format!("Can't connect to server {authority}: {error}"),
             rules::UPSTREAM_CONNECT,
@@ -238,5 +243,6 @@ fn upstream_error(error: &hyper_util::client::legacy::Error, authority: &str) ->
             format!("request to {authority} failed: {error}"),
             rules::UPSTREAM,
         )
-    }
+    };
+    mapped.caused_by(error)
 }

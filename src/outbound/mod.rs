@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::error::MatrixError;
+use crate::error::{MatrixError, Side};
 use crate::federation::{FederationHandle, Membership, list::domain_of};
 use crate::live::Live;
 use crate::metrics::{ListenerLabels, Metrics};
@@ -261,18 +261,35 @@ impl OutboundState {
         }
     }
 
-    /// Count and log a rejection by its rule id.
+    /// Count and log a rejection by its rule id, with the side that failed and why.
     pub(crate) fn rejected(&self, error: &MatrixError, method: &str, endpoint: &str) {
         self.metrics.reject(LISTENER, error.rule);
-        tracing::info!(
-            listener = LISTENER,
-            rule = error.rule,
-            method,
-            endpoint,
-            status = error.status.as_u16(),
-            "request rejected: {}",
-            error.error
-        );
+        let status = error.status.as_u16();
+        let cause = error.cause.is_some().then(|| error.cause_chain());
+        match error.side {
+            Side::Downstream => tracing::info!(
+                listener = LISTENER,
+                rule = error.rule,
+                side = %error.side,
+                method,
+                endpoint,
+                status,
+                cause,
+                "request rejected: {}",
+                error.error
+            ),
+            Side::Upstream | Side::Internal => tracing::warn!(
+                listener = LISTENER,
+                rule = error.rule,
+                side = %error.side,
+                method,
+                endpoint,
+                status,
+                cause,
+                "request failed: {}",
+                error.error
+            ),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! small traits defined here and in their files, so they are unit-testable without a network.
 
 pub mod blocked_endpoints;
+pub mod coverage;
 pub mod create_room;
 pub mod data;
 pub mod event;
@@ -34,6 +35,15 @@ use crate::matrix::ids::UserId;
 
 pub use blocked_endpoints::blocked_endpoint;
 
+/// Check that every policy table compiled into the binary can be read (blocked endpoints,
+/// rule registry, coverage matrix). The inbound listener refuses to start otherwise.
+pub fn check_tables() -> Result<(), &'static data::DataError> {
+    blocked_endpoints::table()?;
+    registry::rules()?;
+    coverage::entries()?;
+    Ok(())
+}
+
 /// A failed lookup at the homeserver's admin API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
@@ -54,18 +64,22 @@ pub enum LookupError {
 impl LookupError {
     /// Fail closed: missing token or transport problems are 403, upstream errors 502 with the
     /// homeserver's body (as the reference does). Rules handle [`LookupError::NotFound`]
-    /// before they get here; one that does not fails closed with a 403.
+    /// before they get here; one that does not fails closed with a 403. Apart from that, the
+    /// homeserver (or, for a missing admin token, the proxy's configuration) failed, not the
+    /// client.
     pub fn into_matrix_error(self, rule: &'static str, api: &str) -> MatrixError {
-        match self {
+        let error = match &self {
             LookupError::NotFound => {
                 MatrixError::forbidden(format!("Could not use {api} API, cause: not found"), rule)
             }
             LookupError::NoAdminToken => MatrixError::forbidden(
                 "Could not get admin access token cause: no admin token configured",
                 rule,
-            ),
+            )
+            .from_internal(),
             LookupError::Transport(e) | LookupError::Malformed(e) => {
                 MatrixError::forbidden(format!("Could not use {api} API, cause: {e}"), rule)
+                    .from_upstream()
             }
             LookupError::Upstream { body, .. } => MatrixError::new(
                 StatusCode::BAD_GATEWAY,
@@ -73,7 +87,8 @@ impl LookupError {
                 format!("Could not use {api} API, cause: {body}"),
                 rule,
             ),
-        }
+        };
+        error.caused_by(self)
     }
 }
 

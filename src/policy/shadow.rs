@@ -61,6 +61,18 @@ impl<'de> Deserialize<'de> for ShadowRule {
     }
 }
 
+/// How the shadowed rules are listed at start and in the readiness details.
+pub fn describe(shadow: &[ShadowRule]) -> String {
+    if shadow.is_empty() {
+        return "every rule enforced".to_owned();
+    }
+    let ids: Vec<&str> = shadow.iter().map(ShadowRule::as_str).collect();
+    format!(
+        "shadow mode (evaluated and reported, not enforced): {}",
+        ids.join(", ")
+    )
+}
+
 /// Whether an outcome took effect or was only reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

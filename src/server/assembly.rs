@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::admin::operator::{Operations, OperatorAccess};
-use crate::admin::{AdminState, HomeserverComponent};
+use crate::admin::{AdminState, HomeserverComponent, ShadowComponent};
 use crate::config::Config;
 use crate::federation::FederationHandle;
 use crate::inbound::InboundState;
@@ -124,6 +124,7 @@ fn admin_state(config: &Config, shared: &Shared) -> Result<AdminState, String> {
         .with_federation(shared.federation.clone())
         .with_component(Arc::new(homeserver))
         .with_component(Arc::new(StoreComponent(shared.store.clone())))
+        .with_component(Arc::new(ShadowComponent(config.policy.shadow.clone())))
         .with_operations(shared.operations.clone())
         .with_access(OperatorAccess::new(
             token.as_deref(),

@@ -294,6 +294,13 @@ impl Server {
             ca_fingerprint = %ca_fingerprint,
             "timproxy started"
         );
+        if !config.policy.shadow.is_empty() {
+            let rules: Vec<&str> = config.policy.shadow.iter().map(|r| r.as_str()).collect();
+            tracing::warn!(
+                rules = %rules.join(", "),
+                "shadow mode (policy.shadow): these rules are evaluated, logged and counted, not enforced"
+            );
+        }
         Ok(server)
     }
 

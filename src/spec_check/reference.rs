@@ -33,12 +33,16 @@ pub enum Conversion {
     Url,
     Bool,
     Port,
+    /// Whole seconds → a humantime duration.
+    Seconds,
     /// Whole minutes → a humantime duration.
     Minutes,
     /// Whole days → a humantime duration.
     Days,
     /// A hoplite duration (`1h`, `30m`) → a humantime duration.
     Duration,
+    /// A logback level name (`INFO`) → the tracing filter (`info`).
+    LogLevel,
     /// `registrationServiceConfig.baseUrl`, joined with the port as the reference joins them.
     RegistrationBase,
     /// `registrationServiceConfig.servicePort`.
@@ -69,9 +73,11 @@ impl Conversion {
             "url" => Self::Url,
             "bool" => Self::Bool,
             "port" => Self::Port,
+            "seconds" => Self::Seconds,
             "minutes" => Self::Minutes,
             "days" => Self::Days,
             "duration" => Self::Duration,
+            "log_level" => Self::LogLevel,
             "rs_base" => Self::RegistrationBase,
             "rs_port" => Self::RegistrationPort,
             "raw_data_url" => Self::RawDataUrl,
@@ -401,16 +407,33 @@ impl Translator<'_, '_, '_> {
                 "false" => self.push(key, Value::Bool(false), note, pos),
                 _ => self.invalid(mapping, pos, "true or false"),
             },
-            Conversion::Minutes | Conversion::Days => match text.parse::<u32>() {
-                Ok(n) => {
-                    let unit = match (mapping.conversion, n) {
-                        (Conversion::Minutes, _) => "m",
-                        (_, 1) => "day",
-                        _ => "days",
-                    };
-                    self.push(key, Value::String(format!("{n}{unit}")), note, pos);
+            Conversion::Seconds | Conversion::Minutes | Conversion::Days => {
+                match text.parse::<u32>() {
+                    Ok(n) => {
+                        let unit = match (mapping.conversion, n) {
+                            (Conversion::Seconds, _) => "s",
+                            (Conversion::Minutes, _) => "m",
+                            (_, 1) => "day",
+                            _ => "days",
+                        };
+                        self.push(key, Value::String(format!("{n}{unit}")), note, pos);
+                    }
+                    Err(_) => self.invalid(mapping, pos, "a whole number"),
                 }
-                Err(_) => self.invalid(mapping, pos, "a whole number"),
+            }
+            Conversion::LogLevel => match text.to_ascii_lowercase().as_str() {
+                level @ ("trace" | "debug" | "info" | "warn" | "error") => {
+                    self.push(key, Value::String(level.to_owned()), note, pos);
+                }
+                // logback's other names
+                "warning" => self.push(key, Value::String("warn".into()), note, pos),
+                "all" => self.push(key, Value::String("trace".into()), note, pos),
+                "off" => self.push(key, Value::String("off".into()), note, pos),
+                _ => self.invalid(
+                    mapping,
+                    pos,
+                    "a log level (TRACE, DEBUG, INFO, WARN, ERROR)",
+                ),
             },
             Conversion::Duration => match humantime::parse_duration(&text) {
                 Ok(_) => self.push(key, Value::String(text), note, pos),

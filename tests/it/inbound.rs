@@ -350,7 +350,12 @@ impl Harness {
         )
     }
 
-    async fn alice(&self, method: Method, target: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn alice(
+        &self,
+        method: Method,
+        target: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.send(
             method,
             target,
@@ -388,7 +393,7 @@ pub(crate) fn assert_rejected(got: &(StatusCode, Value), status: u16, errcode: &
     assert_eq!(got.1["errcode"], errcode, "{}", got.1);
 }
 
-fn sample(name: &str) -> &'static str {
+pub(crate) fn sample(name: &str) -> &'static str {
     match name {
         "roomId" => "%21room%3Ahs1.test",
         "userId" => "%40alice%3Ahs1.test",

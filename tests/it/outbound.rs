@@ -312,15 +312,7 @@ async fn fixture() -> Fixture {
 }
 
 fn rejections(metrics: &Metrics, rule: &str) -> u64 {
-    let needle = format!(
-        r#"timproxy_rejections_total{{listener="outbound",rule="{rule}",mode="enforce"}} "#
-    );
-    metrics
-        .encode()
-        .lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0)
+    crate::support::rule_count(&metrics.encode(), "rejections", "outbound", rule, "enforce")
 }
 
 #[tokio::test]

@@ -327,11 +327,14 @@ async fn an_invalid_configuration_keeps_the_running_one_and_says_where() {
         assert_eq!(report.hash, running);
         assert_eq!(connection.marker().await.unwrap(), "A");
 
-        // A value that parses but is not allowed: file and key, through the admin listener.
-        stack.rewrite(&Settings {
+        // A value that parses but is not allowed: the key's position, through the admin
+        // listener.
+        let not_allowed = Settings {
             extra: "policy:\n  default_permission: maybe\n".to_owned(),
             ..broken
-        });
+        };
+        stack.rewrite(&not_allowed);
+        let line = config_text(stack.dir.path(), &not_allowed).lines().count();
         let http = reqwest::Client::new();
         let response = http
             .post(stack.admin("/config/reload"))
@@ -343,7 +346,7 @@ async fn an_invalid_configuration_keeps_the_running_one_and_says_where() {
         assert_eq!(report["outcome"], "rejected");
         assert!(
             report["error"].as_str().unwrap().starts_with(&format!(
-                "{}: policy.default_permission: must be",
+                "{}:{line}:3: policy.default_permission: must be",
                 stack.path.display()
             )),
             "{report}"

@@ -128,6 +128,19 @@ pub fn run_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The value of the counter `timproxy_{family}_total{listener,rule,mode}` in a metrics text
+/// (0 when it was never incremented).
+pub fn rule_count(metrics: &str, family: &str, listener: &str, rule: &str, mode: &str) -> u64 {
+    let prefix = format!(
+        "timproxy_{family}_total{{listener=\"{listener}\",rule=\"{rule}\",mode=\"{mode}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A config with every listener on 127.0.0.1:0 and SQLite in `dir`.
 pub fn loopback_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = format!(
