@@ -7,7 +7,10 @@ RUN cargo build --release --locked && strip target/release/timproxy
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/timproxy --create-home timproxy
+    && useradd --system --uid 10001 --home-dir /var/lib/timproxy --create-home timproxy \
+    && install -d -o timproxy -g timproxy -m 0755 /var/lib/timproxy/ca
+# /var/lib/timproxy/ca: where docker-compose.yml's timproxy-ca volume keeps the interception CA
+# (a new volume takes this directory's owner, so `gen-ca` can write into it as timproxy).
 COPY --from=build /src/target/release/timproxy /usr/local/bin/timproxy
 COPY timproxy.example.yaml /etc/timproxy/timproxy.example.yaml
 USER timproxy

@@ -1,4 +1,4 @@
-"""Send N requests of shared/bench/mix.lua's rotation over one keep-alive connection and check
+"""Send N requests of benches/compare/mix.lua's rotation over one keep-alive connection and check
 each answer is a 200 with a Content-Length body. Used by benches/callgrind-inbound.sh.
 Loopback only.   python3 benches/callgrind-client.py PORT N"""
 import socket

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Instructions per proxied request of `timproxy serve` (inbound), counted by callgrind: the bench
-# origin from shared/bench, 2000 warm-up requests of the mix.lua rotation over one keep-alive
+# origin from benches/compare, 2000 warm-up requests of the mix.lua rotation over one keep-alive
 # connection, counters zeroed, then 4000 counted requests. Runs the proxy on CPU 0 (one CPU: a
 # single-threaded runtime). Instruction counts do not drift with the VM's speed.
 #   bash benches/callgrind-inbound.sh [path/to/timproxy] [port]     (KEEP=file keeps the profile)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-shared=$(cd "$here/../../shared/bench" && pwd)
+compare=$here/compare
 bin=$(realpath "${1:-$here/../target/release/timproxy}")
 port=${2:-28081} origin_port=$((${2:-28081} - 1))
 dir=$(mktemp -d)
@@ -16,9 +16,9 @@ trap cleanup EXIT
 mkdir -p "$dir/origin"
 user_line=""; [[ $(id -u) == 0 ]] && user_line="user root root;"
 sed -e "s|@USER_LINE@|$user_line|" -e "s|@WORKERS@|1|" -e "s|@DIR@|$dir/origin|g" -e "s|@PORT@|$origin_port|" \
-  "$shared/conf/origin-inbound.conf.in" >"$dir/origin/nginx.conf"
+  "$compare/conf/origin-inbound.conf.in" >"$dir/origin/nginx.conf"
 nginx -p "$dir/origin" -e "$dir/origin/error.log" -c "$dir/origin/nginx.conf" -g 'daemon off;' & pids+=($!)
-python3 "$shared/bench_util.py" fedlist "$dir/fedlist.json" 10000 hs1.test hs2.test bench.test
+python3 "$compare/bench_util.py" fedlist "$dir/fedlist.json" 10000 hs1.test hs2.test bench.test
 cat >"$dir/tp.yaml" <<YAML
 inbound: {listen: 127.0.0.1:$port}
 outbound: {listen: 127.0.0.1:0}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CANDIDATE_CMD wrapper for shared/bench/inbound.sh: runs `timproxy serve` with every policy
+# CANDIDATE_CMD wrapper for benches/compare/inbound.sh (benches/compare/timproxy.sh uses it): runs `timproxy serve` with every policy
 # on, in front of the bench origin, with the bench's federation list (10k fillers).
 #   CANDIDATE_CMD='bash benches/candidate-inbound.sh {PORT} {ORIGIN} {FEDLIST} {BENCH_DIR}'
 set -euo pipefail

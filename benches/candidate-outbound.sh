@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CANDIDATE_CMD wrapper for shared/bench/outbound.sh: runs `timproxy serve` as the
+# CANDIDATE_CMD wrapper for benches/compare/outbound.sh (benches/compare/timproxy.sh uses it): runs `timproxy serve` as the
 # intercepting CONNECT proxy with the bench CA, trusting the origin CA upstream. The bench's
 # destinations are on 127.0.0.1, so the SSRF guard is relaxed for this run only.
 #   CANDIDATE_CMD='bash benches/candidate-outbound.sh {PORT} {CA_CERT} {CA_KEY} {ORIGIN_CA} {FEDLIST} {BENCH_DIR}'

@@ -69,8 +69,13 @@ pub struct InboundConfig {
     /// a request body (slow-loris protection).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Extra (method, path template) pairs allowed besides Matrix v1.11, e.g. SSO callbacks.
+    /// Extra (method, path template) pairs allowed besides Matrix v1.11.
     pub extra_endpoints: Vec<String>,
+    /// Allow Synapse's single-sign-on pages outside the Matrix API (OIDC/SAML callbacks, CAS
+    /// ticket, identity-provider and user-name pickers, consent; the built-in list
+    /// `src/inbound/sso_endpoints.txt`). Absent = on for `policy.flavour: epa` (ePA requires
+    /// OIDC login), off for `pro`.
+    pub sso_endpoints: Option<bool>,
     /// Reverse proxies (load balancers) in front of timproxy, as addresses or CIDR blocks.
     /// Only a connection from one of them may bring its own `X-Forwarded-For` (the peer is
     /// appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` and `X-Real-IP`; from
@@ -178,6 +183,7 @@ impl Default for InboundConfig {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             extra_endpoints: Vec::new(),
+            sso_endpoints: None,
             trusted_proxies: Vec::new(),
         }
     }
@@ -917,6 +923,14 @@ impl Config {
     /// Whether outbound destinations are checked.
     pub fn outbound_enforce(&self) -> bool {
         self.outbound.enforce.unwrap_or(self.federation.enforce)
+    }
+
+    /// Whether Synapse's SSO pages are allowed inbound (`inbound.sso_endpoints`, by default
+    /// only for the ePA flavour).
+    pub fn sso_endpoints_enabled(&self) -> bool {
+        self.inbound
+            .sso_endpoints
+            .unwrap_or(self.policy.flavour == Flavour::Epa)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod rawdata;
+pub mod server;
 pub mod shutdown;
 pub mod spec_check;
 pub mod store;

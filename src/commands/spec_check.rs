@@ -84,6 +84,9 @@ pub async fn run(args: SpecCheckArgs, global: &GlobalOpts) -> CmdResult {
     // directory being checked must not change the verdict on unrelated files.
     if let Some(path) = &global.config {
         let (config, _) = Config::load(Some(path)).map_err(|e| CliError::usage(e.to_string()))?;
+        if config.sso_endpoints_enabled() {
+            extra_endpoints.extend(crate::inbound::sso::entries().map(str::to_owned));
+        }
         extra_endpoints.extend(config.inbound.extra_endpoints);
     }
     let options = Options {

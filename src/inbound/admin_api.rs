@@ -27,6 +27,16 @@ fn segment(raw: &str) -> Result<String, LookupError> {
     Ok(utf8_percent_encode(&decoded, SEGMENT).to_string())
 }
 
+/// A homeserver's "there is no such thing": `404` with errcode `M_NOT_FOUND`. A bare 404 (an
+/// admin API that is not routed, a proxy in between) is not that, and stays a failure.
+fn is_matrix_not_found(status: reqwest::StatusCode, body: &str) -> bool {
+    status == reqwest::StatusCode::NOT_FOUND
+        && serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("errcode")?.as_str().map(|e| e == "M_NOT_FOUND"))
+            .unwrap_or(false)
+}
+
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     client: reqwest::Client,
@@ -58,6 +68,9 @@ impl AdminApi {
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
+            if is_matrix_not_found(status, &body) {
+                return Err(LookupError::NotFound);
+            }
             return Err(LookupError::Upstream {
                 status: status.as_u16(),
                 body,
@@ -113,5 +126,23 @@ mod tests {
         assert_eq!(segment("$a/b").unwrap(), "%24a%2Fb");
         assert!(segment("..").is_err());
         assert!(segment("%2E%2E").is_err());
+    }
+
+    #[test]
+    fn only_a_matrix_404_means_not_found() {
+        let not_found = reqwest::StatusCode::NOT_FOUND;
+        assert!(is_matrix_not_found(
+            not_found,
+            r#"{"errcode":"M_NOT_FOUND","error":"User not found"}"#
+        ));
+        assert!(!is_matrix_not_found(not_found, "<html>404</html>"));
+        assert!(!is_matrix_not_found(
+            not_found,
+            r#"{"errcode":"M_UNRECOGNIZED"}"#
+        ));
+        assert!(!is_matrix_not_found(
+            reqwest::StatusCode::BAD_REQUEST,
+            r#"{"errcode":"M_NOT_FOUND"}"#
+        ));
     }
 }

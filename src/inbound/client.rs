@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::forward::{self, Body};
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
-use crate::federation::list::domain_of;
 use crate::matrix::endpoints::PathParams;
+use crate::matrix::ids::same_server_name;
 use crate::policy::invite::{InviteContext, InviteSource, check_invite, client_invitee};
 use crate::policy::{self, parse_object};
 
@@ -45,10 +45,10 @@ pub(crate) fn invite_context(
     }
 }
 
-/// Does `server` name this homeserver?
+/// Does `server` name this homeserver? Whole server names, port included
+/// ([`same_server_name`]): `localhost:8801` is another server than `localhost:8800`.
 pub(crate) fn is_own_server(state: &InboundState, server: &str) -> bool {
-    let own = &state.config.homeserver.server_name;
-    server.eq_ignore_ascii_case(own) || domain_of(server).eq_ignore_ascii_case(domain_of(own))
+    same_server_name(server, &state.config.homeserver.server_name)
 }
 
 /// Awaits that may reach the network (whoami, account data, the admin API, a federation list

@@ -1,10 +1,11 @@
 //! The inbound listener: Matrix client-server API and inbound federation in front of the
 //! homeserver.
 //!
-//! Each request reads top-down: [`crate::matrix::endpoints`] classifies it against the v1.11
-//! table → TIM blocks and rules ([`crate::policy`], via [`client`] and [`federation`]) →
-//! [`forward`] streams it to the homeserver → the answer is relayed untouched (except the
-//! `/versions` filter). Every rejection is counted by rule and logged once, without IDs or
+//! Each request reads top-down: a CORS preflight (`OPTIONS`) is answered at once (`cors`) →
+//! [`crate::matrix::endpoints`] classifies it against the v1.11 table → TIM blocks and rules
+//! ([`crate::policy`], via [`client`] and [`federation`]) → [`forward`] streams it to the
+//! homeserver → the answer is relayed untouched (except the `/versions` filter and the CORS
+//! fields it lacks). Every rejection is counted by rule and logged once, without IDs or
 //! tokens.
 //!
 //! HTTP/1.x clients are served by the `http1` module, in the connection's task; HTTP/2
@@ -12,11 +13,13 @@
 
 pub mod admin_api;
 pub mod client;
+mod cors;
 pub mod federation;
 pub mod forward;
 mod framing;
 mod http1;
 mod prefixed;
+pub mod sso;
 mod support;
 pub mod upstream;
 pub mod whoami;
@@ -147,6 +150,9 @@ impl InboundState {
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
         let mut endpoints = crate::matrix::endpoints::v1_11();
+        if config.sso_endpoints_enabled() {
+            endpoints.extend(sso::endpoints()?);
+        }
         for entry in &config.inbound.extra_endpoints {
             endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
         }
@@ -302,8 +308,16 @@ pub(crate) async fn handle(
     // table (for metrics and reports). A block rather than a function of its own: each nested
     // future is copied into its caller's when first awaited, and this one is large.
     let deadline = &mut deadline;
-    let (template, is_federation, notes, response) = 'route: {
+    let (template, is_federation, notes, mut response) = 'route: {
         let method = req.method().clone();
+        if method == Method::OPTIONS {
+            break 'route (
+                cors::PREFLIGHT_TEMPLATE,
+                false,
+                RequestNotes::default(),
+                cors::preflight(),
+            );
+        }
         let path = req.uri().path();
         if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
             break 'route (
@@ -394,6 +408,7 @@ pub(crate) async fn handle(
         };
         (template, is_federation, notes, response)
     };
+    cors::complete(&mut response);
     let status = response.status().as_u16();
     state
         .request_counters

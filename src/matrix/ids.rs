@@ -55,6 +55,20 @@ impl fmt::Display for UserId {
     }
 }
 
+/// Whether two server names name the same homeserver: compared whole, port included, byte for
+/// byte (Matrix spec, appendix "Server Name"). `hs.test`, `hs.test:8448` and `hs.test:8449` are
+/// three servers, whatever they resolve to. This is the homeserver's own test (Synapse's
+/// `is_mine` is string equality), so "local" means the same on both sides of the proxy: a user
+/// the proxy took for remote while the homeserver took them for local would skip the invitee's
+/// permission check; one the proxy took for local while the homeserver does not would be looked
+/// up where it cannot be found.
+///
+/// The one deliberate exception is the TI federation list, which holds domains: list lookups
+/// use the host part ([`crate::federation::list::domain_of`]), see `FederationList::get`.
+pub fn same_server_name(a: &str, b: &str) -> bool {
+    a == b
+}
+
 /// Check the Matrix server-name grammar: a DNS name, IPv4 literal or bracketed IPv6 literal,
 /// optionally followed by `:port`.
 pub fn validate_server_name(s: &str) -> Result<(), IdError> {
@@ -105,6 +119,16 @@ mod tests {
             UserId::parse("@b:[::1]:80").unwrap().server_name(),
             "[::1]:80"
         );
+    }
+
+    #[test]
+    fn server_names_are_compared_whole_with_their_port() {
+        assert!(same_server_name("localhost:8800", "localhost:8800"));
+        assert!(!same_server_name("localhost:8801", "localhost:8800"));
+        assert!(!same_server_name("hs1.test", "hs1.test:8448"));
+        assert!(!same_server_name("[::1]:8448", "[::1]"));
+        // The homeserver compares bytes; so does the proxy.
+        assert!(!same_server_name("HS1.test", "hs1.test"));
     }
 
     #[test]

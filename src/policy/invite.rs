@@ -6,10 +6,10 @@ use serde_json::Value;
 
 use crate::config::PolicyConfig;
 use crate::error::MatrixError;
-use crate::federation::list::{Membership, domain_of};
-use crate::matrix::ids::UserId;
+use crate::federation::list::Membership;
+use crate::matrix::ids::{UserId, same_server_name};
 use crate::policy::permission_config::{self, ConfigKind, Decision, DefaultSetting};
-use crate::policy::{AccountDataSource, FederationList, body_parse_error};
+use crate::policy::{AccountDataSource, FederationList, LookupError, body_parse_error};
 
 pub const RULE_FEDERATION: &str = "A_25534";
 pub const RULE_PERMISSION: &str = "A_26021-01";
@@ -28,14 +28,11 @@ pub struct InviteContext<'a, F, A> {
     pub federation: &'a F,
     pub account_data: &'a A,
     pub policy: &'a PolicyConfig,
-    /// `homeserver.server_name`: the invitee's config can only be read for local users.
+    /// `homeserver.server_name`: the invitee's config can only be read for local users, those
+    /// whose server name is exactly this one (port included).
     pub own_server: &'a str,
     /// `federation.enforce`; false disables every check here.
     pub enforce: bool,
-}
-
-fn same_server(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b) || domain_of(a).eq_ignore_ascii_case(domain_of(b))
 }
 
 fn not_federated(server: &str) -> MatrixError {
@@ -53,7 +50,7 @@ async fn insurance_of<F: FederationList>(
     match federation.membership(server).await {
         Membership::Member { is_insurance } => Ok(is_insurance),
         // The own server serves its local users even without a usable list.
-        _ if same_server(server, own_server) => Ok(false),
+        _ if same_server_name(server, own_server) => Ok(false),
         _ => Err(not_federated(server)),
     }
 }
@@ -78,18 +75,23 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
             RULE_INSURED,
         ));
     }
-    if !ctx.policy.invite_permission_check || !same_server(invitee.server_name(), ctx.own_server) {
+    if !ctx.policy.invite_permission_check
+        || !same_server_name(invitee.server_name(), ctx.own_server)
+    {
         return Ok(());
     }
     let blocked_message = match source {
         InviteSource::Client => "The invite was blocked by the invitees policy",
         InviteSource::Federation => "Cannot invite this user",
     };
-    let data = ctx
-        .account_data
-        .global_account_data(invitee)
-        .await
-        .map_err(|e| e.into_matrix_error(RULE_PERMISSION, "AccountData"))?;
+    // A local user the homeserver does not know (yet: an application service creates its users
+    // when they are first invited) has no account data, so the operator default applies;
+    // whether the user exists is the homeserver's to answer.
+    let data = match ctx.account_data.global_account_data(invitee).await {
+        Ok(data) => data,
+        Err(LookupError::NotFound) => serde_json::Map::new(),
+        Err(e) => return Err(e.into_matrix_error(RULE_PERMISSION, "AccountData")),
+    };
     let (kind, content) = ConfigKind::lookup_order(ctx.policy.flavour)
         .into_iter()
         .find_map(|kind| data.get(kind.event_type()).map(|c| (kind, Some(c))))
@@ -156,7 +158,7 @@ pub fn federation_invite(body: &Value, v2: bool) -> Result<FederationInvite, Mat
 pub(crate) mod tests {
     use super::*;
     use crate::config::Flavour;
-    use crate::policy::LookupError;
+    use crate::federation::list::domain_of;
     use serde_json::{Map, json};
     use std::collections::HashMap;
 
@@ -235,6 +237,88 @@ pub(crate) mod tests {
         // Remote invitee: its own proxy evaluates its config.
         let d = Data(Err(LookupError::NoAdminToken));
         assert!(run(d, &p, "@a:hs1.test", "@b:hs2.test").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn invitee_on_same_host_other_port_is_remote_and_not_looked_up() {
+        let p = PolicyConfig::default();
+        // The homeserver's admin API refuses users of other servers; asking it is a failure.
+        let d = Data(Err(LookupError::Upstream {
+            status: 400,
+            body: r#"{"errcode":"M_UNKNOWN","error":"Can only look up local users"}"#.into(),
+        }));
+        assert!(run(d, &p, "@a:hs1.test", "@b:hs1.test:8449").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn own_server_without_list_entry_means_exactly_this_server_name() {
+        let p = PolicyConfig::default();
+        let ctx = |fed, data| InviteContext {
+            federation: fed,
+            account_data: data,
+            policy: &p,
+            own_server: "hs1.test:8448",
+            enforce: true,
+        };
+        let unlisted = Fed(HashMap::new());
+        let data = data(json!({}));
+        let local = uid("@a:hs1.test:8448");
+        assert!(
+            check_invite(&ctx(&unlisted, &data), &local, &local, InviteSource::Client)
+                .await
+                .is_ok()
+        );
+        let other_port = uid("@b:hs1.test:8449");
+        let err = check_invite(
+            &ctx(&unlisted, &data),
+            &local,
+            &other_port,
+            InviteSource::Client,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.rule, RULE_FEDERATION);
+    }
+
+    #[tokio::test]
+    async fn unknown_local_invitee_gets_the_operator_default() {
+        let allow = PolicyConfig::default();
+        assert!(
+            run(
+                Data(Err(LookupError::NotFound)),
+                &allow,
+                "@a:hs2.test",
+                "@as_user:hs1.test"
+            )
+            .await
+            .is_ok()
+        );
+        let block = PolicyConfig {
+            default_permission: "block all".into(),
+            ..PolicyConfig::default()
+        };
+        let err = run(
+            Data(Err(LookupError::NotFound)),
+            &block,
+            "@a:hs2.test",
+            "@as_user:hs1.test",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.rule, RULE_PERMISSION);
+        // Anything else the admin API answers still fails closed.
+        let err = run(
+            Data(Err(LookupError::Upstream {
+                status: 500,
+                body: "{}".into(),
+            })),
+            &allow,
+            "@a:hs2.test",
+            "@b:hs1.test",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status, http::StatusCode::BAD_GATEWAY);
     }
 
     #[tokio::test]

@@ -4,18 +4,16 @@
 //! from elsewhere (account data, event timestamps, federation membership) take it through the
 //! small traits defined here and in their files, so they are unit-testable without a network.
 
+pub mod blocked_endpoints;
 pub mod create_room;
-pub mod get_token;
+pub mod data;
 pub mod guest;
 pub mod invite;
 pub mod join_rules;
-pub mod media_config;
 pub mod media_server;
 pub mod permission_config;
 pub mod presence;
-pub mod preview_url;
 pub mod public_room;
-pub mod public_rooms;
 pub mod reaction;
 pub mod redaction;
 pub mod room_type;
@@ -30,6 +28,8 @@ use crate::error::MatrixError;
 use crate::federation::list::{FederationHandle, Membership};
 use crate::matrix::ids::UserId;
 
+pub use blocked_endpoints::blocked_endpoint;
+
 /// A failed lookup at the homeserver's admin API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
@@ -37,6 +37,10 @@ pub enum LookupError {
     NoAdminToken,
     #[error("{0}")]
     Transport(String),
+    /// The homeserver answered `404 M_NOT_FOUND`: it has no such user, or no such event in
+    /// that room. Not a failure: each rule decides what "nothing there" means for it.
+    #[error("homeserver has no such entry")]
+    NotFound,
     #[error("homeserver answered {status}")]
     Upstream { status: u16, body: String },
     #[error("unexpected answer: {0}")]
@@ -45,9 +49,13 @@ pub enum LookupError {
 
 impl LookupError {
     /// Fail closed: missing token or transport problems are 403, upstream errors 502 with the
-    /// homeserver's body (as the reference does).
+    /// homeserver's body (as the reference does). Rules handle [`LookupError::NotFound`]
+    /// before they get here; one that does not fails closed with a 403.
     pub fn into_matrix_error(self, rule: &'static str, api: &str) -> MatrixError {
         match self {
+            LookupError::NotFound => {
+                MatrixError::forbidden(format!("Could not use {api} API, cause: not found"), rule)
+            }
             LookupError::NoAdminToken => MatrixError::forbidden(
                 "Could not get admin access token cause: no admin token configured",
                 rule,
@@ -81,21 +89,6 @@ pub trait FederationList: Send + Sync {
 impl FederationList for FederationHandle {
     async fn membership(&self, server_name: &str) -> Membership {
         self.check(server_name).await
-    }
-}
-
-/// Endpoints refused by a TIM rule whatever the method or caller (checked before auth).
-pub fn blocked_endpoint(template: &str) -> Option<MatrixError> {
-    if template == media_config::TEMPLATE {
-        Some(media_config::blocked())
-    } else if preview_url::TEMPLATES.contains(&template) {
-        Some(preview_url::blocked())
-    } else if template == get_token::TEMPLATE {
-        Some(get_token::blocked())
-    } else if template == public_rooms::TEMPLATE {
-        Some(public_rooms::blocked())
-    } else {
-        None
     }
 }
 
@@ -150,32 +143,6 @@ mod tests {
         for bad in [&b"[1]"[..], b"\"x\"", b"{", b"", b"{\"a\":1}x"] {
             assert_eq!(parse_relation(bad).unwrap_err().rule, "body-parse");
         }
-    }
-
-    #[test]
-    fn blocked_endpoints_carry_their_rule_ids() {
-        assert_eq!(
-            blocked_endpoint("/_matrix/media/v3/config").unwrap().rule,
-            "A_26262"
-        );
-        assert_eq!(
-            blocked_endpoint("/_matrix/client/v1/media/preview_url")
-                .unwrap()
-                .rule,
-            "A_26344"
-        );
-        assert_eq!(
-            blocked_endpoint("/_matrix/client/v1/login/get_token")
-                .unwrap()
-                .status,
-            404
-        );
-        let fed = blocked_endpoint("/_matrix/federation/v1/publicRooms").unwrap();
-        assert_eq!(
-            (fed.status.as_u16(), fed.error.as_str()),
-            (403, "A_26520, A_28590")
-        );
-        assert!(blocked_endpoint("/_matrix/client/v3/publicRooms").is_none());
     }
 
     #[test]

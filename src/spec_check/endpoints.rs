@@ -199,7 +199,11 @@ pub fn check_operation(
         }
         Classification::NotFound => {
             let e = MatrixError::unrecognized_path();
-            let hint = if raw_path.starts_with("/_synapse/") || raw_path == "/metrics" {
+            let sso_page = crate::inbound::sso::entries()
+                .any(|entry| entry.split_whitespace().eq([method.as_str(), raw_path]));
+            let hint = if sso_page {
+                " (a Synapse single-sign-on page: allowed with inbound.sso_endpoints, the default for policy.flavour epa)"
+            } else if raw_path.starts_with("/_synapse/") || raw_path == "/metrics" {
                 " (homeserver-internal paths are never reachable through the inbound port)"
             } else {
                 " (an operator can allow it with inbound.extra_endpoints)"

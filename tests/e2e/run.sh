@@ -1,23 +1,58 @@
 #!/usr/bin/env bash
-# Two real Synapse homeservers federating only through timproxy, plus hs3 outside the
-# federation. Drives the shared harness (../shared/e2e) and prints each flow's
-# `e2e: N passed, M failed` line; exits non-zero when any flow fails.
+# The real-Synapse end-to-end run: hs1 and hs2 federate only through one timproxy each (inbound
+# TLS listener in front of Synapse, outbound listener as Synapse's HTTPS_PROXY), hs3 runs outside
+# the federation list. Everything it needs is in this directory (README.md describes it). Prints
+# `== flow NAME` and then the flow's checks, ending in `e2e: N passed, M failed`; exits non-zero
+# when any flow or the closing checks fail.
 #
-#   TIMPROXY_BIN      timproxy binary (default target/debug/timproxy)
-#   TIMPROXY_E2E_HARNESS  harness directory (default ../shared/e2e next to the repository)
-#   E2E_DIR           state directory (default .e2e in the repository)
+#   TIMPROXY_BIN            timproxy binary (default target/debug/timproxy)
+#   TIMPROXY_E2E_PORT_BASE  first port of the block of 100 this run uses (default 8448; ports.sh)
+#   TIMPROXY_E2E_TIMEOUT    bound for the whole run in seconds, Synapse install included (default 900)
+#   TIMPROXY_E2E_FLOWS      space-separated flows to run (default: all of FLOWS below)
+#   TIMPROXY_E2E_LOG        timproxy's log filter (default debug,timproxy=trace: the secret check
+#                           below reads the most verbose logs)
+#   E2E_DIR                 state of this run (default .e2e/<port base> in the repository)
+#   E2E_VENV                Synapse + matrix-nio (default .e2e/venv, shared by every port base)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-HARNESS=${TIMPROXY_E2E_HARNESS:-$ROOT/../shared/e2e}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${TIMPROXY_BIN:-$ROOT/target/debug/timproxy}
-export E2E_DIR=${E2E_DIR:-$ROOT/.e2e}
-[ -f "$HARNESS/homeservers.sh" ] || { echo "e2e: harness not found at $HARNESS (set TIMPROXY_E2E_HARNESS)" >&2; exit 2; }
-[ -x "$BIN" ] || { echo "e2e: timproxy binary not found at $BIN (set TIMPROXY_BIN)" >&2; exit 2; }
+# shellcheck source=tests/e2e/ports.sh
+. "$HERE/ports.sh"
+export TIMPROXY_E2E_PORT_BASE=$E2E_PORT_BASE
+export E2E_DIR=${E2E_DIR:-$ROOT/.e2e/$E2E_PORT_BASE}
+export E2E_VENV=${E2E_VENV:-$ROOT/.e2e/venv}
+RUN_TIMEOUT=${TIMPROXY_E2E_TIMEOUT:-900}
+T0=$(date +%s)
+DEADLINE=$((T0 + RUN_TIMEOUT))
+
+# Every flow, in the order it runs: a name and the command that runs it (with e2e.env loaded).
+# A flow's output ends with `e2e: N passed, M failed` (tests/e2e.rs reads it).
+FLOWS="happy tim-rules blocked-invite refused"
+flow_command() {
+  case $1 in
+    happy | tim-rules | blocked-invite) echo "$E2E_PYTHON $HERE/flow.py $1" ;;
+    refused) echo "$E2E_PYTHON $HERE/flow.py refused --from hs3" ;;
+    *) return 1 ;;
+  esac
+}
+
+say() { printf 'e2e: %s\n' "$*"; }
+die() { printf 'e2e: error: %s\n' "$*" >&2; exit 2; }
+# Seconds left until the run's deadline (at least 1, so `timeout` never gets 0 = unbounded).
+remaining() { local left=$((DEADLINE - $(date +%s))); [ "$left" -gt 0 ] && echo "$left" || echo 1; }
+past_deadline() { [ "$(date +%s)" -ge "$DEADLINE" ]; }
+
+[ -x "$BIN" ] || die "timproxy binary not found at $BIN (set TIMPROXY_BIN)"
+SELECTED=${TIMPROXY_E2E_FLOWS:-$FLOWS}
+for flow in $SELECTED; do
+  case " $FLOWS " in *" $flow "*) ;; *) die "unknown flow '$flow' (known: $FLOWS)" ;; esac
+done
 
 PIDS=()
 STATUS=1
 cleanup() {
-  bash "$HARNESS/homeservers.sh" stop >/dev/null 2>&1 || true
+  bash "$HERE/homeservers.sh" stop >/dev/null 2>&1 || true
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -28,16 +63,26 @@ cleanup() {
       echo "----- timproxy $h (last 60 lines) -----"; tail -n 60 "$E2E_DIR/timproxy-$h.log" 2>/dev/null || true
     done
     for h in hs1 hs2 hs3; do
-      echo "----- synapse $h (last 40 lines) -----"; bash "$HARNESS/homeservers.sh" logs "$h" 40 2>/dev/null || true
+      echo "----- synapse $h (last 40 lines) -----"; bash "$HERE/homeservers.sh" logs "$h" 40 2>/dev/null || true
     done
   fi
 }
 trap cleanup EXIT
 
-bash "$HARNESS/setup.sh"
-bash "$HARNESS/homeservers.sh" stop >/dev/null 2>&1 || true
-bash "$HARNESS/homeservers.sh" prepare --via-proxy --hs3
+say "port base $E2E_PORT_BASE (ports $E2E_PORT_BASE..$((E2E_PORT_BASE + 99))), state $E2E_DIR, bound ${RUN_TIMEOUT}s"
+timeout "$(remaining)" bash "$HERE/setup.sh" || die "setup failed or ran past the ${RUN_TIMEOUT}s bound"
+bash "$HERE/homeservers.sh" stop >/dev/null 2>&1 || true
+bash "$HERE/homeservers.sh" prepare --via-proxy --hs3
 set -a; . "$E2E_DIR/e2e.env"; set +a
+
+# timproxy's own ports must be free: a busy one means another run on the same base.
+for h in hs1 hs2; do
+  for p in "$(public_port "$h")" "$(outbound_port "$h")" "$(admin_port "$h")" "$(info_port "$h")"; do
+    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
+      die "port $p is already in use (another e2e run on base $E2E_PORT_BASE? set TIMPROXY_E2E_PORT_BASE)"
+    fi
+  done
+done
 
 # The federation list in the registration service's format: hs1 and hs2, not hs3.
 cat >"$E2E_DIR/federation-list.json" <<JSON
@@ -49,7 +94,7 @@ start_proxy() {
   H=$(printf '%s' "$h" | tr '[:lower:]' '[:upper:]')
   eval "local server_name=\$${H}_SERVER_NAME public_port=\$${H}_PUBLIC_PORT internal_url=\$${H}_INTERNAL_URL"
   eval "local out_port=\$${H}_OUTBOUND_PROXY_PORT cert=\$${H}_TLS_CERT key=\$${H}_TLS_KEY token_file=\$${H}_ADMIN_TOKEN_FILE"
-  case $h in hs1) admin=18233; info=18777;; hs2) admin=28233; info=28777;; esac
+  admin=$(admin_port "$h"); info=$(info_port "$h")
   rm -f "$E2E_DIR/timproxy-$h.db"*
   cat >"$E2E_DIR/timproxy-$h.yaml" <<YAML
 inbound:
@@ -81,21 +126,24 @@ YAML
   PIDS+=($!)
   for _ in $(seq 100); do
     if "$BIN" check-health --url "http://127.0.0.1:$admin" --timeout 1s >/dev/null 2>&1; then return 0; fi
-    kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "e2e: timproxy for $h exited; log:"; cat "$E2E_DIR/timproxy-$h.log"; return 1; }
+    kill -0 "${PIDS[-1]}" 2>/dev/null || { say "timproxy for $h exited; log:"; cat "$E2E_DIR/timproxy-$h.log"; return 1; }
     sleep 0.1
   done
-  echo "e2e: timproxy for $h did not become live"; return 1
+  say "timproxy for $h did not become live within 10s"; return 1
 }
 
 start_proxy hs1
 start_proxy hs2
-bash "$HARNESS/homeservers.sh" start --via-proxy --hs3
+start_bound=$(remaining); [ "$start_bound" -lt "${E2E_START_TIMEOUT:-90}" ] || start_bound=${E2E_START_TIMEOUT:-90}
+E2E_START_TIMEOUT=$start_bound bash "$HERE/homeservers.sh" start --via-proxy --hs3
+say "setup done after $(($(date +%s) - T0))s"
 
 failed=0
-for flow in "happy" "tim-rules" "blocked-invite" "refused --from hs3"; do
-  echo "== flow.py $flow"
-  # shellcheck disable=SC2086
-  if ! "$E2E_PYTHON" "$HARNESS/flow.py" $flow; then failed=1; fi
+for flow in $SELECTED; do
+  echo "== flow $flow"
+  if past_deadline; then say "FAIL $flow: not started, the run's ${RUN_TIMEOUT}s bound is spent"; failed=1; continue; fi
+  # shellcheck disable=SC2046 # the command is words by design
+  if ! timeout "$(remaining)" $(flow_command "$flow"); then failed=1; fi
 done
 
 # No access token (Synapse tokens start with `syt_`) or admin token may appear in timproxy's
@@ -112,8 +160,8 @@ done
 
 # The rejections are visible to operators by rule id.
 for h in hs1 hs2; do
-  case $h in hs1) admin=18233;; hs2) admin=28233;; esac
-  echo "== metrics $h: $(curl -s "http://127.0.0.1:$admin/metrics" 2>/dev/null | grep -c '^timproxy_rejections_total' || true) rejection series"
+  echo "== metrics $h: $(curl -s --max-time 5 "http://127.0.0.1:$(admin_port "$h")/metrics" 2>/dev/null | grep -c '^timproxy_rejections_total' || true) rejection series"
 done
+say "run finished after $(($(date +%s) - T0))s (flows: $SELECTED)"
 STATUS=$failed
 exit "$failed"

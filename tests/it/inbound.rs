@@ -115,10 +115,35 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
                 "de.gematik.tim.account.permissionconfig.pro.v1":{"defaultSetting":"allow all","groupExceptions":["isInsuredPerson"]}}}}),
             );
         }
+        // Synapse's answers for users it cannot or does not know.
+        if path.ends_with("/accountdata") && !path.ends_with("%3Ahs1.test/accountdata") {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"errcode":"M_UNKNOWN","error":"Can only look up local users"}),
+            );
+        }
+        if path == "/_synapse/admin/v1/users/%40ghost%3Ahs1.test/accountdata" {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"errcode":"M_NOT_FOUND","error":"User not found"}),
+            );
+        }
         if path.ends_with("/accountdata") {
             return json_response(
                 StatusCode::OK,
                 json!({"account_data":{"global":{},"rooms":{}}}),
+            );
+        }
+        if path.ends_with("/context/%24elsewhere") {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"errcode":"M_NOT_FOUND","error":"No row found"}),
+            );
+        }
+        if path.ends_with("/context/%24broken") {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"errcode":"M_UNKNOWN","error":"Internal server error"}),
             );
         }
         if path.ends_with("/context/%24old") {
@@ -844,6 +869,85 @@ async fn client_invite_rules() {
         .unwrap();
     assert_eq!(invite.inviter_server.as_deref(), Some("hs1.test"));
     assert!(!invite.is_federation);
+}
+
+#[tokio::test]
+async fn invitee_on_same_host_other_port_is_another_server() {
+    let h = start().await;
+    let url = "/_matrix/client/v3/rooms/%21room%3Ahs1.test/invite";
+    // `hs1.test:8449` is listed (the list holds domains) but is not this server: its own proxy
+    // checks the invitee's permissions, ours must not ask our homeserver about that user.
+    let got = h
+        .alice(Method::POST, url, json!({"user_id":"@carol:hs1.test:8449"}))
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(echoed_body(&got.1)["user_id"], "@carol:hs1.test:8449");
+    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test:8449",
+                       "type":"m.room.member","content":{"membership":"invite"}});
+    let got = h
+        .federation(
+            Method::PUT,
+            "/_matrix/federation/v2/invite/%21r%3Ahs1.test/%24ev",
+            "hs2.test",
+            Some(json!({"event": event, "room_version":"10"})),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+}
+
+#[tokio::test]
+async fn admin_lookups_that_find_nothing_leave_the_answer_to_the_homeserver() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    // A user the homeserver does not know yet (an application service user) has no account
+    // data: the operator default (allow all) applies and the homeserver answers the invite.
+    let got = h
+        .alice(
+            Method::POST,
+            &format!("{room}/invite"),
+            json!({"user_id":"@ghost:hs1.test"}),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    // An event that is not in this room has no age to check.
+    let got = h
+        .alice(
+            Method::PUT,
+            &format!("{room}/redact/%24elsewhere/t1"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(
+        got.1["target"],
+        "/_matrix/client/v3/rooms/%21r%3Ahs1.test/redact/%24elsewhere/t1"
+    );
+    // A homeserver that fails is still a failure: the redaction is refused.
+    let got = h
+        .alice(
+            Method::PUT,
+            &format!("{room}/redact/%24broken/t2"),
+            json!({}),
+        )
+        .await;
+    assert_rejected(&got, 502, "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn unknown_local_invitee_is_blocked_when_the_operator_default_blocks() {
+    let h = start_with(|c| c.policy.default_permission = "block all".into()).await;
+    let got = h
+        .alice(
+            Method::POST,
+            "/_matrix/client/v3/rooms/%21r%3Ahs1.test/invite",
+            json!({"user_id":"@ghost:hs1.test"}),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
 }
 
 #[tokio::test]

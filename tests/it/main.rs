@@ -1,6 +1,7 @@
 //! Integration tests: real listeners on 127.0.0.1:0, real HTTP, real stores (SQLite and the
 //! machine's PostgreSQL), small fakes next to the tests that use them.
 
+mod browser;
 mod cleanup;
 mod compose;
 mod federation;
