@@ -12,11 +12,12 @@ use std::sync::Arc;
 use http::{HeaderMap, Request};
 
 use super::client::{invite_context, with_body};
-use super::forward::Body;
+use super::forward::{Body, full};
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
 use crate::matrix::x_matrix::{XMatrix, XMatrixError};
+use crate::policy::event_domains::{self, EventBody};
 use crate::policy::invite::{InviteSource, check_invite, federation_invite};
 use crate::policy::parse_object;
 
@@ -87,25 +88,80 @@ pub async fn check_origin(
     }
 }
 
+/// What the federation rules decided.
+pub(crate) enum Step {
+    /// Forward the request (its body unchanged: X-Matrix signatures cover it).
+    Forward(Ready),
+    /// The proxy answers itself and nothing reaches the homeserver: a transaction held back
+    /// by [`event_domains`] (see there why it is answered rather than refused).
+    Answer(http::Response<Body>),
+}
+
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
     req: Request<Body>,
     template: &str,
     _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
-) -> Result<Ready, MatrixError> {
+) -> Result<Step, MatrixError> {
     check_origin(state, template, req.headers()).await?;
+    let events = EventBody::of(req.method(), template);
     let (parts, body) = req.into_parts();
-    let v2 = match template {
-        "/_matrix/federation/v1/invite/{roomId}/{eventId}" => false,
-        "/_matrix/federation/v2/invite/{roomId}/{eventId}" => true,
-        _ => return Ok((parts, body)),
+    let Some(events) = events.filter(|_| state.config.federation.enforce) else {
+        return Ok(Step::Forward((parts, body)));
     };
-    if !state.config.federation.enforce {
-        return Ok((parts, body));
+    let invite_v2 = match template {
+        "/_matrix/federation/v1/invite/{roomId}/{eventId}" => Some(false),
+        "/_matrix/federation/v2/invite/{roomId}/{eventId}" => Some(true),
+        _ => None,
+    };
+    let limit = match invite_v2 {
+        Some(_) => state.config.inbound.max_body_bytes,
+        None => state.config.federation.max_event_body_bytes,
+    };
+    let bytes = read_body(body, limit).await?;
+    // Before the invite rules: this check needs no homeserver lookups.
+    let own = &state.config.homeserver.server_name;
+    let verdict = Box::pin(event_domains::check(events, &bytes, own, &state.federation)).await?;
+    if verdict.is_clean() {
+        if let Some(v2) = invite_v2 {
+            check_federation_invite(state, &bytes, v2, notes).await?;
+        }
+        return Ok(Step::Forward(with_body(parts, bytes)));
     }
-    let bytes = read_body(body, state.config.inbound.max_body_bytes).await?;
-    let invite = federation_invite(&parse_object(&bytes)?, v2)?;
+    if events != EventBody::Transaction {
+        return Err(verdict
+            .refusal()
+            .unwrap_or_else(|| MatrixError::forbidden("event refused", event_domains::RULE)));
+    }
+    state.metrics.reject(super::LISTENER, event_domains::RULE);
+    tracing::info!(
+        rule = event_domains::RULE,
+        method = %parts.method,
+        endpoint = template,
+        status = 200,
+        pdus = verdict.pdus,
+        edus = verdict.edus,
+        offending = verdict.offences.len(),
+        domains = %verdict.summary(),
+        "federation transaction held back: it names non-federated domains"
+    );
+    let mut answer = http::Response::new(full(event_domains::HELD_BACK_ANSWER));
+    answer.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(Step::Answer(answer))
+}
+
+/// The invite rules for an inbound federation invite (A_25534, A_26021-01, ePA).
+async fn check_federation_invite(
+    state: &Arc<InboundState>,
+    bytes: &[u8],
+    v2: bool,
+    notes: &mut RequestNotes,
+) -> Result<(), MatrixError> {
+    let invite = federation_invite(&parse_object(bytes)?, v2)?;
     notes.inviter_server = Some(invite.sender.server_name().to_owned());
     notes.invitee_server = Some(invite.invitee.server_name().to_owned());
     if !invite.membership_is_invite {
@@ -120,6 +176,5 @@ pub(crate) async fn apply(
         &invite.invitee,
         InviteSource::Federation,
     ))
-    .await?;
-    Ok(with_body(parts, bytes))
+    .await
 }

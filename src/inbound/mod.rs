@@ -380,10 +380,15 @@ pub(crate) async fn handle(
             ))
             .await
         } else {
-            client::apply(&state, req, template, &params, &mut notes).await
+            client::apply(&state, req, template, &params, &mut notes)
+                .await
+                .map(federation::Step::Forward)
         };
         let (parts, body) = match outcome {
-            Ok(ready) => ready,
+            Ok(federation::Step::Forward(ready)) => ready,
+            Ok(federation::Step::Answer(response)) => {
+                break 'route (template, is_federation, notes, response);
+            }
             Err(err) => {
                 let response = state.reject(&err, &method, template);
                 break 'route (template, is_federation, notes, response);

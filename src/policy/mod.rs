@@ -7,6 +7,7 @@
 pub mod blocked_endpoints;
 pub mod create_room;
 pub mod data;
+pub mod event_domains;
 pub mod guest;
 pub mod invite;
 pub mod join_rules;
