@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
@@ -95,7 +94,7 @@ pub enum OutboundError {
 }
 
 /// Upstream client type: bodies stream straight from the tunnel to the remote.
-pub(crate) type UpstreamClient = Client<UpstreamConnector, Incoming>;
+pub(crate) type UpstreamClient = Client<UpstreamConnector, forward::UpstreamBody>;
 
 /// Everything one outbound listener needs; shared by all its connections.
 pub struct OutboundState {
@@ -108,6 +107,10 @@ pub struct OutboundState {
     allow_hosts: Vec<String>,
     sso_hosts: Vec<String>,
     pub(crate) request_timeout: Duration,
+    /// `homeserver.server_name`: its own users need no federation-list entry.
+    pub(crate) own_server: String,
+    /// `federation.max_event_body_bytes`.
+    pub(crate) event_body_limit: u64,
     handshake_timeout: Duration,
     drain_timeout: Duration,
 }
@@ -185,6 +188,8 @@ impl OutboundState {
             allow_hosts: lower_all(&out.allow_hosts),
             sso_hosts: lower_all(&out.sso_hosts),
             request_timeout: out.request_timeout,
+            own_server: config.homeserver.server_name.clone(),
+            event_body_limit: config.federation.max_event_body_bytes,
             handshake_timeout: out.handshake_timeout,
             drain_timeout: out.drain_timeout,
         })
