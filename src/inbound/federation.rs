@@ -1,6 +1,8 @@
-//! Inbound federation (`/_matrix/federation/*`, `/_matrix/key/*`): the `X-Matrix` origin must
-//! be a federated server (Berechtigungsstufe 1) and the `destination`, when given, this
-//! server; inbound invites get the invite rules.
+//! Inbound federation (`/_matrix/federation/*`, `/_matrix/key/*`), in this order: the
+//! `X-Matrix` authorization, read exactly as Synapse reads it ([`crate::matrix::x_matrix`]),
+//! names a federated origin (Berechtigungsstufe 1) and, when given, this server as
+//! `destination`; the events of event-carrying requests name only federated servers
+//! ([`event_domains`]); inbound invites get the invite rules.
 //!
 //! Unchecked, because their callers carry no X-Matrix or are not in the federation list:
 //! server keys (Synapse fetches them unauthenticated), `openid/userinfo` (the VZD directory),
@@ -17,7 +19,7 @@ use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
 use crate::matrix::x_matrix::{XMatrix, XMatrixError};
-use crate::policy::event_domains::{self, EventBody};
+use crate::policy::event_domains::{self, Decision, EventBody};
 use crate::policy::invite::{InviteSource, check_invite, federation_invite};
 use crate::policy::parse_object;
 
@@ -123,35 +125,25 @@ pub(crate) async fn apply(
     // Before the invite rules: this check needs no homeserver lookups.
     let own = &state.config.homeserver.server_name;
     let verdict = Box::pin(event_domains::check(events, &bytes, own, &state.federation)).await?;
-    if verdict.is_clean() {
-        if let Some(v2) = invite_v2 {
-            check_federation_invite(state, &bytes, v2, notes).await?;
+    match verdict.decide(events) {
+        Decision::Forward => {
+            if let Some(v2) = invite_v2 {
+                check_federation_invite(state, &bytes, v2, notes).await?;
+            }
+            Ok(Step::Forward(with_body(parts, bytes)))
         }
-        return Ok(Step::Forward(with_body(parts, bytes)));
+        Decision::Refuse(error) => Err(error),
+        Decision::HoldBack => {
+            state.metrics.reject(super::LISTENER, event_domains::RULE);
+            verdict.log_held_back(super::LISTENER, &parts.method);
+            let mut answer = http::Response::new(full(event_domains::HELD_BACK_ANSWER));
+            answer.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(Step::Answer(answer))
+        }
     }
-    if events != EventBody::Transaction {
-        return Err(verdict
-            .refusal()
-            .unwrap_or_else(|| MatrixError::forbidden("event refused", event_domains::RULE)));
-    }
-    state.metrics.reject(super::LISTENER, event_domains::RULE);
-    tracing::info!(
-        rule = event_domains::RULE,
-        method = %parts.method,
-        endpoint = template,
-        status = 200,
-        pdus = verdict.pdus,
-        edus = verdict.edus,
-        offending = verdict.offences.len(),
-        domains = %verdict.summary(),
-        "federation transaction held back: it names non-federated domains"
-    );
-    let mut answer = http::Response::new(full(event_domains::HELD_BACK_ANSWER));
-    answer.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    Ok(Step::Answer(answer))
 }
 
 /// The invite rules for an inbound federation invite (A_25534, A_26021-01, ePA).

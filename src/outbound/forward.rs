@@ -17,7 +17,7 @@ use super::{LISTENER, OutboundState, error_response, rules};
 use crate::error::MatrixError;
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::ListenerLabels;
-use crate::policy::event_domains::{self, EventBody};
+use crate::policy::event_domains::{self, Decision, EventBody};
 
 /// Response bodies: the upstream body streamed through, or the proxy's own error JSON.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -163,34 +163,23 @@ async fn check_events(
     )
     .await?;
     let verdict = event_domains::check(kind, &bytes, &state.own_server, &state.federation).await?;
-    if verdict.is_clean() {
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        return Ok(Outgoing::Send(Request::from_parts(
-            parts,
-            Either::Right(Full::new(bytes)),
-        )));
+    match verdict.decide(kind) {
+        Decision::Forward => {
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            Ok(Outgoing::Send(Request::from_parts(
+                parts,
+                Either::Right(Full::new(bytes)),
+            )))
+        }
+        Decision::Refuse(error) => Err(error),
+        Decision::HoldBack => {
+            state.metrics.reject(LISTENER, event_domains::RULE);
+            verdict.log_held_back(LISTENER, &parts.method);
+            Ok(Outgoing::HeldBack)
+        }
     }
-    if kind != EventBody::Transaction {
-        return Err(verdict
-            .refusal()
-            .unwrap_or_else(|| MatrixError::forbidden("event refused", event_domains::RULE)));
-    }
-    state.metrics.reject(LISTENER, event_domains::RULE);
-    tracing::info!(
-        listener = LISTENER,
-        rule = event_domains::RULE,
-        method = %parts.method,
-        endpoint = "/_matrix/federation/v1/send/{txnId}",
-        status = 200,
-        pdus = verdict.pdus,
-        edus = verdict.edus,
-        offending = verdict.offences.len(),
-        domains = %verdict.summary(),
-        "federation transaction held back: it names non-federated domains"
-    );
-    Ok(Outgoing::HeldBack)
 }
 
 /// The answer for a held-back transaction: the homeserver's queue moves on.

@@ -120,28 +120,55 @@ pub struct Verdict {
     pub offences: Vec<Offence>,
 }
 
+/// What happens to a checked body (see the module documentation).
+#[derive(Debug)]
+pub enum Decision {
+    /// Everything is federated: forward the body unchanged.
+    Forward,
+    /// A transaction naming a non-federated domain: answer [`HELD_BACK_ANSWER`], forward
+    /// nothing.
+    HoldBack,
+    /// A single event naming a non-federated domain.
+    Refuse(MatrixError),
+}
+
 impl Verdict {
     pub fn is_clean(&self) -> bool {
         self.offences.is_empty()
     }
 
-    /// The error for a single event: the first offending domain in the reference's wording.
-    pub fn refusal(&self) -> Option<MatrixError> {
-        let first = self.offences.first()?;
-        Some(if first.domain.is_empty() {
-            MatrixError::forbidden(
+    pub fn decide(&self, kind: EventBody) -> Decision {
+        match self.offences.first() {
+            None => Decision::Forward,
+            Some(_) if kind == EventBody::Transaction => Decision::HoldBack,
+            Some(first) if first.domain.is_empty() => Decision::Refuse(MatrixError::forbidden(
                 format!("event refused: {} cannot be read", first.field),
                 RULE,
-            )
-        } else {
-            MatrixError::forbidden(
+            )),
+            Some(first) => Decision::Refuse(MatrixError::forbidden(
                 format!(
                     "{} kann nicht in der Föderation gefunden werden",
                     first.domain
                 ),
                 RULE,
-            )
-        })
+            )),
+        }
+    }
+
+    /// The one log line of a held-back transaction (the caller counts it).
+    pub fn log_held_back(&self, listener: &'static str, method: &http::Method) {
+        tracing::info!(
+            listener,
+            rule = RULE,
+            method = %method,
+            endpoint = "/_matrix/federation/v1/send/{txnId}",
+            status = 200,
+            pdus = self.pdus,
+            edus = self.edus,
+            offending = self.offences.len(),
+            domains = %self.summary(),
+            "federation transaction held back: it names non-federated domains"
+        );
     }
 
     /// Distinct offending domains, for one log line (bounded).
@@ -652,9 +679,17 @@ pub(crate) mod tests {
                 &json!({"pdus":[pdu("@a:hs2.test"), event.clone()]}),
             );
             assert_eq!(domains(&v), [("evil.test", field)], "{event}");
+            let v = check_now(EventBody::Transaction, &json!({"pdus": [event.clone()]}));
+            assert!(matches!(
+                v.decide(EventBody::Transaction),
+                Decision::HoldBack
+            ));
             let v = check_now(EventBody::Event, &event);
+            let Decision::Refuse(refusal) = v.decide(EventBody::Event) else {
+                panic!("not refused: {v:?}");
+            };
             assert_eq!(
-                v.refusal().unwrap().error,
+                refusal.error,
                 "evil.test kann nicht in der Föderation gefunden werden"
             );
         }
