@@ -33,7 +33,7 @@ fn typical_mix() -> Vec<(Method, &'static str)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let table = EndpointTable::v1_11_with_extras(&[]).unwrap();
+    let table = EndpointTable::served(&[]).unwrap();
     let mix = typical_mix();
     c.bench_function("inbound_classify_mix", |b| {
         b.iter(|| {
@@ -46,13 +46,19 @@ fn bench(c: &mut Criterion) {
     let message = json!({"msgtype":"m.text","body":"hello","m.relates_to":{"m.in_reply_to":{"event_id":"$e"}}});
     let reaction = json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍🏽"}});
     let create = json!({"preset":"public_chat","invite":["@bob:hs1.test"],"creation_content":{"x":1},"name":"room"});
+    let gate = policy::shadow::Gate::enforcing();
     c.bench_function("inbound_policy_mix", |b| {
         b.iter(|| {
-            black_box(policy::threads::check_threads(black_box(&message)).is_ok());
-            black_box(policy::threads::check_threads(&reaction).is_ok());
-            black_box(policy::reaction::check_reaction(black_box(&reaction)).is_ok());
+            black_box(
+                policy::event::check_content(&gate, "m.room.message", black_box(&message)).is_ok(),
+            );
+            black_box(
+                policy::event::check_content(&gate, "m.reaction", black_box(&reaction)).is_ok(),
+            );
             let mut body = create.clone();
-            black_box(policy::create_room::prepare_create_room(&mut body, &policy_config).is_ok());
+            black_box(
+                policy::create_room::prepare_create_room(&mut body, &policy_config, &gate).is_ok(),
+            );
         })
     });
 }

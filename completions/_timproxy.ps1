@@ -22,7 +22,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
     $completions = @(switch ($command) {
         'timproxy' {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -32,6 +32,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('gen-ca', 'gen-ca', [CompletionResultType]::ParameterValue, 'Create the interception CA, or a leaf certificate signed by it')
             [CompletionResult]::new('fetch-federation', 'fetch-federation', [CompletionResultType]::ParameterValue, 'Fetch, verify and store the federation list once')
             [CompletionResult]::new('check-health', 'check-health', [CompletionResultType]::ParameterValue, 'Probe a running instance''s admin listener (for container HEALTHCHECKs)')
+            [CompletionResult]::new('reload', 'reload', [CompletionResultType]::ParameterValue, 'Make a running instance re-read its configuration (through its admin listener) and report the outcome')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Apply or list database migrations (SQLite or PostgreSQL)')
             [CompletionResult]::new('spec-check', 'spec-check', [CompletionResultType]::ParameterValue, 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Regenerate man pages and shell completions (maintainers)')
@@ -40,7 +41,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
         }
         'timproxy;serve' {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('--no-migrate', '--no-migrate', [CompletionResultType]::ParameterName, 'Do not apply pending database migrations on start')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -57,7 +58,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('--key-type', '--key-type', [CompletionResultType]::ParameterName, 'Key algorithm')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite existing files')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -76,7 +77,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('--days', '--days', [CompletionResultType]::ParameterName, 'Validity in days')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite existing files')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -102,7 +103,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write the verified list to FILE as registration-service JSON')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Summary format')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Save the verified list in the database (federation_snapshots), as `serve` would')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -116,9 +117,23 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up after this long (e.g. 500ms, 3s)')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('--ready', '--ready', [CompletionResultType]::ParameterName, 'Check readiness (all components) instead of liveness')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'timproxy;reload' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Admin base URL [default: http://<admin.listen from the config>]')
+            [CompletionResult]::new('--token-file', '--token-file', [CompletionResultType]::ParameterName, 'File holding the operator token [default: admin.token / admin.token_file from the config]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up after this long (e.g. 10s)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -129,7 +144,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL (sqlite://PATH or postgres://…) [default: database.url from the config]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'List applied and pending migrations; change nothing')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'List the migrations that would be applied; change nothing')
@@ -145,7 +160,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('--extra-endpoint', '--extra-endpoint', [CompletionResultType]::ParameterName, 'Also allow this endpoint, like inbound.extra_endpoints (repeatable; --config adds the configured ones)')
             [CompletionResult]::new('--permission-type', '--permission-type', [CompletionResultType]::ParameterName, 'Schema for bare permission-config content [default: legacy if it has only domainExceptions, else pro]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('--matrix-only', '--matrix-only', [CompletionResultType]::ParameterName, 'Check endpoints against the Matrix v1.11 table only, not the TIM endpoint blocks')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -157,7 +172,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
         'timproxy;generate' {
             [CompletionResult]::new('--out-dir', '--out-dir', [CompletionResultType]::ParameterName, 'Directory that holds `man/` and `completions/`')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]')
-            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -170,6 +185,7 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             [CompletionResult]::new('gen-ca', 'gen-ca', [CompletionResultType]::ParameterValue, 'Create the interception CA, or a leaf certificate signed by it')
             [CompletionResult]::new('fetch-federation', 'fetch-federation', [CompletionResultType]::ParameterValue, 'Fetch, verify and store the federation list once')
             [CompletionResult]::new('check-health', 'check-health', [CompletionResultType]::ParameterValue, 'Probe a running instance''s admin listener (for container HEALTHCHECKs)')
+            [CompletionResult]::new('reload', 'reload', [CompletionResultType]::ParameterValue, 'Make a running instance re-read its configuration (through its admin listener) and report the outcome')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Apply or list database migrations (SQLite or PostgreSQL)')
             [CompletionResult]::new('spec-check', 'spec-check', [CompletionResultType]::ParameterValue, 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Regenerate man pages and shell completions (maintainers)')
@@ -190,6 +206,9 @@ Register-ArgumentCompleter -Native -CommandName 'timproxy' -ScriptBlock {
             break
         }
         'timproxy;help;check-health' {
+            break
+        }
+        'timproxy;help;reload' {
             break
         }
         'timproxy;help;migrate' {

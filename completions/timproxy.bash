@@ -34,6 +34,9 @@ _timproxy() {
             timproxy,migrate)
                 cmd="timproxy__subcmd__migrate"
                 ;;
+            timproxy,reload)
+                cmd="timproxy__subcmd__reload"
+                ;;
             timproxy,serve)
                 cmd="timproxy__subcmd__serve"
                 ;;
@@ -70,6 +73,9 @@ _timproxy() {
             timproxy__subcmd__help,migrate)
                 cmd="timproxy__subcmd__help__subcmd__migrate"
                 ;;
+            timproxy__subcmd__help,reload)
+                cmd="timproxy__subcmd__help__subcmd__reload"
+                ;;
             timproxy__subcmd__help,serve)
                 cmd="timproxy__subcmd__help__subcmd__serve"
                 ;;
@@ -86,7 +92,7 @@ _timproxy() {
 
     case "${cmd}" in
         timproxy)
-            opts="-h -V --config --log-level --log-format --help --version serve gen-ca fetch-federation check-health migrate spec-check generate help"
+            opts="-h -V --config --log-level --log-format --help --version serve gen-ca fetch-federation check-health reload migrate spec-check generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,7 +370,7 @@ _timproxy() {
             return 0
             ;;
         timproxy__subcmd__help)
-            opts="serve gen-ca fetch-federation check-health migrate spec-check generate help"
+            opts="serve gen-ca fetch-federation check-health reload migrate spec-check generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -475,6 +481,20 @@ _timproxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        timproxy__subcmd__help__subcmd__reload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         timproxy__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -537,6 +557,48 @@ _timproxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        timproxy__subcmd__reload)
+            opts="-h -V --url --token-file --timeout --format --config --log-level --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         timproxy__subcmd__serve)
             opts="-h -V --no-migrate --config --log-level --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -571,7 +633,7 @@ _timproxy() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "openapi endpoints permission-config config federation-list" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "openapi endpoints permission-config config federation-list reference-config" -- "${cur}"))
                     return 0
                     ;;
                 --format)

@@ -19,7 +19,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
     var completions = [
         &'timproxy'= {
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand -h 'Print help'
             cand --help 'Print help'
@@ -29,6 +29,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand gen-ca 'Create the interception CA, or a leaf certificate signed by it'
             cand fetch-federation 'Fetch, verify and store the federation list once'
             cand check-health 'Probe a running instance''s admin listener (for container HEALTHCHECKs)'
+            cand reload 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
             cand migrate 'Apply or list database migrations (SQLite or PostgreSQL)'
             cand spec-check 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
             cand generate 'Regenerate man pages and shell completions (maintainers)'
@@ -36,7 +37,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
         }
         &'timproxy;serve'= {
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand --no-migrate 'Do not apply pending database migrations on start'
             cand -h 'Print help'
@@ -52,7 +53,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand --key-type 'Key algorithm'
             cand --format 'Output format'
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand --force 'Overwrite existing files'
             cand -h 'Print help'
@@ -70,7 +71,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand --days 'Validity in days'
             cand --format 'Output format'
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand --force 'Overwrite existing files'
             cand -h 'Print help'
@@ -92,7 +93,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand --out 'Write the verified list to FILE as registration-service JSON'
             cand --format 'Summary format'
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand --store 'Save the verified list in the database (federation_snapshots), as `serve` would'
             cand -h 'Print help'
@@ -105,9 +106,22 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand --timeout 'Give up after this long (e.g. 500ms, 3s)'
             cand --format 'Output format'
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand --ready 'Check readiness (all components) instead of liveness'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'timproxy;reload'= {
+            cand --url 'Admin base URL [default: http://<admin.listen from the config>]'
+            cand --token-file 'File holding the operator token [default: admin.token / admin.token_file from the config]'
+            cand --timeout 'Give up after this long (e.g. 10s)'
+            cand --format 'Output format'
+            cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
+            cand --log-format 'Log line format'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -117,7 +131,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand --database-url 'Database URL (sqlite://PATH or postgres://…) [default: database.url from the config]'
             cand --format 'Output format'
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand --status 'List applied and pending migrations; change nothing'
             cand --dry-run 'List the migrations that would be applied; change nothing'
@@ -132,7 +146,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand --extra-endpoint 'Also allow this endpoint, like inbound.extra_endpoints (repeatable; --config adds the configured ones)'
             cand --permission-type 'Schema for bare permission-config content [default: legacy if it has only domainExceptions, else pro]'
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand --matrix-only 'Check endpoints against the Matrix v1.11 table only, not the TIM endpoint blocks'
             cand -h 'Print help (see more with ''--help'')'
@@ -143,7 +157,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
         &'timproxy;generate'= {
             cand --out-dir 'Directory that holds `man/` and `completions/`'
             cand --config 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]'
-            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive'
+            cand --log-level 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]'
             cand --log-format 'Log line format'
             cand -h 'Print help'
             cand --help 'Print help'
@@ -155,6 +169,7 @@ set edit:completion:arg-completer[timproxy] = {|@words|
             cand gen-ca 'Create the interception CA, or a leaf certificate signed by it'
             cand fetch-federation 'Fetch, verify and store the federation list once'
             cand check-health 'Probe a running instance''s admin listener (for container HEALTHCHECKs)'
+            cand reload 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
             cand migrate 'Apply or list database migrations (SQLite or PostgreSQL)'
             cand spec-check 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
             cand generate 'Regenerate man pages and shell completions (maintainers)'
@@ -170,6 +185,8 @@ set edit:completion:arg-completer[timproxy] = {|@words|
         &'timproxy;help;fetch-federation'= {
         }
         &'timproxy;help;check-health'= {
+        }
+        &'timproxy;help;reload'= {
         }
         &'timproxy;help;migrate'= {
         }

@@ -25,7 +25,7 @@ function __fish_timproxy_using_subcommand
 end
 
 complete -c timproxy -n "__fish_timproxy_needs_command" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_needs_command" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_needs_command" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_needs_command" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_needs_command" -s h -l help -d 'Print help'
@@ -34,12 +34,13 @@ complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "serve" -d 'Run th
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "gen-ca" -d 'Create the interception CA, or a leaf certificate signed by it'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "fetch-federation" -d 'Fetch, verify and store the federation list once'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "check-health" -d 'Probe a running instance\'s admin listener (for container HEALTHCHECKs)'
+complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "reload" -d 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "migrate" -d 'Apply or list database migrations (SQLite or PostgreSQL)'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "spec-check" -d 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "generate" -d 'Regenerate man pages and shell completions (maintainers)'
 complete -c timproxy -n "__fish_timproxy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand serve" -l no-migrate -d 'Do not apply pending database migrations on start'
@@ -55,7 +56,7 @@ ed25519\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and not __fish_seen_subcommand_from leaf help" -l force -d 'Overwrite existing files'
@@ -71,7 +72,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_see
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand gen-ca; and __fish_seen_subcommand_from leaf" -l force -d 'Overwrite existing files'
@@ -85,7 +86,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l o
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l format -d 'Summary format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand fetch-federation" -l store -d 'Save the verified list in the database (federation_snapshots), as `serve` would'
@@ -96,17 +97,28 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l timeo
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -l ready -d 'Check readiness (all components) instead of liveness'
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -s h -l help -d 'Print help'
 complete -c timproxy -n "__fish_timproxy_using_subcommand check-health" -s V -l version -d 'Print version'
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l url -d 'Admin base URL [default: http://<admin.listen from the config>]' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l token-file -d 'File holding the operator token [default: admin.token / admin.token_file from the config]' -r -F
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l timeout -d 'Give up after this long (e.g. 10s)' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l format -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -s h -l help -d 'Print help'
+complete -c timproxy -n "__fish_timproxy_using_subcommand reload" -s V -l version -d 'Print version'
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l database-url -d 'Database URL (sqlite://PATH or postgres://…) [default: database.url from the config]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l format -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand migrate" -l status -d 'List applied and pending migrations; change nothing'
@@ -117,7 +129,8 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l kind -d
 endpoints\t'Lines `METHOD /path` (`#` comments)'
 permission-config\t'Permission config content or a `{type, content}` account-data event'
 config\t'timproxy configuration file'
-federation-list\t'Federation list (registration-service JSON or VZD JWS)'"
+federation-list\t'Federation list (registration-service JSON or VZD JWS)'
+reference-config\t'Reference Messenger Proxy application.yml: prints the equivalent timproxy.yaml'"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l format -d 'Output format (json: one document with all diagnostics and a summary)' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l extra-endpoint -d 'Also allow this endpoint, like inbound.extra_endpoints (repeatable; --config adds the configured ones)' -r
@@ -125,7 +138,7 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l permiss
 epa\t'de.gematik.tim.account.permissionconfig.epa.v1'
 legacy\t'de.gematik.tim.account.permissionconfig.v1 (TI-M Basis)'"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -l matrix-only -d 'Check endpoints against the Matrix v1.11 table only, not the TIM endpoint blocks'
@@ -133,17 +146,18 @@ complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -s h -l he
 complete -c timproxy -n "__fish_timproxy_using_subcommand spec-check" -s V -l version -d 'Print version'
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l out-dir -d 'Directory that holds `man/` and `completions/`' -r -F
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l config -d 'Configuration file [default: ./timproxy.yaml if it exists, else built-in defaults]' -r -F
-complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive' -r
+complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l log-level -d 'Log filter: error, warn, info, debug, trace, or a tracing directive [default: admin.log_level_default from the config, else info]' -r
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c timproxy -n "__fish_timproxy_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "serve" -d 'Run the proxy: inbound, outbound, admin and information listeners plus background jobs'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "gen-ca" -d 'Create the interception CA, or a leaf certificate signed by it'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "fetch-federation" -d 'Fetch, verify and store the federation list once'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "check-health" -d 'Probe a running instance\'s admin listener (for container HEALTHCHECKs)'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "migrate" -d 'Apply or list database migrations (SQLite or PostgreSQL)'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "spec-check" -d 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "generate" -d 'Regenerate man pages and shell completions (maintainers)'
-complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health migrate spec-check generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "serve" -d 'Run the proxy: inbound, outbound, admin and information listeners plus background jobs'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "gen-ca" -d 'Create the interception CA, or a leaf certificate signed by it'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "fetch-federation" -d 'Fetch, verify and store the federation list once'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "check-health" -d 'Probe a running instance\'s admin listener (for container HEALTHCHECKs)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "reload" -d 'Make a running instance re-read its configuration (through its admin listener) and report the outcome'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "migrate" -d 'Apply or list database migrations (SQLite or PostgreSQL)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "spec-check" -d 'Validate artefacts (config, permission configs, federation lists, endpoint lists) against Matrix v1.11 and TIM rules'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "generate" -d 'Regenerate man pages and shell completions (maintainers)'
+complete -c timproxy -n "__fish_timproxy_using_subcommand help; and not __fish_seen_subcommand_from serve gen-ca fetch-federation check-health reload migrate spec-check generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c timproxy -n "__fish_timproxy_using_subcommand help; and __fish_seen_subcommand_from gen-ca" -f -a "leaf" -d 'Issue a serverAuth + clientAuth leaf certificate signed by an existing CA'

@@ -37,14 +37,9 @@ pub struct GlobalOpts {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
-    #[arg(
-        long,
-        global = true,
-        value_name = "LEVEL",
-        default_value = "info",
-        env = "TIMPROXY_LOG"
-    )]
-    pub log_level: String,
+    /// [default: admin.log_level_default from the config, else info]
+    #[arg(long, global = true, value_name = "LEVEL", env = "TIMPROXY_LOG")]
+    pub log_level: Option<String>,
     /// Log line format
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -78,6 +73,9 @@ pub enum Command {
     /// Probe a running instance's admin listener (for container HEALTHCHECKs)
     #[command(after_help = EXIT_CODES_HELP)]
     CheckHealth(commands::check_health::CheckHealthArgs),
+    /// Make a running instance re-read its configuration (through its admin listener) and report the outcome
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reload(commands::reload::ReloadArgs),
     /// Apply or list database migrations (SQLite or PostgreSQL)
     #[command(after_help = EXIT_CODES_HELP)]
     Migrate(commands::migrate::MigrateArgs),

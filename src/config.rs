@@ -232,9 +232,15 @@ pub struct OutboundConfig {
     /// Validity of minted leaves; the cache TTL must be shorter.
     #[serde(with = "humantime_serde")]
     pub leaf_validity: Duration,
-    /// Hosts always allowed as destinations (besides the federation list).
+    /// Federation destinations allowed besides the federation list (host or `host:port`),
+    /// e.g. a test homeserver. Treated like list members: intercepted, every request checked.
     pub allow_hosts: Vec<String>,
-    /// SSO hosts the homeserver may reach through the proxy without X-Matrix.
+    /// The homeserver's non-federation destinations (OIDC/SAML/CAS identity provider, push
+    /// gateway, identity server, reCAPTCHA), as `host` (every port) or `host:port`. Tunnelled
+    /// without TLS interception: Synapse checks these certificates against the system trust
+    /// store, not the proxy CA. Wins over the federation list for the same host and port.
+    pub passthrough: Vec<String>,
+    /// Deprecated (the reference's `ssoDomain`): hosts here are added to `passthrough`.
     pub sso_hosts: Vec<String>,
     /// Allow upstream connections to loopback/private/link-local addresses (tests only).
     pub allow_private_destinations: bool,
@@ -274,6 +280,7 @@ impl Default for OutboundConfig {
             },
             leaf_validity: Duration::from_secs(7 * 24 * 3600),
             allow_hosts: Vec::new(),
+            passthrough: Vec::new(),
             sso_hosts: Vec::new(),
             allow_private_destinations: false,
             danger_accept_invalid_upstream_certs: false,
@@ -310,13 +317,45 @@ impl Default for CaConfig {
 pub struct AdminConfig {
     /// Address of the admin listener. Never expose it publicly.
     pub listen: SocketAddr,
+    /// Bearer token the operator endpoints (reload, log level) require; without one (and
+    /// without `token_file`) they answer loopback clients only. Prefer `token_file` or the
+    /// environment override.
+    pub token: Option<String>,
+    /// File holding the operator token (read on start and on every reload).
+    pub token_file: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax) the process runs with and returns to after a
+    /// temporary change; `--log-level` / `TIMPROXY_LOG` win over it.
+    pub log_level_default: String,
+    /// How long a log filter set through the admin listener lasts unless the request says
+    /// otherwise; zero keeps it until the next change.
+    #[serde(with = "humantime_serde")]
+    pub log_level_reset_after: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 1233).into(),
+            token: None,
+            token_file: None,
+            log_level_default: "info".to_owned(),
+            log_level_reset_after: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+impl AdminConfig {
+    /// The operator token from `token` or `token_file`. An empty file counts as no token.
+    pub fn operator_token(&self) -> Result<Option<String>, std::io::Error> {
+        if let Some(token) = self.token.as_ref().filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)?;
+        let token = text.trim();
+        Ok((!token.is_empty()).then(|| token.to_owned()))
     }
 }
 
@@ -501,6 +540,40 @@ pub struct FederationConfig {
     /// larger → 413. Default: what Synapse itself accepts (200 × 64 KiB), so no legitimate
     /// transaction is refused (a refused one would be retried by its sender forever).
     pub max_event_body_bytes: u64,
+    /// Revocation check (OCSP) of the certificate that signed a JWS list.
+    pub ocsp: OcspConfig,
+}
+
+/// OCSP (RFC 6960) for the signer of a signed federation list: a signer that is revoked, or
+/// whose status cannot be established, never brings in a new list (see `federation::ocsp`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OcspConfig {
+    /// Check the signer of every signed (JWS) list before it is used.
+    pub enabled: bool,
+    /// Responder to ask; `None` = the one the signer certificate names (authorityInfoAccess).
+    pub responder_url: Option<Url>,
+    /// Bound for one OCSP request (connect + answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an answer without `nextUpdate` counts as current, from its `thisUpdate`.
+    #[serde(with = "humantime_serde")]
+    pub default_validity: Duration,
+    /// Clock difference to the responder tolerated on `thisUpdate` and `nextUpdate`.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            responder_url: None,
+            timeout: Duration::from_secs(10),
+            default_validity: Duration::from_secs(3600),
+            clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for FederationConfig {
@@ -520,6 +593,7 @@ impl Default for FederationConfig {
             min_refresh_gap: Duration::from_secs(60),
             trusted_ca_files: Vec::new(),
             max_event_body_bytes: 200 * 64 * 1024,
+            ocsp: OcspConfig::default(),
         }
     }
 }
@@ -574,6 +648,10 @@ pub struct PolicyConfig {
     pub redaction_max_age: Duration,
     /// Longest presence `status_msg` in characters.
     pub presence_status_max: usize,
+    /// Rules in shadow mode: evaluated, logged and counted (`mode="shadow"`), but the request
+    /// is forwarded unchanged (no refusal, no rewrite). TIM rule ids as logged; rules that
+    /// guard the federation boundary cannot be listed.
+    pub shadow: Vec<crate::policy::shadow::ShadowRule>,
 }
 
 impl Default for PolicyConfig {
@@ -586,6 +664,7 @@ impl Default for PolicyConfig {
             default_room_version: "10".to_owned(),
             redaction_max_age: Duration::from_secs(24 * 3600),
             presence_status_max: 250,
+            shadow: Vec::new(),
         }
     }
 }
@@ -847,6 +926,15 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.admin.log_level_default) {
+            return Err(semantic(
+                "admin.log_level_default",
+                format!(
+                    "`{}` is not a log filter: {e}",
+                    self.admin.log_level_default
+                ),
+            ));
+        }
         if self.outbound.cert_cache.ttl >= self.outbound.leaf_validity {
             return Err(semantic(
                 "outbound.cert_cache.ttl",
@@ -892,12 +980,24 @@ impl Config {
         if let Some(path) = &self.registration_service.support_fallback_file {
             files.push(("registration_service.support_fallback_file", path));
         }
+        if let Some(path) = &self.admin.token_file {
+            files.push(("admin.token_file", path));
+        }
         for (key, path) in files {
             if let Err(e) = std::fs::File::open(path) {
                 return Err(semantic(
                     key,
                     format!("cannot read {}: {e}", path.display()),
                 ));
+            }
+        }
+        for (key, entries) in [
+            ("outbound.passthrough", &self.outbound.passthrough),
+            ("outbound.sso_hosts", &self.outbound.sso_hosts),
+        ] {
+            for entry in entries {
+                crate::outbound::passthrough::parse_entry(entry)
+                    .map_err(|message| semantic(key, message))?;
             }
         }
         let mut seen = BTreeSet::new();
@@ -1115,6 +1215,10 @@ mod tests {
                 "t.yaml: policy.default_room_version: `11` is not in",
             ),
             (
+                "admin:\n  log_level_default: 'info,[bad'\n",
+                "t.yaml: admin.log_level_default: `info,[bad` is not a log filter",
+            ),
+            (
                 "federation:\n  max_age: forever\n",
                 "t.yaml:2:12: federation.max_age: ",
             ),
@@ -1138,7 +1242,31 @@ mod tests {
                 "inbound:\n  trusted_proxies: [10.1.0.0/8]\n",
                 "t.yaml:2:20: inbound.trusted_proxies: `10.1.0.0/8` has bits set after the prefix",
             ),
+            (
+                "outbound:\n  passthrough: ['https://idp.example.org/']\n",
+                "t.yaml: outbound.passthrough: `https://idp.example.org/` must be `host` or `host:port`",
+            ),
+            (
+                "outbound:\n  sso_hosts: ['idp.example.org:0']\n",
+                "t.yaml: outbound.sso_hosts: `idp.example.org:0` must be",
+            ),
             ("inbound: [1, 2\n", "t.yaml:1:"),
+            (
+                "policy:\n  shadow: [A_26515-01, A_25534]\n",
+                "t.yaml:2:24: policy.shadow[1]: `A_25534` protects the federation boundary and cannot be shadowed",
+            ),
+            (
+                "policy:\n  shadow:\n    - A_28271\n    - nonsense\n",
+                "t.yaml:4:7: policy.shadow[1]: unknown rule id `nonsense`; rules that can be shadowed: A_25368-01,",
+            ),
+            (
+                "policy:\n  shadow: [x-matrix-missing]\n",
+                "t.yaml:2:12: policy.shadow[0]: `x-matrix-missing` protects the federation boundary",
+            ),
+            (
+                "policy:\n  shadow: [body-parse]\n",
+                "t.yaml:2:12: policy.shadow[0]: `body-parse` refuses unusable requests; it is not a TIM rule",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text).to_string();
@@ -1147,6 +1275,30 @@ mod tests {
                 "config {text:?}\n  got:      {err}\n  expected: {expected}…"
             );
         }
+    }
+
+    #[test]
+    fn shadowed_rules_are_read_from_file_and_environment() {
+        let c = parse("policy:\n  shadow: [A_26515-01, A_28271]\n").unwrap();
+        let ids: Vec<&str> = c.policy.shadow.iter().map(|r| r.as_str()).collect();
+        assert_eq!(ids, ["A_26515-01", "A_28271"]);
+        let env = vec![(
+            "TIMPROXY_POLICY__SHADOW".to_owned(),
+            "[A_25395-02]".to_owned(),
+        )];
+        let c = Config::from_yaml_with_env("", "t", &env).unwrap();
+        assert_eq!(c.policy.shadow[0].as_str(), "A_25395-02");
+        let env = vec![(
+            "TIMPROXY_POLICY__SHADOW".to_owned(),
+            "[federation-origin]".to_owned(),
+        )];
+        let err = Config::from_yaml_with_env("", "t", &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("environment TIMPROXY_POLICY__SHADOW: ")
+                && err.to_string().contains("federation boundary"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,21 +1,100 @@
 //! Matrix error bodies: the one shape every HTTP rejection of the proxy takes.
 //!
 //! Rejections carry the TIM rule id (`A_26289`, …) so the listener can log it and count it in
-//! `timproxy_rejections_total{rule=…}` without string matching on messages.
+//! `timproxy_rejections_total{rule=…}` without string matching on messages. Every error also
+//! says which [`Side`] failed and, where there is one, the underlying cause: a 502 in the log
+//! reads "upstream: homeserver unreachable: cannot connect: Connection refused", not just 502.
+//! The cause is for the log only; the client gets `errcode` and `error`.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+/// An error and its sources as one line (`a: b: c`). Library errors (`reqwest`, `hyper`) hide
+/// the telling part (connection refused, …) in their sources; a source whose text the line
+/// already holds is skipped.
+pub fn error_chain(error: &(dyn std::error::Error + '_)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Which side of the proxy a failure came from (as pingora's error source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The downstream client: a request refused by a rule, unreadable, or broken off. On the
+    /// inbound listener a Matrix client or federating server, on the outbound one the
+    /// homeserver.
+    Downstream,
+    /// The upstream server the proxy asked: the homeserver inbound (its client API, its admin
+    /// API), the destination server outbound, the registration service for support documents.
+    Upstream,
+    /// The proxy itself: its configuration, its state, a limit of its own.
+    Internal,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error underneath a [`MatrixError`]; shared, so the error stays cheap to clone.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// An error answered to an HTTP caller as `{"errcode":"M_…","error":"…"}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Built by the constructors below, which pick the [`Side`] that usually fails with that status
+/// (4xx: the downstream client; 502/504: upstream; other 5xx: internal). Where that is not the
+/// case, or there is an underlying error, the builder methods say so:
+/// `MatrixError::bad_gateway("homeserver unreachable", rule).caused_by(io_error)`.
+#[derive(Debug, Clone)]
 pub struct MatrixError {
     pub status: StatusCode,
     pub errcode: &'static str,
     pub error: String,
     /// TIM requirement id or a short internal rule name (`unknown-endpoint`, `body-parse`, …).
     pub rule: &'static str,
+    /// Which side failed.
+    pub side: Side,
+    /// Why, when there is an error underneath (logged, never answered).
+    pub cause: Option<Cause>,
 }
+
+impl PartialEq for MatrixError {
+    /// Causes compare by their text: error types rarely implement equality.
+    fn eq(&self, other: &Self) -> bool {
+        self.status == other.status
+            && self.errcode == other.errcode
+            && self.error == other.error
+            && self.rule == other.rule
+            && self.side == other.side
+            && self.cause.as_ref().map(ToString::to_string)
+                == other.cause.as_ref().map(ToString::to_string)
+    }
+}
+
+impl Eq for MatrixError {}
 
 impl MatrixError {
     pub fn new(
@@ -24,12 +103,54 @@ impl MatrixError {
         error: impl Into<String>,
         rule: &'static str,
     ) -> Self {
+        let side = match status {
+            StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Side::Upstream,
+            s if s.is_server_error() => Side::Internal,
+            _ => Side::Downstream,
+        };
         Self {
             status,
             errcode,
             error: error.into(),
             rule,
+            side,
+            cause: None,
         }
+    }
+
+    /// A 500 `M_UNKNOWN`: the proxy itself failed.
+    pub fn internal(error: impl Into<String>, rule: &'static str) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", error, rule)
+    }
+
+    /// The upstream failed, whatever the status answered (a lookup at the homeserver that
+    /// fails closed with 403, say).
+    pub fn from_upstream(mut self) -> Self {
+        self.side = Side::Upstream;
+        self
+    }
+
+    /// The proxy itself failed, whatever the status answered.
+    pub fn from_internal(mut self) -> Self {
+        self.side = Side::Internal;
+        self
+    }
+
+    /// The error underneath, for the log: any error, or text for a library error that is only
+    /// text by now.
+    pub fn caused_by(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        self.cause = Some(Cause::from(cause.into()));
+        self
+    }
+
+    /// The cause and its sources as one line (`a: b: c`), for log fields; empty without a
+    /// cause.
+    pub fn cause_chain(&self) -> String {
+        self.cause
+            .as_deref()
+            .map_or_else(String::new, |cause| error_chain(cause))
     }
 
     pub fn forbidden(error: impl Into<String>, rule: &'static str) -> Self {
@@ -108,16 +229,25 @@ impl std::fmt::Display for MatrixError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {} {} [{}]",
+            "{} {} {} [{}, {}]",
             self.status.as_u16(),
             self.errcode,
             self.error,
-            self.rule
-        )
+            self.rule,
+            self.side
+        )?;
+        if self.cause.is_some() {
+            write!(f, ": {}", self.cause_chain())?;
+        }
+        Ok(())
     }
 }
 
-impl std::error::Error for MatrixError {}
+impl std::error::Error for MatrixError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as _)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -138,6 +268,40 @@ mod tests {
         assert_eq!(
             value,
             serde_json::json!({"errcode":"M_FORBIDDEN","error":"Guest access is disabled"})
+        );
+    }
+
+    #[test]
+    fn side_defaults_by_status_and_builders_override_it() {
+        assert_eq!(MatrixError::forbidden("no", "r").side, Side::Downstream);
+        assert_eq!(MatrixError::too_large(1).side, Side::Downstream);
+        assert_eq!(MatrixError::bad_gateway("down", "r").side, Side::Upstream);
+        assert_eq!(
+            MatrixError::gateway_timeout("slow", "r").side,
+            Side::Upstream
+        );
+        assert_eq!(MatrixError::internal("bug", "r").side, Side::Internal);
+        let lookup = MatrixError::forbidden("lookup failed", "r").from_upstream();
+        assert_eq!(
+            (lookup.status, lookup.side),
+            (StatusCode::FORBIDDEN, Side::Upstream)
+        );
+    }
+
+    #[test]
+    fn cause_chain_is_logged_but_not_answered() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err =
+            MatrixError::bad_gateway("homeserver unreachable", "upstream-error").caused_by(io);
+        assert_eq!(err.cause_chain(), "connection refused");
+        assert_eq!(
+            err.to_string(),
+            "502 M_UNKNOWN homeserver unreachable [upstream-error, upstream]: connection refused"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"errcode":"M_UNKNOWN","error":"homeserver unreachable"})
         );
     }
 }

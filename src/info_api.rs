@@ -42,6 +42,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::federation::{FederationHandle, Membership};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -128,10 +129,24 @@ impl InfoApiState {
             },
         })
     }
+
+    /// The state for a reloaded configuration (`new`; `old` is the one this state was built
+    /// from). Resolved tokens stay cached while the homeserver and the cache settings are
+    /// unchanged.
+    pub fn reconfigure(&self, old: &Config, new: &Config) -> Result<Self, InfoApiError> {
+        let mut next = Self::new(new, self.federation.clone(), self.metrics.clone())?;
+        if old.homeserver == new.homeserver && old.info_api.token_cache == new.info_api.token_cache
+        {
+            next.tokens = self.tokens.clone();
+        }
+        Ok(next)
+    }
 }
 
-/// The API's routes; unknown paths get axum's plain 404 (like the reference).
-pub fn router(state: Arc<InfoApiState>) -> Router {
+/// The API's routes; unknown paths get axum's plain 404 (like the reference). Each request
+/// runs on the state current when it arrived ([`Live`]).
+pub fn router(state: impl Into<Live<InfoApiState>>) -> Router {
+    let state: Live<InfoApiState> = state.into();
     Router::new()
         .route("/tim-information", get(info))
         .route("/tim-information/", get(info))
@@ -143,7 +158,7 @@ pub fn router(state: Arc<InfoApiState>) -> Router {
 /// Serve the API on `listener` until `shutdown` fires (in-flight requests finish first).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<InfoApiState>,
+    state: impl Into<Live<InfoApiState>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))

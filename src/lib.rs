@@ -13,6 +13,8 @@ pub mod federation;
 pub mod hop_by_hop;
 pub mod inbound;
 pub mod info_api;
+pub mod live;
+pub mod logging;
 pub mod matrix;
 pub mod metrics;
 pub mod outbound;

@@ -19,10 +19,13 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// A rule outcome: which listener, which rule, and whether it took effect (`enforce`) or was
+/// only reported (`shadow`, see `policy.shadow`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectionLabels {
     pub listener: &'static str,
     pub rule: &'static str,
+    pub mode: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,8 +43,10 @@ pub struct Metrics {
     registry: Registry,
     /// Requests by listener, endpoint template and status.
     pub requests: Family<RequestLabels, Counter>,
-    /// Rejections by listener and TIM rule id.
+    /// Rejections by listener, TIM rule id and mode.
     pub rejections: Family<RejectionLabels, Counter>,
+    /// Request rewrites (createRoom `m.federate`, room version) by listener, rule and mode.
+    pub rewrites: Family<RejectionLabels, Counter>,
     /// Upstream latency (time to response head) by listener.
     pub upstream_seconds: Family<ListenerLabels, Histogram>,
     /// Leaf certificates currently cached.
@@ -54,6 +59,9 @@ pub struct Metrics {
     pub federation_list_domains: Gauge,
     /// Federation list fetches by outcome (updated, not_modified, rejected, error).
     pub federation_fetches: Family<OutcomeLabels, Counter>,
+    /// OCSP checks of the federation-list signer by outcome (good, revoked, unknown, error;
+    /// `cached` when a current answer was reused).
+    pub federation_ocsp: Family<OutcomeLabels, Counter>,
     /// Raw-data outbox: undelivered reports, and reports by outcome.
     pub outbox_depth: Gauge,
     pub outbox_reports: Family<OutcomeLabels, Counter>,
@@ -66,6 +74,8 @@ pub struct Metrics {
     /// Times a listener had all `max_connections` slots taken and new connections had to
     /// wait in the accept backlog.
     pub connection_limit_reached: Family<ListenerLabels, Counter>,
+    /// Configuration reloads by outcome (applied, unchanged, rejected).
+    pub config_reloads: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,8 +96,14 @@ impl Metrics {
         let rejections = Family::<RejectionLabels, Counter>::default();
         registry.register(
             "rejections",
-            "Requests rejected by a TIM rule",
+            "Requests rejected by a TIM rule (mode=shadow: would have been, forwarded unchanged)",
             rejections.clone(),
+        );
+        let rewrites = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "rewrites",
+            "Requests rewritten by a TIM rule (mode=shadow: would have been, forwarded unchanged)",
+            rewrites.clone(),
         );
         let upstream_seconds = Family::<ListenerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -129,6 +145,12 @@ impl Metrics {
             "Federation list fetches by outcome",
             federation_fetches.clone(),
         );
+        let federation_ocsp = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "federation_ocsp_checks",
+            "OCSP checks of the federation-list signer by outcome",
+            federation_ocsp.clone(),
+        );
         let outbox_depth = Gauge::default();
         registry.register(
             "outbox_depth",
@@ -165,10 +187,17 @@ impl Metrics {
             "Times all connection slots of a listener were taken",
             connection_limit_reached.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            config_reloads.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             rejections,
+            rewrites,
             upstream_seconds,
             cert_cache_size,
             cert_mints,
@@ -176,19 +205,41 @@ impl Metrics {
             federation_list_age_seconds,
             federation_list_domains,
             federation_fetches,
+            federation_ocsp,
             outbox_depth,
             outbox_reports,
             whoami_cache,
             cleanup_rooms,
             open_connections,
             connection_limit_reached,
+            config_reloads,
         })
     }
 
-    /// Count a rejection by rule.
+    /// Count an enforced rejection by rule.
     pub fn reject(&self, listener: &'static str, rule: &'static str) {
+        self.reject_in_mode(listener, rule, "enforce");
+    }
+
+    /// Count a rejection by rule, enforced (`"enforce"`) or shadowed (`"shadow"`).
+    pub fn reject_in_mode(&self, listener: &'static str, rule: &'static str, mode: &'static str) {
         self.rejections
-            .get_or_create(&RejectionLabels { listener, rule })
+            .get_or_create(&RejectionLabels {
+                listener,
+                rule,
+                mode,
+            })
+            .inc();
+    }
+
+    /// Count a rewrite by rule, applied (`"enforce"`) or shadowed (`"shadow"`).
+    pub fn rewrite(&self, listener: &'static str, rule: &'static str, mode: &'static str) {
+        self.rewrites
+            .get_or_create(&RejectionLabels {
+                listener,
+                rule,
+                mode,
+            })
             .inc();
     }
 
@@ -243,9 +294,25 @@ mod tests {
     fn rejection_is_exposed_with_rule_label() {
         let m = Metrics::new();
         m.reject("inbound", "A_25368-01");
+        m.reject_in_mode("inbound", "A_28271", "shadow");
+        m.rewrite("inbound", "A_26515-01", "enforce");
         let text = m.encode();
         assert!(
-            text.contains(r#"timproxy_rejections_total{listener="inbound",rule="A_25368-01"} 1"#),
+            text.contains(
+                r#"timproxy_rejections_total{listener="inbound",rule="A_28271",mode="shadow"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"timproxy_rewrites_total{listener="inbound",rule="A_26515-01",mode="enforce"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"timproxy_rejections_total{listener="inbound",rule="A_25368-01",mode="enforce"} 1"#
+            ),
             "{text}"
         );
     }

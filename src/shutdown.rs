@@ -1,6 +1,8 @@
 //! A clonable shutdown signal: listeners stop accepting when it fires and drain in-flight
 //! requests for a bounded time.
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
@@ -11,12 +13,12 @@ pub struct Shutdown {
 /// The sending side, owned by `serve`.
 #[derive(Debug)]
 pub struct ShutdownTrigger {
-    tx: watch::Sender<bool>,
+    tx: Arc<watch::Sender<bool>>,
 }
 
 pub fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger { tx }, Shutdown { rx })
+    (ShutdownTrigger { tx: Arc::new(tx) }, Shutdown { rx })
 }
 
 impl ShutdownTrigger {
@@ -33,6 +35,25 @@ impl Shutdown {
         Self { rx }
     }
 
+    /// A signal that fires when this one does, or earlier through the returned trigger: a
+    /// background job that a configuration reload replaces stops on its own trigger, and with
+    /// everything else on shutdown. Needs a Tokio runtime.
+    pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
+        let (trigger, signal) = channel();
+        let tx = trigger.tx.clone();
+        let mut parent = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = parent.wait() => {
+                    let _ = tx.send(true);
+                }
+                // The child fired or every receiver is gone: nothing left to forward.
+                () = tx.closed() => {}
+            }
+        });
+        (trigger, signal)
+    }
+
     pub fn is_triggered(&self) -> bool {
         *self.rx.borrow()
     }
@@ -44,5 +65,24 @@ impl Shutdown {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_fires_with_its_parent_or_alone() {
+        let (parent_trigger, parent) = channel();
+        let (alone_trigger, mut alone) = parent.child();
+        let (_kept, mut with_parent) = parent.child();
+        alone_trigger.trigger();
+        alone.wait().await;
+        assert!(!parent.is_triggered());
+        assert!(!with_parent.is_triggered());
+        parent_trigger.trigger();
+        with_parent.wait().await;
+        assert!(with_parent.is_triggered());
     }
 }

@@ -14,7 +14,10 @@
 //! - `permission-config`: account-data content or a whole `{type, content}` event;
 //! - `config`: a timproxy configuration file, validated exactly as `serve` does;
 //! - `federation-list`: registration-service JSON, or a VZD JWS whose payload is checked
-//!   (the signature is verified by `fetch-federation`, not here).
+//!   (the signature is verified by `fetch-federation`, not here);
+//! - `reference-config`: the reference Messenger Proxy's `application.yml`, translated to the
+//!   equivalent `timproxy.yaml` (the file's output), one warning per setting without an
+//!   equivalent.
 
 pub mod config_file;
 pub mod endpoints;
@@ -22,6 +25,7 @@ pub mod federation;
 pub mod locate;
 pub mod parse;
 pub mod permission;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +95,8 @@ pub enum Kind {
     Config,
     /// Federation list (registration-service JSON or VZD JWS)
     FederationList,
+    /// Reference Messenger Proxy application.yml: prints the equivalent timproxy.yaml
+    ReferenceConfig,
 }
 
 impl Kind {
@@ -101,6 +107,7 @@ impl Kind {
             Kind::PermissionConfig => "permission-config",
             Kind::Config => "config",
             Kind::FederationList => "federation-list",
+            Kind::ReferenceConfig => "reference-config",
         }
     }
 }
@@ -110,6 +117,7 @@ impl Kind {
 pub struct Sink<'a> {
     path: &'a str,
     diagnostics: Vec<Diagnostic>,
+    output: Option<String>,
 }
 
 impl<'a> Sink<'a> {
@@ -117,7 +125,18 @@ impl<'a> Sink<'a> {
         Self {
             path,
             diagnostics: Vec::new(),
+            output: None,
         }
+    }
+
+    /// The file's path as given.
+    pub fn path(&self) -> &str {
+        self.path
+    }
+
+    /// What the check produced besides findings (a translation).
+    pub fn set_output(&mut self, output: String) {
+        self.output = Some(output);
     }
 
     pub fn push(&mut self, severity: Severity, pos: Option<Pos>, rule: &str, message: String) {
@@ -141,6 +160,16 @@ impl<'a> Sink<'a> {
 
     pub fn into_diagnostics(self) -> Vec<Diagnostic> {
         self.diagnostics
+    }
+
+    /// Findings in the order of the file (those without a position first).
+    pub fn sort_by_position(&mut self) {
+        self.diagnostics
+            .sort_by_key(|d| (d.line.unwrap_or(0), d.column.unwrap_or(0)));
+    }
+
+    pub fn into_parts(self) -> (Vec<Diagnostic>, Option<String>) {
+        (self.diagnostics, self.output)
     }
 }
 
@@ -174,6 +203,9 @@ pub struct FileReport {
     /// The file could not be read (exit 2).
     pub unreadable: bool,
     pub diagnostics: Vec<Diagnostic>,
+    /// What the check produced besides findings: the translated `timproxy.yaml` of a
+    /// reference configuration.
+    pub output: Option<String>,
 }
 
 impl FileReport {
@@ -204,7 +236,7 @@ pub struct Checker {
 
 impl Checker {
     pub fn new(options: Options) -> Result<Self, SpecCheckError> {
-        let table = EndpointTable::v1_11_with_extras(&options.extra_endpoints)?;
+        let table = EndpointTable::served(&options.extra_endpoints)?;
         Ok(Self { options, table })
     }
 
@@ -254,6 +286,7 @@ impl Checker {
                         kind: None,
                         unreadable: false,
                         diagnostics: sink.into_diagnostics(),
+                        output: None,
                     }
                 }
             },
@@ -265,11 +298,13 @@ impl Checker {
     pub fn check_text(&self, path: &str, text: &str, named: bool) -> FileReport {
         let mut sink = Sink::new(path);
         let kind = self.detect_and_check(text, named, &mut sink);
+        let (diagnostics, output) = sink.into_parts();
         FileReport {
             path: path.to_owned(),
             kind,
             unreadable: false,
-            diagnostics: sink.into_diagnostics(),
+            diagnostics,
+            output,
         }
     }
 
@@ -307,7 +342,7 @@ impl Checker {
                     sink.error(
                         None,
                         "unknown-kind",
-                        "cannot tell what kind of document this is (use --kind openapi|endpoints|permission-config|config|federation-list)",
+                        "cannot tell what kind of document this is (use --kind openapi|endpoints|permission-config|config|federation-list|reference-config)",
                     );
                 }
                 None
@@ -323,6 +358,7 @@ impl Checker {
             Kind::PermissionConfig => permission::check_document(self, text, sink),
             Kind::Config => config_file::check(text, sink),
             Kind::FederationList => federation::check(text, sink),
+            Kind::ReferenceConfig => reference::check(text, sink),
         }
     }
 }
@@ -345,6 +381,9 @@ pub fn detect(value: &Value) -> Option<Kind> {
     }
     if !obj.is_empty() && obj.keys().all(|k| config_file::is_section(k)) {
         return Some(Kind::Config);
+    }
+    if reference::looks_like_reference(value) {
+        return Some(Kind::ReferenceConfig);
     }
     None
 }
@@ -397,6 +436,7 @@ fn unreadable_report(path: String, reason: &str) -> FileReport {
         kind: None,
         unreadable: true,
         diagnostics,
+        output: None,
     }
 }
 
@@ -478,6 +518,17 @@ impl Report {
         self.files.iter().flat_map(|f| f.diagnostics.iter())
     }
 
+    /// The files' outputs (translated reference configurations), YAML documents separated by
+    /// `---`; `None` when no file produced one.
+    pub fn render_outputs(&self) -> Option<String> {
+        let outputs: Vec<&str> = self
+            .files
+            .iter()
+            .filter_map(|f| f.output.as_deref())
+            .collect();
+        (!outputs.is_empty()).then(|| outputs.join("---\n"))
+    }
+
     /// One line per diagnostic.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
@@ -508,6 +559,8 @@ impl Report {
             kind: Option<&'static str>,
             errors: usize,
             warnings: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            output: Option<&'a str>,
         }
         #[derive(Serialize)]
         struct Out<'a> {
@@ -524,6 +577,7 @@ impl Report {
                     kind: f.kind.map(Kind::name),
                     errors: f.errors(),
                     warnings: f.warnings(),
+                    output: f.output.as_deref(),
                 })
                 .collect(),
             diagnostics: self.diagnostics().collect(),
@@ -603,6 +657,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            output: None,
         };
         let r = |files| Report { files };
         assert_eq!(r(vec![file(Some(Severity::Warning), false)]).exit_code(), 0);

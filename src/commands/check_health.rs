@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli::{GlobalOpts, OutputFormat};
 
-use super::{CliError, CmdResult, exit, load_config};
+use super::{CliError, CmdResult, admin_base_url, exit, load_config};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckHealthArgs {
@@ -27,18 +27,7 @@ pub struct CheckHealthArgs {
 pub async fn run(args: CheckHealthArgs, global: &GlobalOpts) -> CmdResult {
     let base = match &args.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let (config, _) = load_config(global)?;
-            let addr = config.admin.listen;
-            let host = if addr.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else if addr.is_ipv6() {
-                format!("[{}]", addr.ip())
-            } else {
-                addr.ip().to_string()
-            };
-            format!("http://{host}:{}", addr.port())
-        }
+        None => admin_base_url(&load_config(global)?.0),
     };
     let path = if args.ready {
         "/health/ready"

@@ -6,6 +6,7 @@ pub mod fetch_federation;
 pub mod gen_ca;
 pub mod generate;
 pub mod migrate;
+pub mod reload;
 pub mod serve;
 pub mod spec_check;
 
@@ -65,6 +66,19 @@ impl std::fmt::Display for CliError {
 }
 
 pub type CmdResult = Result<u8, CliError>;
+
+/// `http://host:port` of the configured admin listener (loopback when it binds every address).
+pub fn admin_base_url(config: &Config) -> String {
+    let addr = config.admin.listen;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{host}:{}", addr.port())
+}
 
 /// Load the configuration named by the global options; config errors are usage errors (2).
 pub fn load_config(global: &GlobalOpts) -> Result<(Config, Option<PathBuf>), CliError> {

@@ -17,6 +17,7 @@ pub async fn run(args: ServeArgs, global: &GlobalOpts) -> CmdResult {
     let options = StartOptions {
         config_path: path,
         skip_migrations: args.no_migrate,
+        log: crate::logging::installed(),
     };
     let server = Server::start(config, options).await.map_err(|e| match e {
         StartError::Config(message) => CliError::usage(message),

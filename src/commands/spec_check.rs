@@ -66,12 +66,19 @@ fn long_help() -> String {
         "Kinds are detected from content: an OpenAPI 3 / Swagger 2 document or a list of \
 `METHOD /path` lines (every operation checked against the endpoint allow-list and the TIM \
 endpoint blocks), a permission config (content or account-data event), a timproxy config \
-file, or a federation list (registration-service JSON or VZD JWS). Directories are searched \
-recursively for .json, .yaml, .yml, .jws, .txt, .tsv and .endpoints files; files found there \
-whose kind cannot be told are skipped.
+file, a federation list (registration-service JSON or VZD JWS), or the reference Messenger \
+Proxy's application.yml. Directories are searched recursively for .json, .yaml, .yml, .jws, \
+.txt, .tsv and .endpoints files; files found there whose kind cannot be told are skipped.
 
-Diagnostics: `path:line:col: error|warning: message [rule]`. Exit 0 when clean or with \
-warnings only, 1 when any error was found, 2 when a file could not be read or on bad usage.
+A reference application.yml is translated: its `${{ENV:-default}}` substitutions are resolved \
+from the environment as the reference would, the equivalent timproxy.yaml is printed on stdout \
+(each key names the setting it came from) and checked like `serve` loads it, and every setting \
+without an equivalent gets a warning on stderr. \
+`timproxy spec-check application.yml > timproxy.yaml` writes the starting point of a migration.
+
+Diagnostics: `path:line:col: error|warning: message [rule]` (on stderr when a translation is \
+printed). Exit 0 when clean or with warnings only, 1 when any error was found, 2 when a file \
+could not be read or on bad usage.
 
 {}",
         crate::cli::EXIT_CODES_HELP
@@ -103,12 +110,18 @@ pub async fn run(args: SpecCheckArgs, global: &GlobalOpts) -> CmdResult {
     .await
     .map_err(|e| CliError::io(format!("spec-check worker failed: {e}")))?;
     let mut stdout = std::io::stdout().lock();
-    let written = match args.format {
-        OutputFormat::Text => {
+    let written = match (args.format, report.render_outputs()) {
+        // A translation is the result, as a compiler's output: it goes to stdout (so it can
+        // be redirected into timproxy.yaml) and the findings to stderr.
+        (OutputFormat::Text, Some(outputs)) => {
+            eprint!("{}", report.render_text());
+            stdout.write_all(outputs.as_bytes())
+        }
+        (OutputFormat::Text, None) => {
             let text = report.render_text();
             stdout.write_all(text.as_bytes())
         }
-        OutputFormat::Json => writeln!(stdout, "{}", report.render_json()),
+        (OutputFormat::Json, _) => writeln!(stdout, "{}", report.render_json()),
     };
     written
         .and_then(|()| stdout.flush())

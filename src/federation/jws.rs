@@ -9,8 +9,8 @@
 //!
 //! Names are only used to *find* a candidate issuer; every link is accepted only when the
 //! issuer's key verifies the certificate's signature, because a rogue hierarchy can copy the
-//! genuine names (`vzd-list-wrong-anchor.jws`). OCSP is not checked (the vectors do not cover
-//! it; see the module `source` for what production deployments must add).
+//! genuine names (`vzd-list-wrong-anchor.jws`). Revocation is checked afterwards, with the
+//! signer and its issuer this verification returns (`super::ocsp`).
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +100,11 @@ pub struct VerifiedJws {
     pub anchor: String,
     /// The decoded payload bytes (UTF-8 JSON), only available after all checks passed.
     pub payload: Vec<u8>,
+    /// The signer certificate (DER), for its revocation check.
+    pub signer_der: Vec<u8>,
+    /// The certificate that issued the signer (DER: `x5c[1]` or a trust anchor), which an
+    /// OCSP request names and whose key (or delegate) signs the answer.
+    pub issuer_der: Vec<u8>,
 }
 
 /// Configured trust anchors (DER certificates). An anchor may be a root or an intermediate
@@ -174,7 +179,7 @@ struct Header {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Curve {
+pub(crate) enum Curve {
     P256,
     Bp256r1,
 }
@@ -255,7 +260,12 @@ impl JwsVerifier {
             .map(|der| parse_cert(der))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| JwsError::Untrusted(format!("trust anchor unreadable: {e}")))?;
-        let anchor = check_path(&chain, &anchors, now)?;
+        let (anchor_index, signer_issuer) = check_path(&chain, &anchors, now)?;
+        let anchor = &anchors[anchor_index];
+        let issuer_der = match signer_issuer {
+            SignerIssuer::Anchor => self.anchors.ders[anchor_index].clone(),
+            SignerIssuer::X5c => ders[1].clone(),
+        };
 
         // 5. Signature with x5c[0]'s key; the key's curve must match `alg`.
         let signer = &chain[0];
@@ -290,11 +300,13 @@ impl JwsVerifier {
             signer: signer.subject().to_string(),
             anchor: anchor.subject().to_string(),
             payload,
+            signer_der: ders[0].clone(),
+            issuer_der,
         })
     }
 }
 
-fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+pub(crate) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
         Ok(([], cert)) => Ok(cert),
         Ok(_) => Err("trailing bytes after the certificate".to_owned()),
@@ -309,14 +321,23 @@ fn cert_err(cert: &X509Certificate<'_>, reason: impl Into<String>) -> JwsError {
     }
 }
 
+/// Which certificate issued the signer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignerIssuer {
+    /// The trust anchor the path ended in (a partial chain: `x5c` holds only the signer).
+    Anchor,
+    /// `x5c[1]`.
+    X5c,
+}
+
 /// Walk `x5c[0] → x5c[1..] → anchor`. At each step an anchor that verifies the current
 /// certificate ends the path (partial chains); otherwise the next `x5c` entry must be its
-/// issuer. Returns the anchor the path ended in.
-fn check_path<'a, 'b>(
-    chain: &[X509Certificate<'a>],
-    anchors: &'b [X509Certificate<'b>],
+/// issuer. Returns the index of the anchor the path ended in and where the signer's issuer is.
+fn check_path(
+    chain: &[X509Certificate<'_>],
+    anchors: &[X509Certificate<'_>],
     now: OffsetDateTime,
-) -> Result<&'b X509Certificate<'b>, JwsError> {
+) -> Result<(usize, SignerIssuer), JwsError> {
     let signer = &chain[0];
     check_validity(signer, now)?;
     if !key_usage(signer).is_some_and(|(digital_signature, _)| digital_signature) {
@@ -328,12 +349,19 @@ fn check_path<'a, 'b>(
     let mut next = 1;
     loop {
         let mut anchor_failures = Vec::new();
-        for anchor in anchors {
+        for (index, anchor) in anchors.iter().enumerate() {
             if anchor.subject().as_raw() != current.issuer().as_raw() {
                 continue;
             }
             match check_issued_by(current, anchor, cas_below, now) {
-                Ok(()) => return Ok(anchor),
+                Ok(()) => {
+                    let issuer = if next == 1 {
+                        SignerIssuer::Anchor
+                    } else {
+                        SignerIssuer::X5c
+                    };
+                    return Ok((index, issuer));
+                }
                 Err(e) => anchor_failures.push(e.to_string()),
             }
         }
@@ -358,7 +386,7 @@ fn check_path<'a, 'b>(
 }
 
 /// `issuer` is a valid CA that signed `cert`.
-fn check_issued_by(
+pub(crate) fn check_issued_by(
     cert: &X509Certificate<'_>,
     issuer: &X509Certificate<'_>,
     cas_below: u32,
@@ -422,7 +450,10 @@ fn check_issued_by(
     })
 }
 
-fn check_validity(cert: &X509Certificate<'_>, now: OffsetDateTime) -> Result<(), JwsError> {
+pub(crate) fn check_validity(
+    cert: &X509Certificate<'_>,
+    now: OffsetDateTime,
+) -> Result<(), JwsError> {
     let validity = cert.validity();
     let t = now.unix_timestamp();
     if t < validity.not_before.timestamp() {
@@ -446,7 +477,7 @@ fn key_usage(cert: &X509Certificate<'_>) -> Option<(bool, bool)> {
 }
 
 /// Curve and SEC1 point of an EC public key.
-fn ec_key<'c>(cert: &'c X509Certificate<'_>) -> Result<(Curve, &'c [u8]), String> {
+pub(crate) fn ec_key<'c>(cert: &'c X509Certificate<'_>) -> Result<(Curve, &'c [u8]), String> {
     let spki = cert.public_key();
     if spki.algorithm.algorithm.to_id_string() != OID_EC_PUBLIC_KEY {
         return Err(format!(
@@ -468,7 +499,7 @@ fn ec_key<'c>(cert: &'c X509Certificate<'_>) -> Result<(Curve, &'c [u8]), String
     Ok((curve, &spki.subject_public_key.data))
 }
 
-enum SigEncoding<'s> {
+pub(crate) enum SigEncoding<'s> {
     /// 64-byte `r || s` (JWS).
     Fixed(&'s [u8]),
     /// DER `SEQUENCE { r, s }` (X.509).
@@ -476,7 +507,7 @@ enum SigEncoding<'s> {
 }
 
 /// ECDSA with SHA-256 over `message`.
-fn verify_ecdsa(
+pub(crate) fn verify_ecdsa(
     curve: Curve,
     point: &[u8],
     message: &[u8],

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -120,6 +121,10 @@ impl FederationList {
     }
 }
 
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The host part of a server name: port stripped, IPv6 brackets kept.
 pub fn domain_of(server_name: &str) -> &str {
     let s = server_name.trim();
@@ -164,7 +169,10 @@ pub struct ListState {
 
 struct Inner {
     current: ArcSwapOption<FederationList>,
-    max_age: Duration,
+    /// Why there is no list although there was one (its signer was revoked).
+    withdrawn: ArcSwapOption<String>,
+    /// `federation.max_age` in milliseconds; a reload may change it.
+    max_age_ms: AtomicU64,
     refresher: ArcSwapOption<Box<dyn RefreshOnMiss>>,
 }
 
@@ -187,7 +195,8 @@ impl FederationHandle {
         Self {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
-                max_age,
+                withdrawn: ArcSwapOption::empty(),
+                max_age_ms: AtomicU64::new(duration_ms(max_age)),
                 refresher: ArcSwapOption::empty(),
             }),
         }
@@ -205,6 +214,23 @@ impl FederationHandle {
         self.inner.refresher.store(Some(Arc::new(refresher)));
     }
 
+    /// Remove the refresh-on-miss hook (a reload turned `federation.refresh_on_miss` off).
+    pub fn clear_refresher(&self) {
+        self.inner.refresher.store(None);
+    }
+
+    /// How old a list may get before federation fails closed.
+    pub fn max_age(&self) -> Duration {
+        Duration::from_millis(self.inner.max_age_ms.load(Ordering::Relaxed))
+    }
+
+    /// Change `federation.max_age` (a reload); the next check uses it.
+    pub fn set_max_age(&self, max_age: Duration) {
+        self.inner
+            .max_age_ms
+            .store(duration_ms(max_age), Ordering::Relaxed);
+    }
+
     /// The current snapshot, if any (may be expired; see `fresh`).
     pub fn snapshot(&self) -> Option<Arc<FederationList>> {
         self.inner.current.load_full()
@@ -213,15 +239,19 @@ impl FederationHandle {
     /// The current snapshot if it is within `max_age`.
     pub fn fresh(&self) -> Result<Arc<FederationList>, String> {
         match self.snapshot() {
-            None => Err("no federation list loaded yet".to_owned()),
+            None => Err(match self.inner.withdrawn.load_full() {
+                Some(reason) => format!("federation list withdrawn: {reason}"),
+                None => "no federation list loaded yet".to_owned(),
+            }),
             Some(list) => {
                 let age = list.age(OffsetDateTime::now_utc());
-                if age > self.inner.max_age {
+                let max_age = self.max_age();
+                if age > max_age {
                     Err(format!(
                         "federation list version {} is expired ({}s old, max {}s)",
                         list.version,
                         age.as_secs(),
-                        self.inner.max_age.as_secs()
+                        max_age.as_secs()
                     ))
                 } else {
                     Ok(list)
@@ -238,6 +268,14 @@ impl FederationHandle {
     /// [`FederationHandle::replace`] with a list that is already shared.
     pub fn replace_shared(&self, list: Arc<FederationList>) {
         self.inner.current.store(Some(list));
+        self.inner.withdrawn.store(None);
+    }
+
+    /// Drop the current list (fail closed), e.g. because its signer was revoked; federation
+    /// is refused and readiness is false, saying `reason`, until a new list arrives.
+    pub fn withdraw(&self, reason: String) {
+        self.inner.withdrawn.store(Some(Arc::new(reason)));
+        self.inner.current.store(None);
     }
 
     /// Membership without refresh-on-miss (hot path).

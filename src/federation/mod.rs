@@ -3,6 +3,7 @@
 
 pub mod jws;
 pub mod list;
+pub mod ocsp;
 pub mod refresh;
 pub mod source;
 pub mod store;
@@ -34,6 +35,16 @@ pub enum FederationError {
     Unsigned,
     #[error("list version {got} is older than the held version {have}")]
     NotNewer { got: i64, have: i64 },
+    #[error("the list signer `{signer}` is revoked (since {at}, OCSP {responder})")]
+    SignerRevoked {
+        signer: String,
+        at: time::OffsetDateTime,
+        responder: String,
+    },
+    #[error("the OCSP responder {responder} does not know the list signer `{signer}`")]
+    SignerUnknown { signer: String, responder: String },
+    #[error("the list signer's revocation status cannot be established: {0}")]
+    Ocsp(#[from] ocsp::OcspError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -47,6 +58,8 @@ impl FederationError {
                 | FederationError::Verify(_)
                 | FederationError::Unsigned
                 | FederationError::NotNewer { .. }
+                | FederationError::SignerRevoked { .. }
+                | FederationError::SignerUnknown { .. }
         )
     }
 

@@ -14,6 +14,12 @@
 //! - With a [`SnapshotStore`]: accepted lists are persisted (exact bytes), loaded on start so a
 //!   restart serves the last good list at once, and only the holder of the store lock
 //!   `federation_refresh` fetches; other replicas pick new snapshots up from the store.
+//! - The signer of a signed list is checked with OCSP (`federation.ocsp`, [`super::ocsp`])
+//!   before the list is taken or confirmed: `revoked` refuses it and withdraws a held list from
+//!   the same signer at once (fail closed: federation refused, readiness false); `unknown`, an
+//!   unreachable responder or an answer that does not verify refuse it, and the last good list
+//!   serves until `federation.max_age` (it is not confirmed meanwhile). A snapshot loaded from
+//!   the store was checked when it was fetched: only `revoked` keeps it out.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -25,8 +31,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::FederationError;
-use super::jws::{JwsVerifier, TrustAnchors};
+use super::jws::{JwsVerifier, TrustAnchors, VerifiedJws};
 use super::list::{FederationHandle, FederationList, ListSource, RefreshOnMiss};
+use super::ocsp::{CertStatus, OcspChecker};
 use super::source::{FetchResult, ListFetcher, SourceSpec, decode, list_source};
 use super::store::{SnapshotRecord, SnapshotStore};
 use crate::config::{Config, FederationSource};
@@ -71,6 +78,26 @@ struct HeldRaw {
     source: String,
     raw: Vec<u8>,
     verified: bool,
+    /// Who signed it (signed lists), for the revocation check on confirmation.
+    signer: Option<Signer>,
+}
+
+/// The certificate that signed a list and its issuer (DER), as the JWS verification found them.
+#[derive(Clone, PartialEq, Eq)]
+struct Signer {
+    subject: String,
+    der: Vec<u8>,
+    issuer_der: Vec<u8>,
+}
+
+impl Signer {
+    fn of(verified: &VerifiedJws) -> Self {
+        Self {
+            subject: verified.signer.clone(),
+            der: verified.signer_der.clone(),
+            issuer_der: verified.issuer_der.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -86,6 +113,8 @@ struct FetchState {
 pub struct Refresher {
     fetcher: ListFetcher,
     verifier: JwsVerifier,
+    /// `None` when `federation.ocsp.enabled` is off.
+    ocsp: Option<OcspChecker>,
     handle: FederationHandle,
     store: Option<Arc<dyn SnapshotStore>>,
     metrics: Arc<Metrics>,
@@ -125,9 +154,15 @@ impl Refresher {
         }
         let anchors = TrustAnchors::from_pem_files(&fed.trust_anchors)?;
         let fetcher = ListFetcher::new(spec, config.registration_service.timeout)?;
+        let ocsp = if fed.ocsp.enabled {
+            Some(OcspChecker::new(&fed.ocsp)?)
+        } else {
+            None
+        };
         let refresher = Arc::new(Self {
             fetcher,
             verifier: JwsVerifier::new(anchors, fed.allow_es256),
+            ocsp,
             handle: handle.clone(),
             store,
             metrics,
@@ -244,7 +279,12 @@ impl Refresher {
         let have = current.as_ref().map(|l| l.version);
         let download = match self.fetcher.fetch(have).await? {
             FetchResult::NotModified => {
-                self.confirm(state, OffsetDateTime::now_utc()).await;
+                let now = OffsetDateTime::now_utc();
+                // Vouched for again only while its signer is not revoked.
+                if let Some(signer) = state.held.as_ref().and_then(|h| h.signer.clone()) {
+                    self.check_signer(state, &signer, now).await?;
+                }
+                self.confirm(state, now).await;
                 return Ok(FetchOutcome::NotModified { version: have });
             }
             FetchResult::Fetched(download) => download,
@@ -257,6 +297,10 @@ impl Refresher {
             spec.requires_signature(),
             now,
         )?;
+        let signer = decoded.signature.as_ref().map(Signer::of);
+        if let Some(signer) = &signer {
+            self.check_signer(state, signer, now).await?;
+        }
         let version = decoded.list.version;
         if let Some(have) = have {
             if version < have {
@@ -288,6 +332,7 @@ impl Refresher {
             source: spec.kind().to_owned(),
             raw: download.raw,
             verified,
+            signer,
         };
         self.persist(state, &held, now).await;
         state.held = Some(held);
@@ -357,7 +402,10 @@ impl Refresher {
                 });
             }
         }
-        let list = self.adopt(&record)?;
+        let (list, signer) = self.adopt(&record)?;
+        if let Some(signer) = &signer {
+            self.check_stored_signer(signer).await?;
+        }
         let version = list.version;
         tracing::info!(
             version,
@@ -370,13 +418,17 @@ impl Refresher {
             source: record.source,
             raw: record.raw,
             verified: record.verified,
+            signer,
         });
         state.last_persisted = Some(record.fetched_at);
         Ok(FetchOutcome::PickedUp { version })
     }
 
     /// Re-parse (and for a JWS re-verify, as of now) a persisted snapshot.
-    fn adopt(&self, record: &SnapshotRecord) -> Result<FederationList, FederationError> {
+    fn adopt(
+        &self,
+        record: &SnapshotRecord,
+    ) -> Result<(FederationList, Option<Signer>), FederationError> {
         let require_signature = record.verified || record.source == "vzd_jws";
         let decoded = decode(
             &record.raw,
@@ -390,13 +442,97 @@ impl Refresher {
                 record.version, decoded.list.version
             )));
         }
-        Ok(FederationList::new(
+        let signer = decoded.signature.as_ref().map(Signer::of);
+        let list = FederationList::new(
             decoded.list.version,
             record.fetched_at,
             decoded.signature.is_some(),
             ListSource::Store,
             decoded.list.entries,
-        ))
+        );
+        Ok((list, signer))
+    }
+
+    /// The OCSP verdict on a list's signer before the list is taken or confirmed. `revoked`
+    /// also withdraws the held list when the same signer signed it (fail closed).
+    async fn check_signer(
+        &self,
+        state: &mut FetchState,
+        signer: &Signer,
+        now: OffsetDateTime,
+    ) -> Result<(), FederationError> {
+        let Some(ocsp) = &self.ocsp else {
+            return Ok(());
+        };
+        let answer = match ocsp.status(&signer.der, &signer.issuer_der, now).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                Metrics::outcome(&self.metrics.federation_ocsp, "error");
+                return Err(FederationError::Ocsp(e));
+            }
+        };
+        let label = if answer.cached {
+            "cached"
+        } else {
+            answer.status.label()
+        };
+        Metrics::outcome(&self.metrics.federation_ocsp, label);
+        match answer.status {
+            CertStatus::Good => {
+                tracing::debug!(signer = %signer.subject, responder = %answer.responder, cached = answer.cached, valid_until = %answer.valid_until, "federation: OCSP says the list signer is good");
+                Ok(())
+            }
+            CertStatus::Revoked { at, reason } => {
+                let error = FederationError::SignerRevoked {
+                    signer: signer.subject.clone(),
+                    at,
+                    responder: answer.responder.clone(),
+                };
+                if state
+                    .held
+                    .as_ref()
+                    .is_some_and(|held| held.signer.as_ref() == Some(signer))
+                {
+                    tracing::error!(signer = %signer.subject, revoked_at = %at, reason = ?reason, "federation: the held list's signer is revoked; list withdrawn, federation refused until a list from a valid signer arrives");
+                    self.handle.withdraw(error.to_string());
+                    state.held = None;
+                }
+                Err(error)
+            }
+            CertStatus::Unknown => Err(FederationError::SignerUnknown {
+                signer: signer.subject.clone(),
+                responder: answer.responder,
+            }),
+        }
+    }
+
+    /// A stored snapshot was checked when it was fetched; a revoked signer still keeps it
+    /// out, anything short of an answer does not (it is the last good list).
+    async fn check_stored_signer(&self, signer: &Signer) -> Result<(), FederationError> {
+        let Some(ocsp) = &self.ocsp else {
+            return Ok(());
+        };
+        match ocsp
+            .status(&signer.der, &signer.issuer_der, OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(answer) => {
+                Metrics::outcome(&self.metrics.federation_ocsp, answer.status.label());
+                if let CertStatus::Revoked { at, .. } = answer.status {
+                    return Err(FederationError::SignerRevoked {
+                        signer: signer.subject.clone(),
+                        at,
+                        responder: answer.responder,
+                    });
+                }
+                Ok(())
+            }
+            Err(e) => {
+                Metrics::outcome(&self.metrics.federation_ocsp, "error");
+                tracing::warn!(error = %e, signer = %signer.subject, "federation: stored list's signer not checked now; it was checked when fetched");
+                Ok(())
+            }
+        }
     }
 
     fn record(&self, result: &Result<FetchOutcome, FederationError>) {

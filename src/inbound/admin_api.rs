@@ -27,14 +27,15 @@ fn segment(raw: &str) -> Result<String, LookupError> {
     Ok(utf8_percent_encode(&decoded, SEGMENT).to_string())
 }
 
-/// A homeserver's "there is no such thing": `404` with errcode `M_NOT_FOUND`. A bare 404 (an
-/// admin API that is not routed, a proxy in between) is not that, and stays a failure.
+/// A homeserver's "there is no such thing": `404` with a Matrix error body. The errcode varies
+/// (Synapse: `M_NOT_FOUND` "User not found", but `M_UNKNOWN` "No row found (events)" for an
+/// event of another room). A 404 without a Matrix body (an admin API that is not routed, a
+/// proxy in between) is not that, and stays a failure.
 fn is_matrix_not_found(status: reqwest::StatusCode, body: &str) -> bool {
     status == reqwest::StatusCode::NOT_FOUND
         && serde_json::from_str::<Value>(body)
             .ok()
-            .and_then(|v| v.get("errcode")?.as_str().map(|e| e == "M_NOT_FOUND"))
-            .unwrap_or(false)
+            .is_some_and(|v| v.get("errcode").is_some_and(Value::is_string))
 }
 
 #[derive(Debug, Clone)]
@@ -135,11 +136,12 @@ mod tests {
             not_found,
             r#"{"errcode":"M_NOT_FOUND","error":"User not found"}"#
         ));
-        assert!(!is_matrix_not_found(not_found, "<html>404</html>"));
-        assert!(!is_matrix_not_found(
+        assert!(is_matrix_not_found(
             not_found,
-            r#"{"errcode":"M_UNRECOGNIZED"}"#
+            r#"{"errcode":"M_UNKNOWN","error":"No row found (events)"}"#
         ));
+        assert!(!is_matrix_not_found(not_found, "<html>404</html>"));
+        assert!(!is_matrix_not_found(not_found, r#"{"error":"x"}"#));
         assert!(!is_matrix_not_found(
             reqwest::StatusCode::BAD_REQUEST,
             r#"{"errcode":"M_NOT_FOUND"}"#

@@ -1,8 +1,10 @@
 //! Inbound federation (`/_matrix/federation/*`, `/_matrix/key/*`), in this order: the
 //! `X-Matrix` authorization, read exactly as Synapse reads it ([`crate::matrix::x_matrix`]),
 //! names a federated origin (Berechtigungsstufe 1) and, when given, this server as
-//! `destination`; the events of event-carrying requests name only federated servers
-//! ([`event_domains`]); inbound invites get the invite rules.
+//! `destination`; the two routes that turn a third-party invite into a membership
+//! (`exchange_third_party_invite`, `3pid/onbind`) are refused; the events of event-carrying
+//! requests name only federated servers ([`event_domains`], never shadowed); inbound invites
+//! get the invite rules.
 //!
 //! Unchecked, because their callers carry no X-Matrix or are not in the federation list:
 //! server keys (Synapse fetches them unauthenticated), `openid/userinfo` (the VZD directory),
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request};
 
-use super::client::{invite_context, with_body};
+use super::client::{RuleReport, invite_context, with_body};
 use super::forward::{Body, full};
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
@@ -21,7 +23,8 @@ use crate::federation::list::Membership;
 use crate::matrix::x_matrix::{XMatrix, XMatrixError};
 use crate::policy::event_domains::{self, Decision, EventBody};
 use crate::policy::invite::{InviteSource, check_invite, federation_invite};
-use crate::policy::parse_object;
+use crate::policy::shadow::Gate;
+use crate::policy::{parse_object, third_party_invite};
 
 pub const RULE_MISSING: &str = "x-matrix-missing";
 /// An X-Matrix authorization the homeserver could read differently (see
@@ -35,6 +38,11 @@ const UNCHECKED: [&str; 2] = [
     "/_matrix/federation/v1/3pid/onbind",
 ];
 const VERSION: &str = "/_matrix/federation/v1/version";
+/// Routes that only serve third-party invites, which TIM refuses everywhere.
+const THIRD_PARTY: [&str; 2] = [
+    "/_matrix/federation/v1/exchange_third_party_invite/{roomId}",
+    "/_matrix/federation/v1/3pid/onbind",
+];
 
 type Ready = (http::request::Parts, Body);
 
@@ -99,6 +107,7 @@ pub(crate) enum Step {
     Answer(http::Response<Body>),
 }
 
+/// The rules of inbound federation requests, once [`check_origin`] has accepted the origin.
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
     req: Request<Body>,
@@ -106,9 +115,14 @@ pub(crate) async fn apply(
     _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
 ) -> Result<Step, MatrixError> {
-    check_origin(state, template, req.headers()).await?;
-    let events = EventBody::of(req.method(), template);
     let (parts, body) = req.into_parts();
+    let report = RuleReport::new(&state.metrics, &parts.method, template);
+    let gate = Gate::new(&state.config.policy.shadow, &report);
+    if THIRD_PARTY.contains(&template) {
+        // Shadowed, the request goes on to the event check below.
+        gate.check(Err(third_party_invite::refused(false)))?;
+    }
+    let events = EventBody::of(&parts.method, template);
     let Some(events) = events.filter(|_| state.config.federation.enforce) else {
         return Ok(Step::Forward((parts, body)));
     };
@@ -122,13 +136,14 @@ pub(crate) async fn apply(
         None => state.config.federation.max_event_body_bytes,
     };
     let bytes = read_body(body, limit).await?;
-    // Before the invite rules: this check needs no homeserver lookups.
+    // Before the invite rules: this check needs no homeserver lookups. It protects the
+    // federation boundary, so it is never shadowed.
     let own = &state.config.homeserver.server_name;
     let verdict = Box::pin(event_domains::check(events, &bytes, own, &state.federation)).await?;
     match verdict.decide(events) {
         Decision::Forward => {
             if let Some(v2) = invite_v2 {
-                check_federation_invite(state, &bytes, v2, notes).await?;
+                check_federation_invite(state, &gate, &bytes, v2, notes).await?;
             }
             Ok(Step::Forward(with_body(parts, bytes)))
         }
@@ -149,6 +164,7 @@ pub(crate) async fn apply(
 /// The invite rules for an inbound federation invite (A_25534, A_26021-01, ePA).
 async fn check_federation_invite(
     state: &Arc<InboundState>,
+    gate: &Gate<'_>,
     bytes: &[u8],
     v2: bool,
     notes: &mut RequestNotes,
@@ -157,13 +173,14 @@ async fn check_federation_invite(
     notes.inviter_server = Some(invite.sender.server_name().to_owned());
     notes.invitee_server = Some(invite.invitee.server_name().to_owned());
     if !invite.membership_is_invite {
-        return Err(MatrixError::forbidden(
+        gate.check(Err(MatrixError::forbidden(
             "Cannot invite this user",
             "A_26021-01",
-        ));
+        )))?;
     }
     Box::pin(check_invite(
         &invite_context(state),
+        gate,
         &invite.sender,
         &invite.invitee,
         InviteSource::Federation,

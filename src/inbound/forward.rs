@@ -267,23 +267,19 @@ impl Forwarder {
         match answer {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(UpstreamError::RequestBody(e))) => {
-                tracing::debug!(error = %e, "client request body broke off");
-                Err(MatrixError::bad_json(
-                    "could not read request body",
-                    "body-read",
-                ))
+                Err(MatrixError::bad_json("could not read request body", "body-read").caused_by(e))
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "homeserver request failed");
-                Err(MatrixError::bad_gateway(
-                    "homeserver unreachable",
-                    "upstream-error",
-                ))
-            }
-            Err(_) => Err(MatrixError::gateway_timeout(
+            Ok(Err(e)) => Err(
+                MatrixError::bad_gateway("homeserver unreachable", "upstream-error").caused_by(e),
+            ),
+            Err(()) => Err(MatrixError::gateway_timeout(
                 "homeserver did not answer in time",
                 "upstream-timeout",
-            )),
+            )
+            .caused_by(format!(
+                "no answer head within homeserver.request_timeout ({}s)",
+                self.timeout.as_secs()
+            ))),
         }
     }
 }

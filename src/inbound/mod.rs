@@ -1,12 +1,12 @@
 //! The inbound listener: Matrix client-server API and inbound federation in front of the
 //! homeserver.
 //!
-//! Each request reads top-down: a CORS preflight (`OPTIONS`) is answered at once (`cors`) →
-//! [`crate::matrix::endpoints`] classifies it against the v1.11 table → TIM blocks and rules
-//! ([`crate::policy`], via [`client`] and [`federation`]) → [`forward`] streams it to the
-//! homeserver → the answer is relayed untouched (except the `/versions` filter and the CORS
-//! fields it lacks). Every rejection is counted by rule and logged once, without IDs or
-//! tokens.
+//! Each request passes the named phases of [`handle`]: classify (against the v1.11 table;
+//! CORS preflights and TIM-blocked endpoints are answered at once) → authenticate (federation
+//! origin) → rules ([`crate::policy`], via [`client`] and [`federation`]) → [`forward`] to the
+//! homeserver → respond (the answer relayed untouched, except the `/versions` filter and the
+//! CORS fields it lacks) → account. Every rejection is counted by rule and logged once, with
+//! the side that failed, without IDs or tokens.
 //!
 //! HTTP/1.x clients are served by the `http1` module, in the connection's task; HTTP/2
 //! clients by hyper. Both hand each request to [`handle`].
@@ -19,6 +19,7 @@ pub mod forward;
 mod framing;
 mod http1;
 mod prefixed;
+mod reload;
 pub mod sso;
 mod support;
 pub mod upstream;
@@ -43,9 +44,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::error::MatrixError;
+use crate::error::{MatrixError, Side};
 use crate::federation::FederationHandle;
-use crate::matrix::endpoints::{Api, Classification, EndpointTable, TableError};
+use crate::live::Live;
+use crate::matrix::endpoints::{Api, Classification, EndpointTable, PathParams, TableError};
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::shutdown::Shutdown;
 use admin_api::AdminApi;
@@ -149,14 +151,14 @@ impl InboundState {
         federation: FederationHandle,
         metrics: Arc<Metrics>,
     ) -> Result<InboundState, InboundError> {
-        let mut endpoints = crate::matrix::endpoints::v1_11();
+        // The served table: v1.11, the legacy spellings and aliases, Synapse's SSO pages when
+        // they are on, and the operator's extras.
+        let mut extra: Vec<String> = Vec::new();
         if config.sso_endpoints_enabled() {
-            endpoints.extend(sso::endpoints()?);
+            extra.extend(sso::entries().map(str::to_owned));
         }
-        for entry in &config.inbound.extra_endpoints {
-            endpoints.push(crate::matrix::endpoints::parse_extra(entry)?);
-        }
-        let table = EndpointTable::new(endpoints)?;
+        extra.extend(config.inbound.extra_endpoints.iter().cloned());
+        let table = EndpointTable::served(&extra)?;
         let tls = config.inbound.tls.as_ref().map(load_tls).transpose()?;
         // reqwest needs a process-wide rustls provider; `main` installs ring, this covers
         // embedders and tests (a second install is a harmless error).
@@ -193,7 +195,9 @@ impl InboundState {
         self.observer.read().ok().and_then(|o| o.clone())
     }
 
-    /// Count and log a rejection (rule, method, template, status — never IDs or tokens).
+    /// Count and log a rejection: rule, side, method, template, status, and for failures of the
+    /// homeserver or the proxy their message and cause. A client's rejection is logged without
+    /// its message, which may name users or rooms; never IDs or tokens.
     pub(crate) fn reject(
         &self,
         err: &MatrixError,
@@ -201,13 +205,28 @@ impl InboundState {
         template: &str,
     ) -> Response<Body> {
         self.metrics.reject(LISTENER, err.rule);
-        tracing::info!(
-            rule = err.rule,
-            method = %method,
-            endpoint = template,
-            status = err.status.as_u16(),
-            "request rejected"
-        );
+        let status = err.status.as_u16();
+        match err.side {
+            Side::Downstream => tracing::info!(
+                rule = err.rule,
+                side = %err.side,
+                method = %method,
+                endpoint = template,
+                status,
+                cause = err.cause.is_some().then(|| err.cause_chain()),
+                "request rejected"
+            ),
+            Side::Upstream | Side::Internal => tracing::warn!(
+                rule = err.rule,
+                side = %err.side,
+                method = %method,
+                endpoint = template,
+                status,
+                error = %err.error,
+                cause = err.cause.is_some().then(|| err.cause_chain()),
+                "request failed"
+            ),
+        }
         forward::error_response(err)
     }
 }
@@ -229,12 +248,9 @@ pub(crate) async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, Matri
     let mut first: Option<Bytes> = None;
     let mut joined = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(MatrixError::bad_json(
-                "could not read request body",
-                "body-read",
-            ));
-        };
+        let frame = frame.map_err(|e| {
+            MatrixError::bad_json("could not read request body", "body-read").caused_by(e)
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -274,8 +290,231 @@ fn well_known_server(config: &Config) -> Response<Body> {
     response
 }
 
+/// Handle one request end to end. Each request passes the same phases, in this order:
+///
+/// 1. [`classify`]: which endpoint of the v1.11 table (or route of the proxy's own) the request
+///    addressed, and whether the proxy answers it itself (CORS preflights, unknown paths,
+///    blocked endpoints, `/.well-known/matrix/*`).
+/// 2. authenticate ([`federation::check_origin`]): a federation request's `X-Matrix` origin must
+///    be in the federation list. Client requests have nothing to check here: the homeserver
+///    checks access tokens, and the rules that need the user resolve the token themselves
+///    ([`whoami`]), so requests no rule needs it for pay no lookup.
+/// 3. rules ([`client::apply`], [`federation::apply`]): the TIM rules of the endpoint; they may
+///    read and rewrite the body.
+/// 4. forward ([`forward::Forwarder::forward`]) to the homeserver.
+/// 5. [`respond`]: the answer as the client gets it (the `/versions` filter; a rejection as
+///    Matrix error JSON, logged and counted once; the CORS fields).
+/// 6. [`account`]: request counters and the raw-data observer.
+///
+/// The phases are plain functions around the few awaits, which stay in this one function: each
+/// nested future is copied into its caller's when first awaited, and an async function per
+/// phase cost one such copy per phase and request.
+pub(crate) async fn handle(
+    state: Arc<InboundState>,
+    req: Request<Body>,
+    peer: &Peer,
+    mut deadline: Deadline<'_>,
+) -> Response<Body> {
+    let facts = RequestFacts::take(&state, &req);
+    let method = req.method().clone();
+    let (endpoint, route) = classify(&state, &req);
+    let mut notes = RequestNotes::default();
+    let decision = match route {
+        Route::Local(answer) => Decision::Answer(answer),
+        // Boxed, like every rare await that may reach the network: inline, it would enlarge
+        // every request's future.
+        Route::Support => Decision::Answer(Box::pin(state.support.answer()).await),
+        Route::Unchecked => Decision::from(Ok(req.into_parts())),
+        Route::Checked(params) if endpoint.is_federation => {
+            match Box::pin(federation::check_origin(
+                &state,
+                endpoint.template,
+                req.headers(),
+            ))
+            .await
+            {
+                Ok(_) => Decision::from(
+                    Box::pin(federation::apply(
+                        &state,
+                        req,
+                        endpoint.template,
+                        &params,
+                        &mut notes,
+                    ))
+                    .await,
+                ),
+                Err(err) => Decision::Answer(Err(err)),
+            }
+        }
+        Route::Checked(params) => {
+            Decision::from(client::apply(&state, req, endpoint.template, &params, &mut notes).await)
+        }
+    };
+    let outcome = match decision {
+        Decision::Forward(parts, body) => {
+            state
+                .forwarder
+                .forward(parts, body, peer, &mut deadline)
+                .await
+        }
+        Decision::Answer(answer) => answer,
+    };
+    let outcome = match outcome {
+        Ok(response) if wants_versions_filter(&method, endpoint, &response) => {
+            filter_versions_response(
+                response,
+                state.config.inbound.max_body_bytes,
+                &state.versions,
+            )
+            .await
+        }
+        outcome => outcome,
+    };
+    let response = respond(&state, &method, endpoint, outcome);
+    account(&state, endpoint, facts, notes, &response);
+    response
+}
+
+/// The endpoint a request addressed, named as metrics and raw-data reports name it.
+#[derive(Debug, Clone, Copy)]
+struct Addressed<'t> {
+    /// The endpoint table's template, or a constant for the proxy's own routes.
+    template: &'t str,
+    is_federation: bool,
+}
+
+impl Addressed<'static> {
+    const fn own(template: &'static str, is_federation: bool) -> Self {
+        Self {
+            template,
+            is_federation,
+        }
+    }
+}
+
+/// Where [`classify`] sends a request.
+enum Route<'t> {
+    /// Answered by the proxy without the homeserver.
+    Local(Result<Response<Body>, MatrixError>),
+    /// `/.well-known/matrix/support`, from the registration service.
+    Support,
+    /// To the homeserver without rules: the Synapse admin API, when `inbound.expose_synapse_admin`
+    /// is set.
+    Unchecked,
+    /// An endpoint of the table: authenticated, then its TIM rules decide.
+    Checked(PathParams<'t>),
+}
+
+/// What the authenticate and rules phases decided.
+enum Decision {
+    Forward(http::request::Parts, Body),
+    Answer(Result<Response<Body>, MatrixError>),
+}
+
+impl From<Result<(http::request::Parts, Body), MatrixError>> for Decision {
+    fn from(checked: Result<(http::request::Parts, Body), MatrixError>) -> Self {
+        match checked {
+            Ok((parts, body)) => Decision::Forward(parts, body),
+            Err(err) => Decision::Answer(Err(err)),
+        }
+    }
+}
+
+impl From<Result<federation::Step, MatrixError>> for Decision {
+    fn from(checked: Result<federation::Step, MatrixError>) -> Self {
+        match checked {
+            Ok(federation::Step::Forward((parts, body))) => Decision::Forward(parts, body),
+            Ok(federation::Step::Answer(response)) => Decision::Answer(Ok(response)),
+            Err(err) => Decision::Answer(Err(err)),
+        }
+    }
+}
+
+/// Phase 1: which endpoint `req` addresses and where it goes next.
+fn classify<'s>(state: &'s InboundState, req: &Request<Body>) -> (Addressed<'s>, Route<'s>) {
+    let method = req.method();
+    if method == Method::OPTIONS {
+        return (
+            Addressed::own(cors::PREFLIGHT_TEMPLATE, false),
+            Route::Local(Ok(cors::preflight())),
+        );
+    }
+    let path = req.uri().path();
+    if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
+        return (
+            Addressed::own(WELL_KNOWN_SERVER_PATH, true),
+            Route::Local(Ok(well_known_server(&state.config))),
+        );
+    }
+    if path == SUPPORT_PATH && method == Method::GET {
+        return (Addressed::own(SUPPORT_PATH, false), Route::Support);
+    }
+    if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
+        return (
+            Addressed::own(SYNAPSE_ADMIN_TEMPLATE, false),
+            Route::Unchecked,
+        );
+    }
+    match state.table.classify(method, path) {
+        Classification::NotFound => (
+            Addressed::own("unknown", false),
+            Route::Local(Err(MatrixError::unrecognized_path())),
+        ),
+        Classification::MethodNotAllowed { template } => (
+            Addressed {
+                template,
+                is_federation: false,
+            },
+            Route::Local(Err(crate::policy::blocked_endpoint(template)
+                .unwrap_or_else(MatrixError::method_not_allowed))),
+        ),
+        Classification::Matched { endpoint, params } => {
+            let template = endpoint.template.as_str();
+            let addressed = Addressed {
+                template,
+                is_federation: endpoint.api == Api::ServerServer
+                    || path.starts_with("/_matrix/key/"),
+            };
+            match crate::policy::blocked_endpoint(template) {
+                Some(err) => (addressed, Route::Local(Err(err))),
+                None => (addressed, Route::Checked(params)),
+            }
+        }
+    }
+}
+
+/// Phase 5: the answer as the client gets it. A rejection becomes Matrix error JSON and is
+/// counted and logged here, once, by rule and side; every answer gets the CORS fields it lacks
+/// ([`cors::complete`]).
+fn respond(
+    state: &InboundState,
+    method: &Method,
+    endpoint: Addressed<'_>,
+    outcome: Result<Response<Body>, MatrixError>,
+) -> Response<Body> {
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(err) => state.reject(&err, method, endpoint.template),
+    };
+    cors::complete(&mut response);
+    response
+}
+
+/// The homeserver's `/versions` answer loses the versions and features TIM does not allow
+/// (see [`crate::policy::versions`]).
+fn wants_versions_filter(
+    method: &Method,
+    endpoint: Addressed<'_>,
+    response: &Response<Body>,
+) -> bool {
+    *method == Method::GET
+        && endpoint.template == "/_matrix/client/versions"
+        && response.status() == StatusCode::OK
+}
+
 /// What raw-data reports need from the request, taken before it is consumed.
 struct RequestFacts {
+    observer: Arc<dyn RequestObserver>,
     started: time::OffsetDateTime,
     clock: Instant,
     method: Method,
@@ -283,146 +522,43 @@ struct RequestFacts {
     user_agent: Option<String>,
 }
 
-/// Handle one request end to end.
-pub(crate) async fn handle(
-    state: Arc<InboundState>,
-    req: Request<Body>,
-    peer: &Peer,
-    mut deadline: Deadline<'_>,
-) -> Response<Body> {
-    // Only a raw-data observer needs timestamps and header copies; without one the request
-    // path skips them.
-    let observer = state.observer();
-    let facts = observer.as_ref().map(|_| RequestFacts {
-        started: time::OffsetDateTime::now_utc(),
-        clock: Instant::now(),
-        method: req.method().clone(),
-        size_in: upstream::content_length(req.headers(), req.extensions()),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    });
-    // Classify, apply the rules, forward. The endpoint template is borrowed from the endpoint
-    // table (for metrics and reports). A block rather than a function of its own: each nested
-    // future is copied into its caller's when first awaited, and this one is large.
-    let deadline = &mut deadline;
-    let (template, is_federation, notes, mut response) = 'route: {
-        let method = req.method().clone();
-        if method == Method::OPTIONS {
-            break 'route (
-                cors::PREFLIGHT_TEMPLATE,
-                false,
-                RequestNotes::default(),
-                cors::preflight(),
-            );
-        }
-        let path = req.uri().path();
-        if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
-            break 'route (
-                WELL_KNOWN_SERVER_PATH,
-                true,
-                RequestNotes::default(),
-                well_known_server(&state.config),
-            );
-        }
-        if path == SUPPORT_PATH && method == Method::GET {
-            let response = match Box::pin(state.support.answer()).await {
-                Ok(response) => response,
-                Err(e) => state.reject(&e, &method, SUPPORT_PATH),
-            };
-            break 'route (SUPPORT_PATH, false, RequestNotes::default(), response);
-        }
-        if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
-            let (parts, body) = req.into_parts();
-            let response = match state.forwarder.forward(parts, body, peer, deadline).await {
-                Ok(r) => r,
-                Err(e) => state.reject(&e, &method, SYNAPSE_ADMIN_TEMPLATE),
-            };
-            break 'route (
-                SYNAPSE_ADMIN_TEMPLATE,
-                false,
-                RequestNotes::default(),
-                response,
-            );
-        }
-        let (endpoint, params) = match state.table.classify(&method, path) {
-            Classification::NotFound => {
-                let err = MatrixError::unrecognized_path();
-                break 'route (
-                    "unknown",
-                    false,
-                    RequestNotes::default(),
-                    state.reject(&err, &method, "unknown"),
-                );
-            }
-            Classification::MethodNotAllowed { template } => {
-                let err = crate::policy::blocked_endpoint(template)
-                    .unwrap_or_else(MatrixError::method_not_allowed);
-                let response = state.reject(&err, &method, template);
-                break 'route (template, false, RequestNotes::default(), response);
-            }
-            Classification::Matched { endpoint, params } => (endpoint, params),
-        };
-        let template = endpoint.template.as_str();
-        let is_federation = endpoint.api == Api::ServerServer || path.starts_with("/_matrix/key/");
-        if let Some(err) = crate::policy::blocked_endpoint(template) {
-            let response = state.reject(&err, &method, template);
-            break 'route (template, is_federation, RequestNotes::default(), response);
-        }
-        let mut notes = RequestNotes::default();
-        // Boxed: the federation rules' future (X-Matrix, list lookups, invites) would otherwise
-        // enlarge every client request's future too.
-        let outcome = if is_federation {
-            Box::pin(federation::apply(
-                &state, req, template, &params, &mut notes,
-            ))
-            .await
-        } else {
-            client::apply(&state, req, template, &params, &mut notes)
-                .await
-                .map(federation::Step::Forward)
-        };
-        let (parts, body) = match outcome {
-            Ok(federation::Step::Forward(ready)) => ready,
-            Ok(federation::Step::Answer(response)) => {
-                break 'route (template, is_federation, notes, response);
-            }
-            Err(err) => {
-                let response = state.reject(&err, &method, template);
-                break 'route (template, is_federation, notes, response);
-            }
-        };
-        let response = match state.forwarder.forward(parts, body, peer, deadline).await {
-            Ok(response) => response,
-            Err(err) => state.reject(&err, &method, template),
-        };
-        let response = if method == Method::GET
-            && template == "/_matrix/client/versions"
-            && response.status() == StatusCode::OK
-        {
-            filter_versions_response(
-                response,
-                state.config.inbound.max_body_bytes,
-                &state.versions,
-            )
-            .await
-        } else {
-            response
-        };
-        (template, is_federation, notes, response)
-    };
-    cors::complete(&mut response);
+impl RequestFacts {
+    /// Only a raw-data observer needs timestamps and header copies; without one the request
+    /// path skips them.
+    fn take(state: &InboundState, req: &Request<Body>) -> Option<Self> {
+        let observer = state.observer()?;
+        Some(RequestFacts {
+            observer,
+            started: time::OffsetDateTime::now_utc(),
+            clock: Instant::now(),
+            method: req.method().clone(),
+            size_in: upstream::content_length(req.headers(), req.extensions()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        })
+    }
+}
+
+/// Phase 6: count the request by endpoint and status, and tell the raw-data observer.
+fn account(
+    state: &InboundState,
+    endpoint: Addressed<'_>,
+    facts: Option<RequestFacts>,
+    notes: RequestNotes,
+    response: &Response<Body>,
+) {
     let status = response.status().as_u16();
     state
         .request_counters
-        .get(&state.metrics, template, status)
+        .get(&state.metrics, endpoint.template, status)
         .inc();
-    if let (Some(observer), Some(facts)) = (observer, facts) {
+    if let Some(facts) = facts {
         let size_out = upstream::content_length(response.headers(), response.extensions());
-        observer.observe(&ObservedRequest {
-            endpoint_template: template.to_owned(),
+        facts.observer.observe(&ObservedRequest {
+            endpoint_template: endpoint.template.to_owned(),
             method: facts.method,
             status,
             started: facts.started,
@@ -432,10 +568,9 @@ pub(crate) async fn handle(
             user_agent: facts.user_agent,
             inviter_server: notes.inviter_server,
             invitee_server: notes.invitee_server,
-            is_federation,
+            is_federation: endpoint.is_federation,
         });
     }
-    response
 }
 
 /// `timproxy_requests_total` counters of this listener by endpoint template and status.
@@ -528,25 +663,22 @@ async fn filter_versions_response(
     response: Response<Body>,
     limit: u64,
     memo: &VersionsMemo,
-) -> Response<Body> {
+) -> Result<Response<Body>, MatrixError> {
     let mut response = response;
     upstream::materialize(&mut response);
     let (mut parts, mut body) = response.into_parts();
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return forward::error_response(&MatrixError::bad_gateway(
-                "could not read /versions answer",
-                "versions",
-            ));
-        };
+        let frame = frame.map_err(|e| {
+            MatrixError::bad_gateway("could not read /versions answer", "versions").caused_by(e)
+        })?;
         if let Ok(data) = frame.into_data() {
             if buf.len().saturating_add(data.len()) > limit {
-                return forward::error_response(&MatrixError::bad_gateway(
-                    "/versions answer too large",
-                    "versions",
-                ));
+                return Err(
+                    MatrixError::bad_gateway("/versions answer too large", "versions")
+                        .caused_by(format!("more than inbound.max_body_bytes ({limit})")),
+                );
             }
             buf.extend_from_slice(&data);
         }
@@ -555,17 +687,23 @@ async fn filter_versions_response(
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    Response::from_parts(parts, full(out))
+    Ok(Response::from_parts(parts, full(out)))
 }
 
 /// Serve the inbound listener until `shutdown` fires, then drain for at most
 /// [`DRAIN_TIMEOUT`]. Plain HTTP, or TLS when `inbound.tls` is set; HTTP/1.x ([`http1`]) and
 /// h2 (by ALPN or prior knowledge).
+///
+/// Each request runs on the state current when it began ([`Live`]); a new connection takes
+/// its TLS certificate and timeouts from the state current when it was accepted. The
+/// connection limit is the one the listener started with.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<InboundState>,
+    state: impl Into<Live<InboundState>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let live: Live<InboundState> = state.into();
+    let state = live.load();
     let limit = Arc::new(Semaphore::new(state.config.inbound.max_connections.max(1)));
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -620,12 +758,12 @@ pub async fn serve(
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let live = live.clone();
         let drain = drain_rx.clone();
         let gauge = gauge.clone();
         tasks.spawn(async move {
             gauge.inc();
-            serve_connection(state, stream, remote, drain).await;
+            serve_connection(live, stream, remote, drain).await;
             gauge.dec();
             drop(permit);
         });
@@ -647,19 +785,20 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     drain: watch::Receiver<bool>,
 ) {
-    match state.tls.clone() {
+    let tls = live.load().tls.clone();
+    match tls {
         // Boxed: TLS state is several KiB, and plain connections should not carry a slot for
         // it.
-        Some(acceptor) => Box::pin(serve_tls(state, acceptor, stream, remote, drain)).await,
+        Some(acceptor) => Box::pin(serve_tls(live, acceptor, stream, remote, drain)).await,
         None => {
-            let trusted = state.config.inbound.is_trusted_proxy(remote.ip());
+            let trusted = live.load().config.inbound.is_trusted_proxy(remote.ip());
             let peer = Arc::new(Peer::new(remote, false, trusted));
-            serve_http(state, stream, peer, drain).await;
+            serve_http(live, stream, peer, drain).await;
         }
     }
 }
@@ -667,26 +806,26 @@ async fn serve_connection(
 /// HTTP/1.x, then HTTP/2 if the client turns out to speak it with prior knowledge (the bytes
 /// read so far are put back in front).
 async fn serve_http<I>(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     io: I,
     peer: Arc<Peer>,
     drain: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    if let Some((io, read)) = http1::serve(io, &state, &peer, drain.clone()).await {
-        serve_h2(state, TokioIo::new(Prefixed::new(read, io)), peer, drain).await;
+    if let Some((io, read)) = http1::serve(io, &live, &peer, drain.clone()).await {
+        serve_h2(live, TokioIo::new(Prefixed::new(read, io)), peer, drain).await;
     }
 }
 
 async fn serve_tls(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     drain: watch::Receiver<bool>,
 ) {
-    let header_timeout = state.config.inbound.header_read_timeout;
+    let header_timeout = live.load().config.inbound.header_read_timeout;
     let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -695,12 +834,12 @@ async fn serve_tls(
         }
         Err(_) => return,
     };
-    let trusted = state.config.inbound.is_trusted_proxy(remote.ip());
+    let trusted = live.load().config.inbound.is_trusted_proxy(remote.ip());
     let peer = Arc::new(Peer::new(remote, true, trusted));
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(state, TokioIo::new(tls), peer, drain).await;
+        serve_h2(live, TokioIo::new(tls), peer, drain).await;
     } else {
-        serve_http(state, tls, peer, drain).await;
+        serve_http(live, tls, peer, drain).await;
     }
 }
 
@@ -709,7 +848,7 @@ type H2Answer =
 
 /// HTTP/2 (by ALPN, or with prior knowledge on a connection [`http1::serve`] handed over).
 async fn serve_h2<I>(
-    state: Arc<InboundState>,
+    live: Live<InboundState>,
     io: I,
     peer: Arc<Peer>,
     mut drain: watch::Receiver<bool>,
@@ -721,12 +860,12 @@ async fn serve_h2<I>(
     // h2 has no header timeout of its own: a client that sends no request would hold a
     // `max_connections` slot forever. So the first request must arrive within
     // `inbound.header_read_timeout`.
-    let header_timeout = state.config.inbound.header_read_timeout;
+    let header_timeout = live.load().config.inbound.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let seen = first_request.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         seen.notify_one();
-        let state = state.clone();
+        let state = live.load();
         let peer = peer.clone();
         // Boxed: hyper keeps the slot for it inside the connection.
         let answer: H2Answer = Box::pin(async move {

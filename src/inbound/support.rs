@@ -60,32 +60,29 @@ impl SupportLookup {
             .send()
             .await
             .map_err(|e| {
-                tracing::warn!(error = %crate::admin::error_chain(&e), "registration service unreachable for well-known support");
                 MatrixError::bad_gateway("the registration service is unreachable", RULE)
+                    .caused_by(e)
             })?;
         match upstream.status() {
             s if s.is_success() => {
-                let body = upstream.bytes().await.map_err(|_| {
+                let body = upstream.bytes().await.map_err(|e| {
                     MatrixError::bad_gateway("the registration service answer broke off", RULE)
+                        .caused_by(e)
                 })?;
-                if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+                if let Err(e) = serde_json::from_slice::<serde_json::Value>(&body) {
                     return Err(MatrixError::bad_gateway(
                         "the registration service answered with non-JSON support information",
                         RULE,
-                    ));
+                    )
+                    .caused_by(e));
                 }
                 Ok(json_response(body))
             }
             StatusCode::NOT_FOUND => match &self.fallback {
                 Some(path) => {
                     let body = tokio::fs::read(path).await.map_err(|e| {
-                        tracing::error!(file = %path.display(), error = %e, "support fallback unreadable");
-                        MatrixError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "M_UNKNOWN",
-                            "support fallback document unreadable",
-                            RULE,
-                        )
+                        MatrixError::internal("support fallback document unreadable", RULE)
+                            .caused_by(format!("{}: {e}", path.display()))
                     })?;
                     Ok(json_response(Bytes::from(body)))
                 }

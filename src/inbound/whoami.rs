@@ -37,6 +37,8 @@ pub fn access_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> 
         .filter(|v| !v.is_empty())
 }
 
+/// Clones share one cache (a reload that leaves its settings alone keeps it).
+#[derive(Clone)]
 pub struct WhoamiCache {
     cache: Cache<[u8; 32], Arc<UserId>>,
     client: reqwest::Client,
@@ -91,7 +93,10 @@ impl WhoamiCache {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|_| MatrixError::bad_gateway("homeserver unreachable", "whoami"))?;
+            .map_err(|e| {
+                MatrixError::bad_gateway("homeserver unreachable", "whoami")
+                    .caused_by(e.without_url())
+            })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             self.cache.invalidate(&key).await;
@@ -107,10 +112,10 @@ impl WhoamiCache {
                 "whoami",
             ));
         }
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|_| MatrixError::bad_gateway("whoami answer is not JSON", "whoami"))?;
+        let body: serde_json::Value = response.json().await.map_err(|e| {
+            MatrixError::bad_gateway("whoami answer is not JSON", "whoami")
+                .caused_by(e.without_url())
+        })?;
         let user = body
             .get("user_id")
             .and_then(|v| v.as_str())

@@ -49,7 +49,7 @@ pub(crate) async fn handle(
     let method = request.method().clone();
     // Only the head (Sync) is borrowed across the checks, never the streaming body.
     let outcome = match check(request.headers(), request.uri(), &route, tunnel, state).await {
-        Ok(()) => match check_events(request, tunnel, state).await {
+        Ok(()) => match check_events(request, state).await {
             Ok(Outgoing::Send(request)) => forward(request, tunnel, state).await,
             Ok(Outgoing::HeldBack) => Ok(held_back()),
             Err(error) => Err(error),
@@ -69,7 +69,7 @@ pub(crate) async fn handle(
     response
 }
 
-/// The destination rules. SSO hosts and `enforce: false` skip them.
+/// The destination rules; `enforce: false` skips them.
 async fn check(
     headers: &HeaderMap,
     uri: &Uri,
@@ -77,7 +77,7 @@ async fn check(
     tunnel: &Tunnel,
     state: &OutboundState,
 ) -> Result<(), MatrixError> {
-    if !state.enforce() || state.is_sso_host(&tunnel.target) {
+    if !state.enforce() {
         return Ok(());
     }
     match route {
@@ -149,11 +149,10 @@ enum Outgoing {
 /// requests stream on unread.
 async fn check_events(
     request: Request<Incoming>,
-    tunnel: &Tunnel,
     state: &OutboundState,
 ) -> Result<Outgoing, MatrixError> {
     let kind = EventBody::of(request.method(), request.uri().path());
-    let Some(kind) = kind.filter(|_| state.enforce() && !state.is_sso_host(&tunnel.target)) else {
+    let Some(kind) = kind.filter(|_| state.enforce()) else {
         return Ok(Outgoing::Send(request.map(Either::Left)));
     };
     let (mut parts, body) = request.into_parts();
@@ -246,7 +245,9 @@ async fn forward(
         .path_and_query(path_and_query)
         .build()
         .map_err(|e| {
-            MatrixError::bad_gateway(format!("cannot build upstream URI: {e}"), rules::UPSTREAM)
+            MatrixError::bad_gateway("cannot build upstream URI", rules::UPSTREAM)
+                .from_internal()
+                .caused_by(e)
         })?;
     parts.version = Version::HTTP_11;
     let started = Instant::now();
@@ -269,7 +270,7 @@ async fn forward(
             ),
             rules::UPSTREAM_TIMEOUT,
         )),
-        Ok(Err(error)) => Err(upstream_error(&error, authority)),
+        Ok(Err(error)) => Err(upstream_error(error, authority)),
         Ok(Ok(mut response)) => {
             strip_hop_by_hop(response.headers_mut());
             Ok(response.map(Either::Left))
@@ -278,24 +279,27 @@ async fn forward(
 }
 
 /// Map a client failure: refused private destinations are a policy answer (403); connect and
-/// TLS failures are the 502 the homeserver treats as "can't connect".
-fn upstream_error(error: &hyper_util::client::legacy::Error, authority: &str) -> MatrixError {
-    let mut source = std::error::Error::source(error);
+/// TLS failures are the 502 the homeserver treats as "can't connect". The client's error is
+/// kept as the cause.
+fn upstream_error(error: hyper_util::client::legacy::Error, authority: &str) -> MatrixError {
+    let mut source = std::error::Error::source(&error);
     while let Some(inner) = source {
         if let Some(dial) = inner.downcast_ref::<DialError>() {
-            return match dial {
+            let mapped = match dial {
                 DialError::Private { .. } => {
                     MatrixError::forbidden(dial.to_string(), rules::PRIVATE_DESTINATION)
+                        .from_upstream()
                 }
                 _ => MatrixError::bad_gateway(
                     format!("Can't connect to server {authority}: {dial}"),
                     rules::UPSTREAM_CONNECT,
                 ),
             };
+            return mapped.caused_by(error);
         }
         source = inner.source();
     }
-    if error.is_connect() {
+    let mapped = if error.is_connect() {
         MatrixError::bad_gateway(
             format!("Can't connect to server {authority}: {error}"),
             rules::UPSTREAM_CONNECT,
@@ -305,5 +309,6 @@ fn upstream_error(error: &hyper_util::client::legacy::Error, authority: &str) ->
             format!("request to {authority} failed: {error}"),
             rules::UPSTREAM,
         )
-    }
+    };
+    mapped.caused_by(error)
 }

@@ -15,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use super::OutboundState;
 use super::connect::{ConnectTarget, Prefixed};
 use super::forward;
+use crate::live::Live;
 use crate::shutdown::Shutdown;
 use crate::tls::{Authority, TlsError};
 
@@ -90,14 +91,14 @@ fn same_host(sni: &str, host: &str) -> bool {
 pub(crate) async fn serve_tunnel(
     tls: TunnelStream,
     target: ConnectTarget,
-    state: Arc<OutboundState>,
+    state: Live<OutboundState>,
     mut shutdown: Shutdown,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let tunnel = Arc::new(forward::Tunnel::new(target));
     let service = service_fn(move |request| {
         let tunnel = tunnel.clone();
-        let state = state.clone();
+        let state = state.load();
         async move { Ok::<_, std::convert::Infallible>(forward::handle(request, &tunnel, &state).await) }
     });
     let io = TokioIo::new(tls);

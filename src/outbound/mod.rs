@@ -1,15 +1,19 @@
 //! The outbound listener: the forward proxy the homeserver uses (`HTTPS_PROXY`) for all
-//! outgoing federation (TIM-PROXY §5).
+//! outgoing federation (TIM-PROXY §5), and for its other outgoing HTTPS.
 //!
 //! One connection reads top-down: [`connect`] reads `CONNECT host:port` and decides whether
-//! the host may be reached at all → `200` → [`mitm`] answers the TLS handshake with a leaf for
-//! the CONNECT host from [`crate::tls::Authority`] (any other SNI is refused) → inner HTTP/1.1 or h2 requests → [`forward`]
-//! checks each request's destination ([`route`]) and relays it over a pooled, verified TLS
-//! connection to the CONNECT target ([`upstream`]).
+//! the host may be reached at all, and how. A destination in `outbound.passthrough` (identity
+//! provider, push gateway, …) is dialled and tunnelled as it is ([`passthrough`]). Everything
+//! else is federation: `200` → [`mitm`] answers the TLS handshake with a leaf for the CONNECT
+//! host from [`crate::tls::Authority`] (any other SNI is refused) → inner HTTP/1.1 or h2
+//! requests → [`forward`] checks each request's destination ([`route`]) and relays it over a
+//! pooled, verified TLS connection to the CONNECT target ([`upstream`]).
 
 pub mod connect;
 pub mod forward;
 pub mod mitm;
+pub mod passthrough;
+mod reload;
 pub mod route;
 pub mod upstream;
 
@@ -29,13 +33,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::error::MatrixError;
+use crate::error::{MatrixError, Side};
 use crate::federation::{FederationHandle, Membership, list::domain_of};
+use crate::live::Live;
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::shutdown::Shutdown;
 use crate::tls::Authority;
 
 use connect::{ConnectTarget, Head, HeadError};
+use passthrough::PassThroughList;
 use upstream::{AcceptAnyCertificate, DialPolicy, UpstreamConnector};
 
 /// Listener name in metrics and logs.
@@ -58,7 +64,7 @@ pub mod rules {
     pub const WELL_KNOWN_HOST: &str = "outbound-well-known-host";
     /// Media `{serverName}` not federated (A_26328).
     pub const MEDIA_SERVER_NAME: &str = "outbound-media-servername";
-    /// Path outside federation, keys, media, push (and not an SSO host).
+    /// Path outside federation, keys, media, push in an intercepted tunnel.
     pub const UNKNOWN_PATH: &str = "outbound-unknown-path";
     /// A non-CONNECT proxy request (`GET http://…`).
     pub const PLAIN_HTTP: &str = "outbound-plain-http";
@@ -102,10 +108,10 @@ pub struct OutboundState {
     pub(crate) authority: Arc<Authority>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) client: UpstreamClient,
-    connector: UpstreamConnector,
+    pub(crate) connector: UpstreamConnector,
     enforce: bool,
     allow_hosts: Vec<String>,
-    sso_hosts: Vec<String>,
+    passthrough: PassThroughList,
     pub(crate) request_timeout: Duration,
     /// `homeserver.server_name`: its own users need no federation-list entry.
     pub(crate) own_server: String,
@@ -120,7 +126,7 @@ impl std::fmt::Debug for OutboundState {
         f.debug_struct("OutboundState")
             .field("enforce", &self.enforce)
             .field("allow_hosts", &self.allow_hosts)
-            .field("sso_hosts", &self.sso_hosts)
+            .field("passthrough", &self.passthrough)
             .finish()
     }
 }
@@ -166,6 +172,13 @@ impl OutboundState {
                 connect_timeout: out.connect_timeout,
             },
         );
+        if !out.sso_hosts.is_empty() {
+            tracing::warn!(
+                hosts = ?out.sso_hosts,
+                "outbound.sso_hosts is deprecated: its hosts are tunnelled without interception \
+                 like outbound.passthrough; move them there"
+            );
+        }
         if out.allow_private_destinations {
             tracing::warn!(
                 "outbound.allow_private_destinations is set: the proxy may connect to \
@@ -186,7 +199,7 @@ impl OutboundState {
             connector,
             enforce: config.outbound_enforce(),
             allow_hosts: lower_all(&out.allow_hosts),
-            sso_hosts: lower_all(&out.sso_hosts),
+            passthrough: PassThroughList::new(out.passthrough.iter().chain(&out.sso_hosts)),
             request_timeout: out.request_timeout,
             own_server: config.homeserver.server_name.clone(),
             event_body_limit: config.federation.max_event_body_bytes,
@@ -200,23 +213,23 @@ impl OutboundState {
         self.enforce
     }
 
-    pub(crate) fn is_sso_host(&self, target: &ConnectTarget) -> bool {
-        host_listed(&self.sso_hosts, target)
-    }
-
-    /// Decide a CONNECT by its host alone. Allowed: federated hosts, `allow_hosts`,
-    /// `sso_hosts`, and subdomains of federated domains (a server name delegated to
-    /// `matrix.example.org` via well-known or SRV; the per-request `destination` check still
-    /// applies inside). Everything else is refused before any TLS or upstream connection.
-    pub(crate) async fn check_connect(&self, target: &ConnectTarget) -> Result<(), MatrixError> {
-        if !self.enforce
-            || host_listed(&self.allow_hosts, target)
-            || host_listed(&self.sso_hosts, target)
-        {
-            return Ok(());
+    /// Decide a CONNECT by its host alone. A `passthrough` destination is tunnelled. Otherwise
+    /// it is federation, intercepted, for federated hosts, `allow_hosts`, and subdomains of
+    /// federated domains (a server name delegated to `matrix.example.org` via well-known or
+    /// SRV; the per-request `destination` check still applies inside). Everything else is
+    /// refused before any TLS or upstream connection.
+    pub(crate) async fn check_connect(
+        &self,
+        target: &ConnectTarget,
+    ) -> Result<TunnelKind, MatrixError> {
+        if self.passthrough.contains(target) {
+            return Ok(TunnelKind::PassThrough);
+        }
+        if !self.enforce || host_listed(&self.allow_hosts, target) {
+            return Ok(TunnelKind::Intercepted);
         }
         match self.federation.check(&target.host).await {
-            Membership::Member { .. } => return Ok(()),
+            Membership::Member { .. } => return Ok(TunnelKind::Intercepted),
             Membership::Unavailable(reason) => return Err(list_unavailable(&reason)),
             Membership::NotMember => {}
         }
@@ -225,7 +238,7 @@ impl OutboundState {
             if parent.contains('.')
                 && matches!(self.federation.lookup(parent), Membership::Member { .. })
             {
-                return Ok(());
+                return Ok(TunnelKind::Intercepted);
             }
             rest = parent;
         }
@@ -253,19 +266,45 @@ impl OutboundState {
         }
     }
 
-    /// Count and log a rejection by its rule id.
+    /// Count and log a rejection by its rule id, with the side that failed and why.
     pub(crate) fn rejected(&self, error: &MatrixError, method: &str, endpoint: &str) {
         self.metrics.reject(LISTENER, error.rule);
-        tracing::info!(
-            listener = LISTENER,
-            rule = error.rule,
-            method,
-            endpoint,
-            status = error.status.as_u16(),
-            "request rejected: {}",
-            error.error
-        );
+        let status = error.status.as_u16();
+        let cause = error.cause.is_some().then(|| error.cause_chain());
+        match error.side {
+            Side::Downstream => tracing::info!(
+                listener = LISTENER,
+                rule = error.rule,
+                side = %error.side,
+                method,
+                endpoint,
+                status,
+                cause,
+                "request rejected: {}",
+                error.error
+            ),
+            Side::Upstream | Side::Internal => tracing::warn!(
+                listener = LISTENER,
+                rule = error.rule,
+                side = %error.side,
+                method,
+                endpoint,
+                status,
+                cause,
+                "request failed: {}",
+                error.error
+            ),
+        }
     }
+}
+
+/// How an allowed CONNECT is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TunnelKind {
+    /// Federation: TLS intercepted, every request checked.
+    Intercepted,
+    /// A non-federation destination from `outbound.passthrough`: bytes copied as they are.
+    PassThrough,
 }
 
 fn list_unavailable(reason: &str) -> MatrixError {
@@ -345,18 +384,23 @@ fn upstream_roots(extra: &[PathBuf]) -> Result<RootCertStore, OutboundError> {
 
 /// Accept connections until `shutdown` fires, then let open tunnels finish in-flight requests
 /// for at most `outbound.drain_timeout`.
+///
+/// A new tunnel is decided and intercepted with the state current when it was accepted (its
+/// CONNECT check, its leaf certificate); each request inside a tunnel runs on the state
+/// current when it began ([`Live`]).
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<OutboundState>,
+    state: impl Into<Live<OutboundState>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let live: Live<OutboundState> = state.into();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(handle_connection(stream, peer, state.clone(), shutdown.clone()));
+                    connections.spawn(handle_connection(stream, peer, live.clone(), shutdown.clone()));
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning; the listener stays up.
@@ -368,7 +412,7 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    let drained = tokio::time::timeout(state.drain_timeout, async {
+    let drained = tokio::time::timeout(live.load().drain_timeout, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
@@ -394,9 +438,10 @@ impl Drop for OpenGuard {
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<OutboundState>,
+    live: Live<OutboundState>,
     shutdown: Shutdown,
 ) {
+    let state = live.load();
     let gauge = state
         .metrics
         .open_connections
@@ -411,22 +456,38 @@ async fn handle_connection(
         // A tunnel still being set up holds no request worth draining.
         _ = stopping.wait() => return,
     };
-    let (tls, target) = match opened {
-        Ok(Some(opened)) => opened,
-        Ok(None) => return,
-        Err(_) => {
-            tracing::debug!(%peer, "outbound: CONNECT or TLS handshake timed out");
-            return;
+    match opened {
+        Ok(Some(Opened::Intercepted(tls, target))) => {
+            // The tunnel loads the live configuration per request.
+            drop(state);
+            mitm::serve_tunnel(*tls, target, live, shutdown).await;
         }
-    };
-    mitm::serve_tunnel(tls, target, state, shutdown).await;
+        // The dial has `outbound.connect_timeout` of its own.
+        Ok(Some(Opened::PassThrough {
+            client,
+            early,
+            target,
+        })) => passthrough::serve(client, early, target, &state).await,
+        Ok(None) => {}
+        Err(_) => tracing::debug!(%peer, "outbound: CONNECT or TLS handshake timed out"),
+    }
 }
 
-/// CONNECT → decision → `200` → TLS. `None` when the connection ended (answered or failed).
-async fn open_tunnel(
-    mut stream: TcpStream,
-    state: &Arc<OutboundState>,
-) -> Option<(mitm::TunnelStream, ConnectTarget)> {
+/// A CONNECT the proxy serves.
+enum Opened {
+    /// Answered `200`, TLS with the homeserver established.
+    Intercepted(Box<mitm::TunnelStream>, ConnectTarget),
+    /// Allowed, not answered yet: the destination is dialled first.
+    PassThrough {
+        client: TcpStream,
+        early: bytes::Bytes,
+        target: ConnectTarget,
+    },
+}
+
+/// CONNECT → decision → `200` → TLS, or a pass-through destination handed back before its
+/// `200`. `None` when the connection ended (answered or failed).
+async fn open_tunnel(mut stream: TcpStream, state: &Arc<OutboundState>) -> Option<Opened> {
     let (head, rest) = match connect::read_head(&mut stream).await {
         Ok(parsed) => parsed,
         Err(HeadError::Closed) => return None,
@@ -464,13 +525,23 @@ async fn open_tunnel(
             return None;
         }
     };
-    if let Err(error) = state.check_connect(&target).await {
-        state.rejected(&error, "CONNECT", "CONNECT");
-        state
-            .metrics
-            .request(LISTENER, "CONNECT", error.status.as_u16());
-        let _ = connect::write_matrix_error(&mut stream, &error).await;
-        return None;
+    match state.check_connect(&target).await {
+        Ok(TunnelKind::Intercepted) => {}
+        Ok(TunnelKind::PassThrough) => {
+            return Some(Opened::PassThrough {
+                client: stream,
+                early: rest,
+                target,
+            });
+        }
+        Err(error) => {
+            state.rejected(&error, "CONNECT", "CONNECT");
+            state
+                .metrics
+                .request(LISTENER, "CONNECT", error.status.as_u16());
+            let _ = connect::write_matrix_error(&mut stream, &error).await;
+            return None;
+        }
     }
     // The upstream handshake overlaps the homeserver's handshake with us.
     state.connector.dial_early(&target.authority);
@@ -479,7 +550,7 @@ async fn open_tunnel(
     }
     let io = connect::Prefixed::new(rest, stream);
     match mitm::accept(io, &target, &state.authority).await {
-        Ok(tls) => Some((tls, target)),
+        Ok(tls) => Some(Opened::Intercepted(Box::new(tls), target)),
         Err(error @ mitm::AcceptError::SniMismatch { .. }) => {
             state.metrics.reject(LISTENER, rules::SNI_MISMATCH);
             tracing::info!(

@@ -23,7 +23,8 @@ pub(crate) enum Route {
     Push,
     /// reCAPTCHA verification during registration (REF forwards it unchecked).
     Recaptcha,
-    /// Anything else: only for SSO hosts.
+    /// Anything else: refused (non-federation destinations are `outbound.passthrough`
+    /// tunnels, which never get here).
     Unknown,
 }
 

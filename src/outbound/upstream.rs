@@ -143,6 +143,11 @@ impl UpstreamConnector {
         }
     }
 
+    /// The dial settings (also used for pass-through tunnels, which dial plain TCP).
+    pub(crate) fn policy(&self) -> &DialPolicy {
+        &self.policy
+    }
+
     /// Start connecting to `authority` now, unless a connection to it exists or is being
     /// made already.
     pub(crate) fn dial_early(&self, authority: &http::uri::Authority) {
@@ -234,44 +239,7 @@ async fn dial(
         .to_owned();
     let server_name = ServerName::try_from(bare.clone()).map_err(|_| DialError::BadTarget)?;
     let attempt = async {
-        let candidates = resolve(policy, &bare, port).await?;
-        let allowed: Vec<SocketAddr> = candidates
-            .iter()
-            .copied()
-            .filter(|a| policy.allow_private || is_public(a.ip()))
-            .collect();
-        if allowed.is_empty() {
-            return Err(DialError::Private {
-                host: bare.clone(),
-                addrs: candidates
-                    .iter()
-                    .map(|a| a.ip().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        let mut last_error = None;
-        let mut tcp = None;
-        for addr in allowed {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
-                    tcp = Some(stream);
-                    break;
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let tcp = match tcp {
-            Some(tcp) => tcp,
-            None => {
-                return Err(DialError::Connect {
-                    host: bare.clone(),
-                    source: last_error
-                        .unwrap_or_else(|| io::Error::other("no address could be tried")),
-                });
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect_tcp(policy, &bare, port).await?;
         tls.connect(server_name, tcp)
             .await
             .map_err(|source| DialError::Tls {
@@ -287,6 +255,46 @@ async fn dial(
         io: TokioIo::new(stream),
         h2,
         _live: None,
+    })
+}
+
+/// Resolve `host` (no IPv6 brackets; `outbound.resolve` first), drop the addresses the
+/// private-destination policy refuses, and connect to the first that answers. No timeout of
+/// its own: callers bound it with `outbound.connect_timeout`.
+pub(crate) async fn connect_tcp(
+    policy: &DialPolicy,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, DialError> {
+    let candidates = resolve(policy, host, port).await?;
+    let allowed: Vec<SocketAddr> = candidates
+        .iter()
+        .copied()
+        .filter(|a| policy.allow_private || is_public(a.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(DialError::Private {
+            host: host.to_owned(),
+            addrs: candidates
+                .iter()
+                .map(|a| a.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let mut last_error = None;
+    for addr in allowed {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(DialError::Connect {
+        host: host.to_owned(),
+        source: last_error.unwrap_or_else(|| io::Error::other("no address could be tried")),
     })
 }
 

@@ -1,6 +1,9 @@
 //! A_25534 (federation membership of inviter and invitee), A_26021-01 / AF_10064-02 (the
 //! invitee's permission configuration) and the TI-M ePA rule "no invites between insured
-//! persons", applied to client invites, createRoom invitees and inbound federation invites.
+//! persons", applied to every route through which Synapse performs an invite:
+//! `POST …/invite`, `PUT …/state/m.room.member/{userId}` with `membership: invite`, createRoom
+//! `invite` and `initial_state` member events, and inbound federation invites (v1, v2).
+//! Third-party invites, which name no Matrix ID, are refused in [`super::third_party_invite`].
 
 use serde_json::Value;
 
@@ -9,6 +12,7 @@ use crate::error::MatrixError;
 use crate::federation::list::Membership;
 use crate::matrix::ids::{UserId, same_server_name};
 use crate::policy::permission_config::{self, ConfigKind, Decision, DefaultSetting};
+use crate::policy::shadow::Gate;
 use crate::policy::{AccountDataSource, FederationList, LookupError, body_parse_error};
 
 pub const RULE_FEDERATION: &str = "A_25534";
@@ -55,9 +59,11 @@ async fn insurance_of<F: FederationList>(
     }
 }
 
-/// Check one invite of `invitee` by `inviter`.
+/// Check one invite of `invitee` by `inviter`. Each rule's outcome passes `gate`, so a
+/// shadowed rule is evaluated and reported without stopping the invite.
 pub async fn check_invite<F: FederationList, A: AccountDataSource>(
     ctx: &InviteContext<'_, F, A>,
+    gate: &Gate<'_>,
     inviter: &UserId,
     invitee: &UserId,
     source: InviteSource,
@@ -65,15 +71,21 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
     if !ctx.enforce {
         return Ok(());
     }
-    let invitee_insured =
-        insurance_of(ctx.federation, invitee.server_name(), ctx.own_server).await?;
-    let inviter_insured =
-        insurance_of(ctx.federation, inviter.server_name(), ctx.own_server).await?;
+    // A_25534. A server outside the list counts as not insured for the rules below (they only
+    // run when A_25534 is shadowed).
+    let mut insured = [false; 2];
+    for (slot, user) in insured.iter_mut().zip([invitee, inviter]) {
+        match insurance_of(ctx.federation, user.server_name(), ctx.own_server).await {
+            Ok(is_insurance) => *slot = is_insurance,
+            Err(refusal) => gate.check(Err(refusal))?,
+        }
+    }
+    let [invitee_insured, inviter_insured] = insured;
     if invitee_insured && inviter_insured {
-        return Err(MatrixError::forbidden(
+        gate.check(Err(MatrixError::forbidden(
             "invite between insured persons is not allowed",
             RULE_INSURED,
-        ));
+        )))?;
     }
     if !ctx.policy.invite_permission_check
         || !same_server_name(invitee.server_name(), ctx.own_server)
@@ -90,7 +102,7 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
     let data = match ctx.account_data.global_account_data(invitee).await {
         Ok(data) => data,
         Err(LookupError::NotFound) => serde_json::Map::new(),
-        Err(e) => return Err(e.into_matrix_error(RULE_PERMISSION, "AccountData")),
+        Err(e) => return gate.check(Err(e.into_matrix_error(RULE_PERMISSION, "AccountData"))),
     };
     let (kind, content) = ConfigKind::lookup_order(ctx.policy.flavour)
         .into_iter()
@@ -98,17 +110,36 @@ pub async fn check_invite<F: FederationList, A: AccountDataSource>(
         .unwrap_or((ConfigKind::lookup_order(ctx.policy.flavour)[0], None));
     let server_default =
         DefaultSetting::parse(&ctx.policy.default_permission).unwrap_or(DefaultSetting::AllowAll);
-    match permission_config::decide(kind, content, server_default, inviter, inviter_insured) {
-        Decision::Allow => Ok(()),
-        Decision::Block => Err(MatrixError::forbidden(blocked_message, RULE_PERMISSION)),
-        Decision::Invalid(reason) => {
-            tracing::info!(rule = RULE_PERMISSION_INVALID, %reason, "invitee permission config does not fit its schema");
-            Err(MatrixError::forbidden(
-                blocked_message,
-                RULE_PERMISSION_INVALID,
-            ))
-        }
+    gate.check(
+        match permission_config::decide(kind, content, server_default, inviter, inviter_insured) {
+            Decision::Allow => Ok(()),
+            Decision::Block => Err(MatrixError::forbidden(blocked_message, RULE_PERMISSION)),
+            Decision::Invalid(reason) => {
+                tracing::info!(rule = RULE_PERMISSION_INVALID, %reason, "invitee permission config does not fit its schema");
+                Err(MatrixError::forbidden(
+                    blocked_message,
+                    RULE_PERMISSION_INVALID,
+                ))
+            }
+        },
+    )
+}
+
+/// The invitee of a membership event (`m.room.member` with `state_key`), if its membership
+/// is `invite`. Synapse invites whoever the state key names, so a state key that is not a
+/// user ID is refused rather than forwarded unchecked.
+pub fn member_invitee(state_key: &str, content: &Value) -> Result<Option<UserId>, MatrixError> {
+    if content.get("membership").and_then(Value::as_str) != Some("invite") {
+        return Ok(None);
     }
+    UserId::parse(state_key).map(Some).map_err(|_| {
+        MatrixError::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            "the state key of an m.room.member invite must be a user ID",
+            "body-parse",
+        )
+    })
 }
 
 /// `POST /rooms/{roomId}/invite`: the invitee (`user_id`; 3PID invites are refused).
@@ -205,7 +236,14 @@ pub(crate) mod tests {
             own_server: "hs1.test",
             enforce: true,
         };
-        check_invite(&ctx, &uid(inviter), &uid(invitee), InviteSource::Client).await
+        check_invite(
+            &ctx,
+            &Gate::enforcing(),
+            &uid(inviter),
+            &uid(invitee),
+            InviteSource::Client,
+        )
+        .await
     }
 
     fn data(v: Value) -> Data {
@@ -264,13 +302,20 @@ pub(crate) mod tests {
         let data = data(json!({}));
         let local = uid("@a:hs1.test:8448");
         assert!(
-            check_invite(&ctx(&unlisted, &data), &local, &local, InviteSource::Client)
-                .await
-                .is_ok()
+            check_invite(
+                &ctx(&unlisted, &data),
+                &Gate::enforcing(),
+                &local,
+                &local,
+                InviteSource::Client
+            )
+            .await
+            .is_ok()
         );
         let other_port = uid("@b:hs1.test:8449");
         let err = check_invite(
             &ctx(&unlisted, &data),
+            &Gate::enforcing(),
             &local,
             &other_port,
             InviteSource::Client,
@@ -361,6 +406,70 @@ pub(crate) mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.rule, RULE_INSURED);
+    }
+
+    #[tokio::test]
+    async fn shadowed_rules_are_evaluated_and_the_next_rule_still_runs() {
+        use crate::policy::shadow::tests::{Recorded, shadowing};
+        let p = PolicyConfig::default();
+        let fed = fed();
+        let d = data(json!({permission_config::TYPE_PRO: {"defaultSetting":"block all"}}));
+        let ctx = InviteContext {
+            federation: &fed,
+            account_data: &d,
+            policy: &p,
+            own_server: "hs1.test",
+            enforce: true,
+        };
+        let shadow = shadowing(&["ePA-insured-to-insured"]);
+        let recorded = Recorded::default();
+        let gate = Gate::new(&shadow, &recorded);
+        // An insured pair, shadowed: reported, and the invitee's config still decides.
+        assert!(
+            check_invite(
+                &ctx,
+                &gate,
+                &uid("@a:kasse1"),
+                &uid("@b:kasse2"),
+                InviteSource::Client
+            )
+            .await
+            .is_ok()
+        );
+        let err = check_invite(
+            &ctx,
+            &gate,
+            &uid("@a:kasse1"),
+            &uid("@b:hs1.test"),
+            InviteSource::Client,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.rule, RULE_PERMISSION);
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            vec!["refuse ePA-insured-to-insured"]
+        );
+    }
+
+    #[test]
+    fn member_events_invite_whoever_the_state_key_names() {
+        let invite = json!({"membership":"invite"});
+        assert_eq!(
+            member_invitee("@b:hs3.test", &invite)
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "@b:hs3.test"
+        );
+        assert_eq!(
+            member_invitee("@b:hs3.test", &json!({"membership":"join"})),
+            Ok(None)
+        );
+        assert_eq!(
+            member_invitee("bob", &invite).unwrap_err().errcode,
+            "M_INVALID_PARAM"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A_28271: an existing room may not be made public afterwards
 //! (`PUT …/state/m.room.join_rules/…` with `join_rule: public`). On TI-M ePA the rooms of
 //! insured persons must stay invite-only, so `knock`, `restricted` and `knock_restricted` are
-//! refused there too (a room anyone may ask to join is a public room by another name).
+//! refused there too (a room anyone may ask to join is a public room by another name), also
+//! when a room starts with such a join rule (createRoom `initial_state`).
 
 use http::StatusCode;
 use serde_json::Value;
@@ -15,6 +16,7 @@ pub const EVENT_TYPE: &str = "m.room.join_rules";
 /// Join rules refused on ePA besides `public`.
 const EPA_REFUSED: [&str; 3] = ["knock", "restricted", "knock_restricted"];
 
+/// `content` of an `m.room.join_rules` event sent to an existing room.
 pub fn check_join_rules(content: &Value, flavour: Flavour) -> Result<(), MatrixError> {
     let rule = content.get("join_rule").and_then(Value::as_str);
     if rule == Some("public") {
@@ -25,9 +27,12 @@ pub fn check_join_rules(content: &Value, flavour: Flavour) -> Result<(), MatrixE
             RULE,
         ));
     }
-    if flavour == Flavour::Epa
-        && let Some(rule) = rule.filter(|r| EPA_REFUSED.contains(r))
-    {
+    rule.map_or(Ok(()), |rule| check_epa_join_rule(rule, flavour))
+}
+
+/// The ePA part alone: a room may never have a join rule that lets anyone ask to join.
+pub fn check_epa_join_rule(rule: &str, flavour: Flavour) -> Result<(), MatrixError> {
+    if flavour == Flavour::Epa && EPA_REFUSED.contains(&rule) {
         return Err(MatrixError::new(
             StatusCode::BAD_REQUEST,
             "M_INVALID_ROOM_STATE",

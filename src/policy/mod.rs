@@ -7,6 +7,7 @@
 pub mod blocked_endpoints;
 pub mod create_room;
 pub mod data;
+pub mod event;
 pub mod event_domains;
 pub mod guest;
 pub mod invite;
@@ -17,8 +18,11 @@ pub mod presence;
 pub mod public_room;
 pub mod reaction;
 pub mod redaction;
+pub mod registry;
 pub mod room_type;
 pub mod room_version;
+pub mod shadow;
+pub mod third_party_invite;
 pub mod threads;
 pub mod versions;
 
@@ -51,18 +55,22 @@ pub enum LookupError {
 impl LookupError {
     /// Fail closed: missing token or transport problems are 403, upstream errors 502 with the
     /// homeserver's body (as the reference does). Rules handle [`LookupError::NotFound`]
-    /// before they get here; one that does not fails closed with a 403.
+    /// before they get here; one that does not fails closed with a 403. Apart from that, the
+    /// homeserver (or, for a missing admin token, the proxy's configuration) failed, not the
+    /// client.
     pub fn into_matrix_error(self, rule: &'static str, api: &str) -> MatrixError {
-        match self {
+        let error = match &self {
             LookupError::NotFound => {
                 MatrixError::forbidden(format!("Could not use {api} API, cause: not found"), rule)
             }
             LookupError::NoAdminToken => MatrixError::forbidden(
                 "Could not get admin access token cause: no admin token configured",
                 rule,
-            ),
+            )
+            .from_internal(),
             LookupError::Transport(e) | LookupError::Malformed(e) => {
                 MatrixError::forbidden(format!("Could not use {api} API, cause: {e}"), rule)
+                    .from_upstream()
             }
             LookupError::Upstream { body, .. } => MatrixError::new(
                 StatusCode::BAD_GATEWAY,
@@ -70,7 +78,8 @@ impl LookupError {
                 format!("Could not use {api} API, cause: {body}"),
                 rule,
             ),
-        }
+        };
+        error.caused_by(self)
     }
 }
 

@@ -7,6 +7,7 @@ use unicode_segmentation::UnicodeSegmentation;
 use crate::error::MatrixError;
 
 pub const RULE: &str = "A_26228-01";
+pub const RULE_REL_TYPE: &str = "reaction-rel-type";
 pub const EVENT_TYPE: &str = "m.reaction";
 
 fn is_emoji_grapheme(g: &str) -> bool {
@@ -21,10 +22,19 @@ fn is_emoji_grapheme(g: &str) -> bool {
     !stripped.is_empty() && emojis::get(&stripped).is_some()
 }
 
-pub fn check_reaction(content: &Value) -> Result<(), MatrixError> {
-    let relates = content.get("m.relates_to");
-    let key = relates.and_then(|r| r.get("key")).and_then(Value::as_str);
-    let Some(key) = key.filter(|k| !k.trim().is_empty()) else {
+/// The key of a reaction, when it has a non-blank one (blank keys are not checked, like the
+/// reference).
+fn key(content: &Value) -> Option<&str> {
+    content
+        .get("m.relates_to")
+        .and_then(|r| r.get("key"))
+        .and_then(Value::as_str)
+        .filter(|k| !k.trim().is_empty())
+}
+
+/// A_26228-01: the key is exactly one emoji.
+pub fn check_key(content: &Value) -> Result<(), MatrixError> {
+    let Some(key) = key(content) else {
         return Ok(());
     };
     if key.graphemes(true).count() != 1 {
@@ -36,13 +46,22 @@ pub fn check_reaction(content: &Value) -> Result<(), MatrixError> {
     if !is_emoji_grapheme(key) {
         return Err(MatrixError::bad_json("Key must only contain emoji", RULE));
     }
-    let rel_type = relates
+    Ok(())
+}
+
+/// `reaction-rel-type` (reference behaviour): a keyed reaction is an `m.annotation`.
+pub fn check_rel_type(content: &Value) -> Result<(), MatrixError> {
+    if key(content).is_none() {
+        return Ok(());
+    }
+    let rel_type = content
+        .get("m.relates_to")
         .and_then(|r| r.get("rel_type"))
         .and_then(Value::as_str);
     if rel_type != Some("m.annotation") {
         return Err(MatrixError::bad_json(
             "RelType must be 'm.annotation'",
-            "reaction-rel-type",
+            RULE_REL_TYPE,
         ));
     }
     Ok(())
@@ -52,6 +71,11 @@ pub fn check_reaction(content: &Value) -> Result<(), MatrixError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn check_reaction(content: &Value) -> Result<(), MatrixError> {
+        check_key(content)?;
+        check_rel_type(content)
+    }
 
     fn reaction(key: &str) -> Value {
         json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":key}})

@@ -1,6 +1,10 @@
 //! A_28358: events older than 24 h (`policy.redaction_max_age`) cannot be redacted. The age is
 //! measured against now, in whole minutes like the reference, from the target event's
 //! `origin_server_ts` as reported by the homeserver.
+//!
+//! Routes to a redaction: `PUT …/redact/{eventId}/{txnId}`, and an `m.room.redaction` event
+//! with `content.redacts` sent through `PUT …/send/m.room.redaction/{txnId}` or `PUT …/state`
+//! (how rooms from version 11 on, and Synapse with MSC4169, read a redaction's target).
 
 use std::time::Duration;
 
@@ -8,6 +12,12 @@ use crate::error::MatrixError;
 use crate::policy::LookupError;
 
 pub const RULE: &str = "A_28358";
+pub const EVENT_TYPE: &str = "m.room.redaction";
+
+/// The target named in a redaction event's content, if any.
+pub fn redacts(content: &serde_json::Value) -> Option<&str> {
+    content.get("redacts").and_then(serde_json::Value::as_str)
+}
 
 /// Source of an event's `origin_server_ts` (ms since the epoch). `room_id`/`event_id` are the
 /// raw, still percent-encoded path segments.

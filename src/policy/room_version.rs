@@ -22,13 +22,12 @@ pub fn check_room_version(version: &str, allowed: &[String]) -> Result<(), Matri
     ))
 }
 
-/// `POST /rooms/{roomId}/upgrade`: `new_version` must be allowed.
-pub fn check_upgrade(body: &serde_json::Value, allowed: &[String]) -> Result<(), MatrixError> {
-    let version = body
-        .get("new_version")
+/// `POST /rooms/{roomId}/upgrade`: the version asked for (`new_version`), which must then
+/// pass [`check_room_version`].
+pub fn upgrade_version(body: &serde_json::Value) -> Result<&str, MatrixError> {
+    body.get("new_version")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| MatrixError::bad_json("Failed to deserialize request body", "body-parse"))?;
-    check_room_version(version, allowed)
+        .ok_or_else(crate::policy::body_parse_error)
 }
 
 #[cfg(test)]
@@ -38,6 +37,10 @@ mod tests {
 
     fn allowed() -> Vec<String> {
         vec!["9".into(), "10".into()]
+    }
+
+    fn check_upgrade(body: &serde_json::Value, allowed: &[String]) -> Result<(), MatrixError> {
+        check_room_version(upgrade_version(body)?, allowed)
     }
 
     #[test]

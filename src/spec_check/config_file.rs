@@ -71,18 +71,19 @@ pub fn check(text: &str, sink: &mut Sink<'_>) {
     check_extra_endpoints(&config, &loc, sink);
 }
 
-/// Extra endpoints must compile into the matcher; one that v1.11 already has is noise.
+/// Extra endpoints must compile into the matcher; one that is already served (v1.11, legacy or
+/// an alias spelling) is noise.
 fn check_extra_endpoints(config: &Config, loc: &Locator<'_>, sink: &mut Sink<'_>) {
     let extras = &config.inbound.extra_endpoints;
     if extras.is_empty() {
         return;
     }
     let list_pos = loc.locate(&["inbound", "extra_endpoints"]);
-    if let Err(e) = EndpointTable::v1_11_with_extras(extras) {
+    if let Err(e) = EndpointTable::served(extras) {
         sink.error(list_pos, RULE, format!("inbound.extra_endpoints: {e}"));
         return;
     }
-    let Ok(plain) = EndpointTable::v1_11_with_extras(&[]) else {
+    let Ok(plain) = EndpointTable::served(&[]) else {
         return;
     };
     for extra in extras {
@@ -101,7 +102,10 @@ fn check_extra_endpoints(config: &Config, loc: &Locator<'_>, sink: &mut Sink<'_>
             sink.warning(
                 pos,
                 RULE,
-                format!("inbound.extra_endpoints: `{extra}` is already the Matrix v1.11 endpoint `{} {}`", known.method, known.template),
+                format!(
+                    "inbound.extra_endpoints: `{extra}` is already served as `{} {}`",
+                    known.method, known.template
+                ),
             );
         }
     }

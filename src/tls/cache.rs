@@ -72,6 +72,18 @@ impl Authority {
         }
     }
 
+    /// SHA-256 fingerprint of the CA the leaves are signed with.
+    pub fn ca_fingerprint(&self) -> &str {
+        self.ca.fingerprint()
+    }
+
+    /// Drop every cached leaf (this authority was replaced by one with another CA or other
+    /// cache settings); the cache-size gauge follows.
+    pub async fn flush(&self) {
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks().await;
+    }
+
     /// The configuration to answer a TLS handshake for `host` (SNI, or the CONNECT host when
     /// the client sent none). Minted on first use, then served from the cache.
     pub async fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {

@@ -21,7 +21,10 @@
 #
 # Environment: TIMPROXY_E2E_PORT_BASE (default 8448; layout in ports.sh), E2E_DIR (default ./.e2e),
 #   E2E_VENV (default $E2E_DIR/venv), E2E_PROXY_CA, E2E_START_TIMEOUT (s, default 90),
-#   E2E_HSn_CLIENT_URL (override the client URL written to e2e.env).
+#   E2E_HSn_CLIENT_URL (override the client URL written to e2e.env),
+#   E2E_HSn_EXTRA_CONFIG (a YAML file appended to hsn's homeserver.yaml, e.g. an OIDC provider),
+#   E2E_SYNAPSE_SSL_CERT_FILE (SSL_CERT_FILE of the servers behind the proxy: the trust store Synapse
+#   checks its non-federation HTTPS against — identity provider, push gateway).
 # All runtime state lives under $E2E_DIR; the result for tests is $E2E_DIR/e2e.env.
 set -euo pipefail
 
@@ -243,6 +246,12 @@ rc_invites:
   per_issuer: {per_second: 1000, burst_count: 1000}
 rc_federation: {window_size: 1000, sleep_limit: 1000, sleep_delay: 1, reject_limit: 1000, concurrent: 100}
 EOF
+  local extra_var
+  extra_var="E2E_$(upper "$h")_EXTRA_CONFIG"
+  if [ -n "${!extra_var:-}" ]; then
+    [ -f "${!extra_var}" ] || die "$extra_var=${!extra_var} is not a file"
+    { echo "# appended from $extra_var"; cat "${!extra_var}"; } >>"$d/homeserver.yaml"
+  fi
 }
 
 write_env() {
@@ -377,6 +386,11 @@ cmd_start() {
     local proxy_env=()
     if behind_proxy "$h"; then
       proxy_env=("HTTPS_PROXY=http://127.0.0.1:$(outbound_port "$h")" "NO_PROXY=127.0.0.1,localhost")
+      # Synapse checks non-federation TLS against the system trust store (OpenSSL's default
+      # paths, which SSL_CERT_FILE replaces), never against federation_custom_ca_list.
+      if [ -n "${E2E_SYNAPSE_SSL_CERT_FILE:-}" ]; then
+        proxy_env+=("SSL_CERT_FILE=$E2E_SYNAPSE_SSL_CERT_FILE")
+      fi
     fi
     (cd "$d" || exit 1
       nohup env -u HTTPS_PROXY -u https_proxy -u HTTP_PROXY -u http_proxy -u NO_PROXY -u no_proxy \
@@ -479,5 +493,5 @@ case "$sub" in
   status)  cmd_status;;
   logs)    cmd_logs "$@";;
   clean)   cmd_clean;;
-  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
+  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
 esac

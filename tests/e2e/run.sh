@@ -28,11 +28,13 @@ DEADLINE=$((T0 + RUN_TIMEOUT))
 
 # Every flow, in the order it runs: a name and the command that runs it (with e2e.env loaded).
 # A flow's output ends with `e2e: N passed, M failed` (tests/e2e.rs reads it).
-FLOWS="happy tim-rules blocked-invite refused"
+FLOWS="happy tim-rules blocked-invite refused browser oidc push"
 flow_command() {
   case $1 in
     happy | tim-rules | blocked-invite) echo "$E2E_PYTHON $HERE/flow.py $1" ;;
     refused) echo "$E2E_PYTHON $HERE/flow.py refused --from hs3" ;;
+    # Headless Chromium, the OIDC provider, the push gateway (browser/services.sh).
+    browser | oidc | push) echo "bash $HERE/browser/flow.sh $1" ;;
     *) return 1 ;;
   esac
 }
@@ -84,6 +86,18 @@ for h in hs1 hs2; do
   done
 done
 
+# The services of the browser, oidc and push flows: the OIDC provider and the push gateway are
+# reached by Synapse only through timproxy's outbound.passthrough (names below), so they start
+# first; Synapse loads the provider's metadata at start-up. Without node they are skipped (each of
+# those flows then says why).
+# shellcheck source=tests/e2e/browser/services.sh
+. "$HERE/browser/services.sh"
+case " $SELECTED " in
+  *" browser "* | *" oidc "* | *" push "*) services_prepare ;;
+  *) E2E_SERVICES_SKIP="not selected" ;;
+esac
+export E2E_SERVICES_SKIP
+
 # The federation list in the registration service's format: hs1 and hs2, not hs3.
 cat >"$E2E_DIR/federation-list.json" <<JSON
 {"version":1,"domainList":[{"domain":"hs1.test","isInsurance":false,"telematikID":"1-e2e-hs1"},{"domain":"hs2.test","isInsurance":false,"telematikID":"1-e2e-hs2"}]}
@@ -101,10 +115,15 @@ inbound:
   listen: 127.0.0.1:$public_port
   tls: {cert_file: "$cert", key_file: "$key"}
   well_known_server_port: $public_port
+  # Synapse's SSO pages (the oidc flow); the pro flavour keeps them closed by default.
+  sso_endpoints: true
 outbound:
   listen: 127.0.0.1:$out_port
   ca: {cert_file: "$E2E_CA_CERT", key_file: "$E2E_CA_KEY"}
   allow_private_destinations: true
+  # The homeserver's non-federation HTTPS (browser/services.sh): tunnelled, never intercepted.
+  passthrough: ["$E2E_OIDC_HOST:$E2E_OIDC_PORT", "$E2E_PUSH_HOST:$E2E_PUSH_PORT"]
+  resolve: {$E2E_OIDC_HOST: 127.0.0.1, $E2E_PUSH_HOST: 127.0.0.1}
 admin:
   listen: 127.0.0.1:$admin
 info_api:
@@ -134,6 +153,7 @@ YAML
 
 start_proxy hs1
 start_proxy hs2
+[ -n "$E2E_SERVICES_SKIP" ] || services_start
 start_bound=$(remaining); [ "$start_bound" -lt "${E2E_START_TIMEOUT:-90}" ] || start_bound=${E2E_START_TIMEOUT:-90}
 E2E_START_TIMEOUT=$start_bound bash "$HERE/homeservers.sh" start --via-proxy --hs3
 say "setup done after $(($(date +%s) - T0))s"

@@ -145,6 +145,8 @@ impl Fake {
         config.federation.source = FederationSource::RegistrationService;
         config.registration_service.url = Url::parse(&self.base).unwrap();
         config.registration_service.timeout = Duration::from_secs(5);
+        // A registration service may hand out the VZD JWS too; its signer names no responder.
+        config.federation.ocsp.enabled = false;
         config
     }
 
@@ -161,6 +163,9 @@ impl Fake {
         config.federation.vzd_token = Some(VZD_TOKEN.to_owned());
         config.federation.trust_anchors = vec![data("trust-anchor.pem")];
         config.registration_service.timeout = Duration::from_secs(5);
+        // These signers name no OCSP responder (which fails closed); OCSP has its own tests
+        // with a real responder (tests/it/ocsp.rs).
+        config.federation.ocsp.enabled = false;
         config
     }
 }

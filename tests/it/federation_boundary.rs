@@ -181,7 +181,7 @@ async fn a_transaction_naming_a_non_federated_domain_never_reaches_the_homeserve
     assert_eq!(h.up.requests.load(Ordering::SeqCst), before);
     assert!(
         h.metrics.encode().contains(
-            r#"timproxy_rejections_total{listener="inbound",rule="A_25534-event-domain"} 2"#
+            r#"timproxy_rejections_total{listener="inbound",rule="A_25534-event-domain",mode="enforce"} 2"#
         ),
         "{}",
         h.metrics.encode()

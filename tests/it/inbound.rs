@@ -82,7 +82,8 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if path == "/_matrix/client/v3/account/whoami" {
+    // Synapse serves whoami under r0 too; the proxy itself asks under v3.
+    if path == "/_matrix/client/v3/account/whoami" || path == "/_matrix/client/r0/account/whoami" {
         up.whoami.fetch_add(1, Ordering::SeqCst);
         return match auth.as_str() {
             "Bearer tok-alice" => {
@@ -90,6 +91,9 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
             }
             "Bearer tok-remote" => {
                 json_response(StatusCode::OK, json!({"user_id":"@mallory:evil.test"}))
+            }
+            "Bearer tok-insured" => {
+                json_response(StatusCode::OK, json!({"user_id":"@ina:kasse1.test"}))
             }
             _ => json_response(
                 StatusCode::UNAUTHORIZED,
@@ -137,7 +141,7 @@ async fn fake_homeserver(req: Request<Incoming>, up: Arc<Upstream>) -> Response<
         if path.ends_with("/context/%24elsewhere") {
             return json_response(
                 StatusCode::NOT_FOUND,
-                json!({"errcode":"M_NOT_FOUND","error":"No row found"}),
+                json!({"errcode":"M_UNKNOWN","error":"No row found (events)"}),
             );
         }
         if path.ends_with("/context/%24broken") {
@@ -409,6 +413,12 @@ fn fill(template: &str) -> String {
         .join("/")
 }
 
+/// Federation routes that only serve third-party invites (refused on every route).
+const THIRD_PARTY_ROUTES: [&str; 2] = [
+    "/_matrix/federation/v1/exchange_third_party_invite/{roomId}",
+    "/_matrix/federation/v1/3pid/onbind",
+];
+
 #[tokio::test]
 async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
     let h = start_with(registration_service_is_upstream).await;
@@ -446,6 +456,11 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
             blocked += 1;
             continue;
         }
+        if THIRD_PARTY_ROUTES.contains(&e.template.as_str()) {
+            assert_rejected(&got, 403, "M_FORBIDDEN");
+            blocked += 1;
+            continue;
+        }
         assert_eq!(
             got.0,
             StatusCode::OK,
@@ -467,9 +482,163 @@ async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
         }
         forwarded += 1;
     }
-    // media v3 config, two preview_url, get_token, federation publicRooms GET + POST.
-    assert_eq!(blocked, 6);
-    assert_eq!(forwarded, 191 - 6);
+    // media v3 config, two preview_url, get_token, federation publicRooms GET + POST, and the
+    // two federation routes that only serve third-party invites.
+    assert_eq!(blocked, 8);
+    assert_eq!(forwarded, 191 - 8);
+}
+
+#[tokio::test]
+async fn legacy_endpoints_are_forwarded() {
+    let h = start().await;
+    let legacy =
+        timproxy::matrix::endpoints::parse_legacy(timproxy::matrix::endpoints::LEGACY_TSV).unwrap();
+    assert!(!legacy.is_empty());
+    for e in &legacy {
+        let target = fill(&e.template);
+        // Key endpoints are open: no X-Matrix needed, as for /key/v2/server.
+        let headers: &[(&str, &str)] = if e.template.starts_with("/_matrix/key/") {
+            &[]
+        } else {
+            &[("authorization", "Bearer tok-alice")]
+        };
+        let body = (e.method == Method::PUT || e.method == Method::POST)
+            .then(|| json!({"actions":["notify"]}));
+        let got = h.send(e.method.clone(), &target, headers, body).await;
+        assert_eq!(got.0, 200, "{} {}: {}", e.method, e.template, got.1);
+        assert_eq!(got.1["target"], target, "{} {}", e.method, e.template);
+    }
+}
+
+/// The answer for `target`, reduced to what a rule decides: the status and, for a rejection,
+/// the errcode; for a forward, the path the homeserver saw.
+async fn decision(
+    h: &Harness,
+    method: &Method,
+    target: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let got = h
+        .send(
+            method.clone(),
+            target,
+            &[("authorization", "Bearer tok-alice")],
+            body.cloned(),
+        )
+        .await;
+    // The fake homeserver never answers with an errcode on these paths.
+    let detail = if got.1["errcode"].is_string() {
+        json!({"errcode": got.1["errcode"], "error": got.1["error"]})
+    } else {
+        json!({"forwarded": got.1["target"]})
+    };
+    (got.0.as_u16(), detail)
+}
+
+#[tokio::test]
+async fn alias_spellings_get_exactly_the_rules_of_their_canonical_endpoint() {
+    let h = start().await;
+    let aliases =
+        timproxy::matrix::endpoints::parse_aliases(timproxy::matrix::endpoints::ALIASES_TSV)
+            .unwrap();
+    let table = timproxy::matrix::endpoints::EndpointTable::served(&[]).unwrap();
+    // One body every rule accepts, one that several rules refuse.
+    let benign = json!({"user_id":"@carol:hs1.test","room_version":"10","new_version":"10",
+        "join_rule":"invite","body":"x","presence":"online"});
+    let refused = json!({"user_id":"@bob:hs1.test","room_version":"1","new_version":"1",
+        "join_rule":"public","invite":["@a:hs1.test","@b:hs1.test"],"presence":"online",
+        "status_msg":"x".repeat(300),"m.relates_to":{"rel_type":"m.thread","event_id":"$e"}});
+    let mut compared = 0;
+    for e in table.endpoints() {
+        for alias in &aliases {
+            let Some(rest) = e.template.strip_prefix(alias.canonical.as_str()) else {
+                continue;
+            };
+            let canonical = fill(&e.template);
+            let spelled = fill(&format!("{}{rest}", alias.alias));
+            let bodies: Vec<Option<&Value>> = if e.method == Method::GET {
+                vec![None]
+            } else {
+                vec![Some(&benign), Some(&refused)]
+            };
+            for body in bodies {
+                let (status, detail) = decision(&h, &e.method, &canonical, body).await;
+                let (alias_status, alias_detail) = decision(&h, &e.method, &spelled, body).await;
+                assert_eq!(
+                    alias_status, status,
+                    "{} {spelled} vs {canonical}",
+                    e.method
+                );
+                match detail.get("forwarded") {
+                    Some(Value::Null) => assert!(alias_detail.get("forwarded").is_some()),
+                    Some(_) => assert_eq!(alias_detail, json!({"forwarded": spelled})),
+                    None => assert_eq!(alias_detail, detail, "{} {spelled}", e.method),
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 150, "{compared}");
+    // And by hand, rules that certainly fire.
+    let room = "/_matrix/client/r0/rooms/%21r%3Ahs1.test";
+    assert_rejected(
+        &h.alice(
+            Method::PUT,
+            &format!("{room}/state/m.room.join_rules"),
+            json!({"join_rule":"public"}),
+        )
+        .await,
+        400,
+        "M_INVALID_ROOM_STATE",
+    );
+    assert_rejected(
+        &h.alice(Method::PUT, &format!("{room}/redact/%24old/t1"), json!({}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_rejected(
+        &h.send(Method::GET, "/_matrix/media/r0/config", &[], None)
+            .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_rejected(
+        &h.send(
+            Method::GET,
+            "/_matrix/media/r0/download/unlisted.test/m",
+            &[],
+            None,
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let got = h
+        .alice(Method::GET, "/_matrix/client/r0/events?from=s1", json!({}))
+        .await;
+    assert_eq!(got.1["target"], "/_matrix/client/r0/events?from=s1");
+}
+
+#[tokio::test]
+async fn send_without_transaction_id_gets_the_send_rules() {
+    let h = start().await;
+    for send in [
+        "/_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.room.message",
+        "/_matrix/client/r0/rooms/%21r%3Ahs1.test/send/m.room.message",
+    ] {
+        let got = h.alice(Method::POST, send, json!({"body":"x"})).await;
+        assert_eq!(got.1["target"], send, "{}", got.1);
+        let thread = json!({"body":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}});
+        assert_rejected(
+            &h.alice(Method::POST, send, thread).await,
+            400,
+            "M_FORBIDDEN",
+        );
+    }
+    let react = "/_matrix/client/v3/rooms/%21r%3Ahs1.test/send/m.reaction";
+    let two = json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍👍"}});
+    assert_rejected(&h.alice(Method::POST, react, two).await, 400, "M_BAD_JSON");
 }
 
 #[tokio::test]
@@ -480,7 +649,8 @@ async fn non_v1_11_paths_are_unrecognized_and_never_forwarded() {
         "/_synapse/admin/v1/users/%40alice%3Ahs1.test",
         "/_synapse/client/oidc/callback",
         "/metrics",
-        "/_matrix/client/r0/sync",
+        "/_matrix/client/r1/sync",
+        "/_matrix/client/unstable/sync",
         "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
         "/_matrix/client/v3/sync/",
         "/_matrix/client//v3/sync",
@@ -604,7 +774,11 @@ async fn tim_blocked_endpoints_answer_with_rule_errors_before_auth() {
         assert_eq!(got.1["error"], "A_26520, A_28590");
     }
     assert_eq!(h.up.requests.load(Ordering::SeqCst), 0);
-    assert!(h.metrics.encode().contains(r#"rule="A_26520/A_28590"} 2"#));
+    assert!(
+        h.metrics
+            .encode()
+            .contains(r#"rule="A_26520/A_28590",mode="enforce"} 2"#)
+    );
 }
 
 #[tokio::test]
@@ -1205,6 +1379,314 @@ async fn federation_invite_rules() {
             .encode()
             .contains(r#"rule="ePA-insured-to-insured""#)
     );
+}
+
+/// Finding 2 (issue 14): Synapse performs an invite for an `m.room.member` state event with
+/// `membership: invite`, so that route gets exactly the invite rules of `POST …/invite`.
+#[tokio::test]
+async fn invites_as_state_events_get_the_invite_rules() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    let member = |who: &str| format!("{room}/state/m.room.member/{who}");
+    let invite = json!({"membership":"invite"});
+    // A_25534: the invitee's server is not federated (raw `@` and `:` as well as encoded).
+    for path in [member("@bob:hs3.test"), member("%40bob%3Ahs3.test")] {
+        let got = h.alice(Method::PUT, &path, invite.clone()).await;
+        assert_rejected(&got, 403, "M_FORBIDDEN");
+        assert_eq!(
+            got.1["error"],
+            "hs3.test kann nicht in der Föderation gefunden werden"
+        );
+    }
+    // The decoded event type decides, not the raw text.
+    let encoded_type = format!("{room}/state/m.room.%6Dember/%40bob%3Ahs3.test");
+    assert_rejected(
+        &h.alice(Method::PUT, &encoded_type, invite.clone()).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // A_26021-01: a local invitee's permission configuration blocks (and a malformed one
+    // fails closed).
+    let got = h
+        .alice(Method::PUT, &member("%40bob%3Ahs1.test"), invite.clone())
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
+    assert_rejected(
+        &h.alice(Method::PUT, &member("%40dave%3Ahs1.test"), invite.clone())
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // ePA: no invites between insured persons.
+    let got = h
+        .send(
+            Method::PUT,
+            &member("%40carl%3Akasse2.test"),
+            &[("authorization", "Bearer tok-insured")],
+            Some(invite.clone()),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    // A state key Synapse cannot read as a user is refused, not forwarded unchecked.
+    assert_rejected(
+        &h.alice(Method::PUT, &member("bob"), invite.clone()).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    // An allowed invite, and memberships that are no invite, reach the homeserver unchanged.
+    for (who, content) in [
+        ("%40carol%3Ahs1.test", invite.clone()),
+        (
+            "%40alice%3Ahs1.test",
+            json!({"membership":"join","displayname":"A"}),
+        ),
+        (
+            "%40bob%3Ahs3.test",
+            json!({"membership":"ban","reason":"spam"}),
+        ),
+        ("%40bob%3Ahs3.test", json!({"membership":"leave"})),
+    ] {
+        let got = h.alice(Method::PUT, &member(who), content.clone()).await;
+        assert_eq!(got.0, 200, "{who} {content}: {}", got.1);
+        assert_eq!(echoed_body(&got.1), content);
+    }
+    let metrics = h.metrics.encode();
+    for rule in [
+        "A_25534",
+        "A_26021-01",
+        "A_26021-01-config",
+        "ePA-insured-to-insured",
+    ] {
+        assert!(
+            metrics.contains(&format!("rule=\"{rule}\",mode=\"enforce\"")),
+            "{rule}: {metrics}"
+        );
+    }
+}
+
+/// A third-party invite names no Matrix ID the invite rules could check; Synapse performs one
+/// through any of these routes.
+#[tokio::test]
+async fn third_party_invites_are_refused_on_every_route() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    let threepid = json!({"medium":"email","address":"a@b.example","id_server":"is.example","id_access_token":"t"});
+    // Synapse performs the 3PID invite and ignores `user_id` when medium and address are there.
+    let mut with_user = threepid.clone();
+    with_user["user_id"] = json!("@carol:hs1.test");
+    assert_rejected(
+        &h.alice(Method::POST, &format!("{room}/invite"), with_user)
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Without user_id: the reference's answer.
+    let got = h
+        .alice(Method::POST, &format!("{room}/invite"), threepid.clone())
+        .await;
+    assert_rejected(&got, 400, "M_BAD_JSON");
+    assert_eq!(got.1["error"], "InviteUser.Request.userId is missing");
+    assert_rejected(
+        &h.alice(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            json!({"invite_3pid":[threepid]}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_rejected(
+        &h.alice(
+            Method::PUT,
+            &format!("{room}/state/m.room.third_party_invite/tok"),
+            json!({"display_name":"a…","key_validity_url":"https://is.example","public_key":"k"}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test","type":"m.room.member","content":{"membership":"invite"}});
+    assert_rejected(
+        &h.federation(
+            Method::PUT,
+            "/_matrix/federation/v1/exchange_third_party_invite/%21r%3Ahs1.test",
+            "hs2.test",
+            Some(event),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_rejected(
+        &h.send(
+            Method::PUT,
+            "/_matrix/federation/v1/3pid/onbind",
+            &[],
+            Some(json!({"mxid":"@carol:hs1.test","invites":[]})),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert!(
+        h.metrics
+            .encode()
+            .contains(r#"rule="third-party-invite",mode="enforce"} 6"#)
+    );
+    assert_eq!(
+        h.up.requests.load(Ordering::SeqCst),
+        h.up.whoami.load(Ordering::SeqCst)
+    );
+}
+
+/// Finding 3 (issue 14): Synapse applies `initial_state` over the preset, so a `public` join
+/// rule there makes a public room; and every other part of createRoom that is an invite counts.
+#[tokio::test]
+async fn create_room_initial_state_is_checked_like_the_rest_of_the_room() {
+    let url = "/_matrix/client/v3/createRoom";
+    let join_rule = |rule: &str| json!({"type":"m.room.join_rules","state_key":"","content":{"join_rule":rule}});
+    let pro = start().await;
+    let body =
+        json!({"preset":"private_chat","initial_state":[join_rule("public")],"room_version":"10"});
+    let got = pro.alice(Method::POST, url, body).await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(
+        echoed_body(&got.1),
+        json!({"preset":"private_chat","initial_state":[join_rule("public")],"room_version":"10","creation_content":{"m.federate":false}})
+    );
+    // Invites inside initial_state are invites.
+    let member = |who: &str| json!({"type":"m.room.member","state_key":who,"content":{"membership":"invite"}});
+    let got = pro
+        .alice(
+            Method::POST,
+            url,
+            json!({"initial_state":[member("@bob:hs3.test")]}),
+        )
+        .await;
+    assert_rejected(&got, 403, "M_FORBIDDEN");
+    assert_eq!(
+        got.1["error"],
+        "hs3.test kann nicht in der Föderation gefunden werden"
+    );
+    let got = pro
+        .alice(
+            Method::POST,
+            url,
+            json!({"initial_state":[member("@bob:hs1.test")]}),
+        )
+        .await;
+    assert_eq!(
+        got.1["error"],
+        "The invite was blocked by the invitees policy"
+    );
+    let got = pro
+        .alice(
+            Method::POST,
+            url,
+            json!({"invite":["@carol:hs1.test"],"initial_state":[member("@erin:hs1.test")]}),
+        )
+        .await;
+    assert_eq!(
+        got.1["error"],
+        "Only one user can be invited at room creation. - see A_25368-01"
+    );
+
+    let epa = start_with(|c| c.policy.flavour = timproxy::config::Flavour::Epa).await;
+    for rule in ["public", "knock", "restricted", "knock_restricted"] {
+        let body = json!({"preset":"private_chat","initial_state":[join_rule(rule)]});
+        assert_rejected(
+            &epa.alice(Method::POST, url, body).await,
+            400,
+            "M_INVALID_ROOM_STATE",
+        );
+    }
+    assert_eq!(
+        epa.alice(
+            Method::POST,
+            url,
+            json!({"initial_state":[join_rule("invite")]})
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+/// Threads and reactions are refused on every route that sends event content, not only
+/// `PUT …/send`; redactions through `send` and `state` get the age rule.
+#[tokio::test]
+async fn content_rules_hold_on_every_route_that_carries_content() {
+    let h = start().await;
+    let room = "/_matrix/client/v3/rooms/%21r%3Ahs1.test";
+    let thread = json!({"body":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}});
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            format!("{room}/send/m.room.message/t1"),
+            json!({"body":"x","m.relates_to":{"rel_type":"io.element.thread","event_id":"$e"}}),
+        ),
+        (
+            Method::PUT,
+            format!("{room}/state/m.room.topic/"),
+            thread.clone(),
+        ),
+        (
+            Method::PUT,
+            format!("{room}/state/x.custom/key"),
+            thread.clone(),
+        ),
+        (
+            Method::PUT,
+            format!("{room}/redact/%24new/t2"),
+            json!({"reason":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$e"}}),
+        ),
+        (
+            Method::POST,
+            "/_matrix/client/v3/createRoom".to_owned(),
+            json!({"initial_state":[{"type":"m.room.topic","content":thread}]}),
+        ),
+        (
+            Method::POST,
+            "/_matrix/client/v3/createRoom".to_owned(),
+            json!({"creation_content":thread}),
+        ),
+    ] {
+        let got = h.alice(method.clone(), &path, body).await;
+        assert_rejected(&got, 400, "M_FORBIDDEN");
+        assert_eq!(
+            got.1["error"], "Message threading is not supported – see A_25395-02",
+            "{method} {path}"
+        );
+    }
+    let two = json!({"m.relates_to":{"rel_type":"m.annotation","event_id":"$e","key":"👍👍"}});
+    assert_rejected(
+        &h.alice(Method::PUT, &format!("{room}/state/m.reaction/k"), two)
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    for path in [
+        format!("{room}/send/m.room.redaction/t3"),
+        format!("{room}/state/m.room.redaction/k"),
+    ] {
+        let got = h.alice(Method::PUT, &path, json!({"redacts":"$old"})).await;
+        assert_rejected(&got, 403, "M_FORBIDDEN");
+        assert_eq!(
+            got.1["error"],
+            "Event cannot be redacted, it is older than 24h - see A_28358"
+        );
+        assert_eq!(
+            h.alice(Method::PUT, &path, json!({"redacts":"$new"}))
+                .await
+                .0,
+            200
+        );
+    }
 }
 
 #[tokio::test]

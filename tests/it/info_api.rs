@@ -332,7 +332,7 @@ async fn unknown_paths_are_plain_404_and_rejections_are_counted() {
     api.get("/tim-information", None).await;
     let text = api.metrics.encode();
     assert!(
-        text.contains(r#"timproxy_rejections_total{listener="info",rule="info-auth-missing"} 1"#),
+        text.contains(r#"timproxy_rejections_total{listener="info",rule="info-auth-missing",mode="enforce"} 1"#),
         "{text}"
     );
     assert!(

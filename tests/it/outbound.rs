@@ -312,7 +312,9 @@ async fn fixture() -> Fixture {
 }
 
 fn rejections(metrics: &Metrics, rule: &str) -> u64 {
-    let needle = format!(r#"timproxy_rejections_total{{listener="outbound",rule="{rule}"}} "#);
+    let needle = format!(
+        r#"timproxy_rejections_total{{listener="outbound",rule="{rule}",mode="enforce"}} "#
+    );
     metrics
         .encode()
         .lines()
@@ -585,8 +587,85 @@ async fn requests_without_x_matrix_are_allowed_only_where_the_spec_allows() {
     .await;
 }
 
+/// CONNECT, then TLS trusting only the *origin* CA: succeeds only when the proxy tunnels the
+/// bytes instead of intercepting them.
+async fn passthrough_tunnel(proxy: &Proxy, origin_ca_pem: &str, target: &str, sni: &str) -> Tls {
+    let stream = connect(proxy.addr, &format!("CONNECT {target} HTTP/1.0\r\n\r\n"))
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT {target} refused: {e:?}"));
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    TlsConnector::from(client_config(origin_ca_pem, &[]))
+        .connect(name, stream)
+        .await
+        .unwrap_or_else(|e| panic!("TLS through the tunnel to {target} failed: {e}"))
+}
+
+fn requests(metrics: &Metrics, endpoint: &str, status: u16) -> u64 {
+    let needle = format!(
+        r#"timproxy_requests_total{{listener="outbound",endpoint="{endpoint}",status="{status}"}} "#
+    );
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
-async fn sso_hosts_pass_any_path() {
+async fn passthrough_destinations_are_tunnelled_without_interception() {
+    bounded(async {
+        let f = fixture().await;
+        let port = f.origin.port;
+        // hs3.test (not federated) at one port, hs2.test (federated) by host: the explicit
+        // entry wins over the federation list.
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.passthrough = vec![format!("hs3.test:{port}"), "hs2.test".to_owned()];
+        })
+        .await;
+        for host in ["hs3.test", "hs2.test"] {
+            let target = format!("{host}:{port}");
+            let tls = passthrough_tunnel(&proxy, &f.origin_ca.cert_pem, &target, host).await;
+            // The origin's own certificate, not a minted leaf.
+            let chain = tls.get_ref().1.peer_certificates().unwrap().to_vec();
+            let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+            assert!(
+                leaf.issuer().to_string().contains("origin CA"),
+                "{}",
+                leaf.issuer()
+            );
+            let mut sender = http1(tls).await;
+            // Paths no federation route knows pass: OIDC token exchange, push notify.
+            for (method, path) in [
+                ("POST", "/oauth2/token"),
+                ("POST", "/_matrix/push/v1/notify"),
+                ("GET", "/.well-known/openid-configuration"),
+            ] {
+                let (status, body) = send(
+                    &mut sender,
+                    method,
+                    host,
+                    path,
+                    None,
+                    Bytes::from_static(b"{}"),
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{host}{path}: {body}");
+                assert_eq!(body["target"], path);
+            }
+        }
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 6);
+        assert_eq!(requests(&proxy.metrics, "CONNECT (pass-through)", 200), 2);
+        // Another port of the port-bound entry is not passed through (and hs3 is not federated).
+        let refused = connect(proxy.addr, "CONNECT hs3.test:1 HTTP/1.0\r\n\r\n").await;
+        let (status, _, body) = refused.expect_err("CONNECT hs3.test:1 was allowed");
+        assert_eq!(status, 403, "{body}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deprecated_sso_hosts_are_tunnelled_like_passthrough() {
     bounded(async {
         let f = fixture().await;
         let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
@@ -594,7 +673,8 @@ async fn sso_hosts_pass_any_path() {
         })
         .await;
         let target = format!("hs3.test:{}", f.origin.port);
-        let mut sender = http1(tunnel(&proxy, &target, "hs3.test", &[]).await).await;
+        let tls = passthrough_tunnel(&proxy, &f.origin_ca.cert_pem, &target, "hs3.test").await;
+        let mut sender = http1(tls).await;
         let (status, _) = send(
             &mut sender,
             "GET",
@@ -605,6 +685,49 @@ async fn sso_hosts_pass_any_path() {
         )
         .await;
         assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn passthrough_dial_failures_are_answered_before_the_tunnel() {
+    bounded(async {
+        let f = fixture().await;
+        // A port nothing listens on.
+        let closed = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.passthrough = vec!["hs3.test".to_owned()];
+        })
+        .await;
+        let refused = connect(
+            proxy.addr,
+            &format!("CONNECT hs3.test:{closed} HTTP/1.0\r\n\r\n"),
+        )
+        .await;
+        let (status, _, body) = refused.expect_err("a dead destination got 200");
+        assert_eq!(status, 502, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["errcode"], "M_UNKNOWN");
+        assert_eq!(rejections(&proxy.metrics, "outbound-upstream-connect"), 1);
+        // Loopback stays refused unless private destinations are allowed.
+        let strict = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.outbound.passthrough = vec!["hs3.test".to_owned()];
+            c.outbound.allow_private_destinations = false;
+        })
+        .await;
+        let target = format!("CONNECT hs3.test:{} HTTP/1.0\r\n\r\n", f.origin.port);
+        let (status, _, body) = connect(strict.addr, &target)
+            .await
+            .expect_err("a loopback destination got 200");
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(
+            rejections(&strict.metrics, "outbound-private-destination"),
+            1
+        );
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
     })
     .await;
 }

@@ -375,3 +375,20 @@ fn unknown_kinds_and_usage_errors_exit_2_or_1() {
     assert_eq!(code, 1);
     assert!(out.contains("missing required `defaultSetting`"), "{out}");
 }
+
+#[test]
+fn readme_maps_every_reference_setting_as_spec_check_does() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for m in timproxy::spec_check::reference::MAPPINGS.iter() {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", m.reference)))
+            .unwrap_or_else(|| panic!("README has no row for {}", m.reference));
+        let cell = |v: Option<&str>| v.map_or("—".to_owned(), |v| format!("`{v}`"));
+        let cells: Vec<&str> = row.split(" | ").collect();
+        assert_eq!(cells[1], cell(m.env), "{row}");
+        assert_eq!(cells[2], cell(m.timproxy), "{row}");
+        assert_eq!(cells[3], cell(m.timproxy_env().as_deref()), "{row}");
+    }
+}

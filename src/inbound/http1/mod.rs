@@ -21,7 +21,6 @@ mod response;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -37,6 +36,7 @@ use super::forward::{self, Deadline, Peer};
 use super::framing::{self, Framing};
 use super::upstream::BUFFERED_BODY_MAX;
 use crate::error::MatrixError;
+use crate::live::Live;
 use body::FeedEnd;
 use request::{Parsed, RequestHead};
 use response::Reply;
@@ -63,7 +63,9 @@ struct Connection<'c, I> {
     io: I,
     buf: BytesMut,
     out: Vec<u8>,
-    state: &'c Arc<InboundState>,
+    /// Loaded once per request: each request runs on the configuration current when its head
+    /// arrived.
+    state: &'c Live<InboundState>,
     drain: watch::Receiver<bool>,
     /// Completes when the listener drains. Made once per connection: a `changed()` future per
     /// wait registered and unregistered a waiter on every request.
@@ -130,7 +132,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     }
 
     async fn reject(&mut self, err: &MatrixError) {
-        self.state.metrics.reject(super::LISTENER, err.rule);
+        self.state.load().metrics.reject(super::LISTENER, err.rule);
         tracing::debug!(rule = err.rule, status = err.status.as_u16(), error = %err.error, "malformed request");
         let reply = Reply {
             head_request: false,
@@ -176,14 +178,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
 /// connection and the bytes read so far when the client turns out to speak HTTP/2.
 pub(crate) async fn serve<I>(
     io: I,
-    state: &Arc<InboundState>,
+    state: &Live<InboundState>,
     peer: &Peer,
     drain: watch::Receiver<bool>,
 ) -> Option<(I, Bytes)>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let header_timeout = state.config.inbound.header_read_timeout;
+    let header_timeout = state.load().config.inbound.header_read_timeout;
     let draining = *drain.borrow();
     let mut signal = drain.clone();
     let drained = Box::pin(async move {
@@ -261,12 +263,13 @@ where
             };
             // Not boxed: allocating and copying the handler's future (a few KiB) per request cost
             // more than its slot costs an idle connection (see `BENCHMARKS.md`, memory).
+            let state = conn.state.load();
             let deadline = Deadline::Lent {
-                at: conn.state.forwarder.deadline_from(Instant::now()),
+                at: state.forwarder.deadline_from(Instant::now()),
                 timer: conn.timer.as_mut(),
             };
             let mut handler = std::pin::pin!(super::handle(
-                conn.state.clone(),
+                state,
                 Request::from_parts(parts, body),
                 peer,
                 deadline,

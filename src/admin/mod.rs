@@ -1,25 +1,32 @@
-//! Admin listener: liveness, readiness and Prometheus metrics — nothing else, and never on
-//! the public inbound/outbound ports.
+//! Admin listener: liveness, readiness, Prometheus metrics, and the operator surface
+//! ([`operator`]: active configuration, reload, log filter) — never on the public
+//! inbound/outbound ports.
 //!
 //! Readiness is the conjunction of component checks (store, homeserver, federation list,
 //! raw-data backlog); each reports a reason so an operator sees *why* an instance is not
 //! ready. The reference implementation's probe paths (`/actuator/health/liveness|readiness`)
 //! are answered too, so existing Kubernetes probes keep working after a swap.
 
+pub mod operator;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::federation::FederationHandle;
+use crate::live::Live;
+use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use operator::{Operations, OperatorAccess};
 
 /// Outcome of one component check.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -61,6 +68,9 @@ pub struct AdminState {
     components: Vec<Arc<dyn Component>>,
     federation: Option<FederationHandle>,
     check_timeout: Duration,
+    operations: Option<Arc<dyn Operations>>,
+    log: Option<Arc<LogControl>>,
+    access: OperatorAccess,
 }
 
 impl AdminState {
@@ -70,7 +80,28 @@ impl AdminState {
             components: Vec::new(),
             federation: None,
             check_timeout: Duration::from_secs(3),
+            operations: None,
+            log: None,
+            access: OperatorAccess::default(),
         }
+    }
+
+    /// Serve `GET /config` and `POST /config/reload`.
+    pub fn with_operations(mut self, operations: Arc<dyn Operations>) -> Self {
+        self.operations = Some(operations);
+        self
+    }
+
+    /// Serve the log-filter endpoints.
+    pub fn with_log_control(mut self, log: Arc<LogControl>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Who may use the operator endpoints ([`operator`]).
+    pub fn with_access(mut self, access: OperatorAccess) -> Self {
+        self.access = access;
+        self
     }
 
     pub fn with_component(mut self, component: Arc<dyn Component>) -> Self {
@@ -167,28 +198,34 @@ impl Component for HomeserverComponent {
     }
 }
 
-/// `reqwest` errors hide the cause (connection refused, …) in their source chain.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use crate::error::error_chain;
 
-pub fn router(state: Arc<AdminState>) -> Router {
+/// The admin routes; each request runs on the state current when it arrived ([`Live`]).
+pub fn router(state: impl Into<Live<AdminState>>) -> Router {
+    let state: Live<AdminState> = state.into();
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/actuator/health/liveness", get(live))
         .route("/actuator/health/readiness", get(ready))
         .route("/metrics", get(metrics))
+        .route("/config", get(operator::config_status))
+        .route("/config/reload", post(operator::reload))
+        .route(
+            "/log-level",
+            get(operator::log_level)
+                .put(operator::set_log_level)
+                .delete(operator::reset_log_level),
+        )
+        .route("/actuator/logging/levels", get(operator::accepted_levels))
+        .route(
+            "/actuator/logging/{level}",
+            put(operator::set_reference_level),
+        )
+        .route(
+            "/actuator/logging/{level}/{logger}",
+            put(operator::set_reference_logger_level),
+        )
         .with_state(state)
 }
 
@@ -218,13 +255,15 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
-/// Serve the admin router until shutdown.
+/// Serve the admin router until shutdown. The operator endpoints need the client's address
+/// (loopback rule), so connections carry it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<AdminState>,
+    state: impl Into<Live<AdminState>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
 }
