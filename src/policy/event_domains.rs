@@ -637,6 +637,53 @@ pub(crate) mod tests {
         );
     }
 
+    /// Server-server endpoints with a body that carries no events, and why. A new v1.11
+    /// federation endpoint with a body must land here or in [`EventBody::of`].
+    const NO_EVENTS: [(&str, &str); 6] = [
+        (
+            "/_matrix/federation/v1/3pid/onbind",
+            "identity-server callback; third-party invites are refused (third-party-invite)",
+        ),
+        (
+            "/_matrix/federation/v1/get_missing_events/{roomId}",
+            "event ids only; the events come back in the answer",
+        ),
+        (
+            "/_matrix/federation/v1/publicRooms",
+            "refused before auth (A_26520/A_28590)",
+        ),
+        (
+            "/_matrix/federation/v1/user/keys/claim",
+            "asks for the receiver's own users' keys",
+        ),
+        (
+            "/_matrix/federation/v1/user/keys/query",
+            "asks for the receiver's own users' keys",
+        ),
+        (
+            "/_matrix/key/v2/query",
+            "server names whose keys to fetch; fetching goes through the outbound CONNECT check",
+        ),
+    ];
+
+    #[test]
+    fn every_federation_endpoint_with_a_body_is_checked_or_listed_as_carrying_no_events() {
+        use crate::matrix::endpoints::Api;
+        let mut unaccounted = Vec::new();
+        for e in crate::matrix::endpoints::v1_11() {
+            let with_body = e.method == http::Method::PUT || e.method == http::Method::POST;
+            if e.api != Api::ServerServer || !with_body {
+                continue;
+            }
+            let carries = EventBody::of(&e.method, &e.template).is_some();
+            let listed = NO_EVENTS.iter().any(|(t, _)| *t == e.template);
+            if carries == listed {
+                unaccounted.push(format!("{} {}", e.method, e.template));
+            }
+        }
+        assert!(unaccounted.is_empty(), "{unaccounted:?}");
+    }
+
     #[test]
     fn a_transaction_of_federated_events_is_clean() {
         let txn = json!({"origin":"hs2.test","pdus":[pdu("@a:hs2.test"), member("@b:hs2.test","@b:hs2.test","join")],
