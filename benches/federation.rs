@@ -1,4 +1,5 @@
-//! Federation list lookups with 100k domains: the check every federation request pays.
+//! Federation list lookups with 100k domains: the check every federation request pays; and
+//! the event-domain check of a full transaction (`policy::event_domains`).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -104,5 +105,87 @@ fn lookups_while_swapping(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, lookups, lookups_while_swapping);
+/// A PDU as Synapse sends it (about 1 KiB: hashes, signatures, auth and prev events).
+fn pdu(sender: &str, room_server: &str, i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "auth_events": ["$Fh4XyIg3xKm4gZ0oRkq2cH5Qqvo2bB0y1k3WgJm9cT8", "$pN7Y2m0Qm4v1tVbBfLrWQ8n4yHc2uJx0kRzP5aT6sE1", "$Lq3Vd8sZ0rK2pW6nH1yT4mB9xC5vF7gJ0eU3iO2aQ4w"],
+        "content": {"body": format!("message number {i} with some text in it, as people write"), "msgtype": "m.text",
+                    "org.matrix.msc1767.text": format!("message number {i} with some text in it, as people write")},
+        "depth": 1000 + i,
+        "hashes": {"sha256": "Cq8ZbqTqJ3vL0m9fN2sX5yR7aD1eG4hK6jP8uW0zB3c"},
+        "origin_server_ts": 1_700_000_000_000u64 + i as u64,
+        "prev_events": ["$Xy7Wq2Lm9Vn4Bc6Td8Rf1Gh3Jk5Pz0Sa2Ue4Io6Ky8Mw"],
+        "room_id": format!("!OGEhHVWSdvArJzumhm:{room_server}"),
+        "sender": sender,
+        "type": "m.room.message",
+        "signatures": {"tim54321.messenger-483.example.org": {"ed25519:a_AbCd": "K8wqB3mZ0pX7vN2sL5yR9aD1eG4hJ6kP8uW0zB3cQq8ZbqTqJ3vL0m9fN2sX5yR7aD1eG4hK6jP8uW0zB3c"}},
+        "unsigned": {"age_ts": 1_700_000_000_000u64 + i as u64}
+    })
+}
+
+/// 50 PDUs and 100 EDUs (the most Synapse puts in one transaction), every domain federated;
+/// with `evil`, the last PDU's sender is not.
+fn transaction(evil: bool) -> Vec<u8> {
+    let origin = "tim54321.messenger-483.example.org";
+    let mut pdus: Vec<_> = (0..50)
+        .map(|i| {
+            pdu(
+                &format!("@user{}:{origin}", i % 7),
+                "tim12.messenger-12.example.org",
+                i,
+            )
+        })
+        .collect();
+    if evil {
+        pdus[49] = pdu("@mallory:evil.example.net", origin, 49);
+    }
+    let edus: Vec<_> = (0..100)
+        .map(|i| {
+            let user = format!("@user{}:{origin}", i % 7);
+            match i % 5 {
+                0 => serde_json::json!({"edu_type": "m.typing", "content": {"room_id": "!OGEhHVWSdvArJzumhm:tim12.messenger-12.example.org", "user_id": user, "typing": true}}),
+                1 => serde_json::json!({"edu_type": "m.receipt", "content": {"!OGEhHVWSdvArJzumhm:tim12.messenger-12.example.org": {"m.read": {user: {"data": {"ts": 1_700_000_000_000u64}, "event_ids": ["$Xy7Wq2Lm9Vn4Bc6Td8Rf1Gh3Jk5Pz0Sa2Ue4Io6Ky8Mw"]}}}}}),
+                2 => serde_json::json!({"edu_type": "m.presence", "content": {"push": [{"user_id": user, "presence": "online", "last_active_ago": 5000, "currently_active": true}]}}),
+                3 => serde_json::json!({"edu_type": "m.device_list_update", "content": {"user_id": user, "device_id": "ABCDEFGHIJ", "stream_id": i, "prev_id": [i - 1], "deleted": false}}),
+                _ => serde_json::json!({"edu_type": "m.direct_to_device", "content": {"sender": user, "type": "m.room_key_request", "message_id": format!("m{i}"),
+                        "messages": {format!("@peer:tim12.messenger-12.example.org"): {"DEVICEID": {"action": "request", "requesting_device_id": "ABCDEFGHIJ"}}}}}),
+            }
+        })
+        .collect();
+    serde_json::json!({"origin": origin, "origin_server_ts": 1_700_000_000_000u64, "pdus": pdus, "edus": edus})
+        .to_string()
+        .into_bytes()
+}
+
+fn transactions(c: &mut Criterion) {
+    use futures_util::FutureExt;
+    use timproxy::policy::event_domains::{EventBody, check};
+    let handle = handle();
+    let own = "hs1.example.org";
+    let clean = transaction(false);
+    let evil = transaction(true);
+    let run = |body: &[u8]| {
+        check(EventBody::Transaction, body, own, &handle)
+            .now_or_never()
+            .and_then(Result::ok)
+    };
+    // The figures are only meaningful if the verdicts are the expected ones.
+    assert!(run(&clean).is_some_and(|v| v.is_clean() && v.pdus == 50 && v.edus == 100));
+    assert!(run(&evil).is_some_and(|v| v.offences.len() == 1));
+    eprintln!(
+        "event_domains: transaction of 50 PDUs + 100 EDUs is {} bytes",
+        clean.len()
+    );
+    let mut group = c.benchmark_group("event_domains_50_pdus_100_edus");
+    group.throughput(criterion::Throughput::Bytes(clean.len() as u64));
+    group.bench_function("all_federated", |b| b.iter(|| run(black_box(&clean))));
+    group.bench_function("one_offending_pdu", |b| b.iter(|| run(black_box(&evil))));
+    // For scale: what reading the whole body into a `serde_json::Value` costs.
+    group.bench_function("baseline_parse_to_value", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&clean)).is_ok())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lookups, lookups_while_swapping, transactions);
 criterion_main!(benches);

@@ -535,6 +535,11 @@ pub struct FederationConfig {
     pub min_refresh_gap: Duration,
     /// Extra PEM CA files trusted for upstream federation TLS (besides system roots).
     pub trusted_ca_files: Vec<PathBuf>,
+    /// Largest federation body whose events are checked for non-federated domains
+    /// (transactions, `send_join`/`send_leave`/`send_knock`, invites; inbound and outbound);
+    /// larger → 413. Default: what Synapse itself accepts (200 × 64 KiB), so no legitimate
+    /// transaction is refused (a refused one would be retried by its sender forever).
+    pub max_event_body_bytes: u64,
     /// Revocation check (OCSP) of the certificate that signed a JWS list.
     pub ocsp: OcspConfig,
 }
@@ -587,6 +592,7 @@ impl Default for FederationConfig {
             refresh_on_miss: true,
             min_refresh_gap: Duration::from_secs(60),
             trusted_ca_files: Vec::new(),
+            max_event_body_bytes: 200 * 64 * 1024,
             ocsp: OcspConfig::default(),
         }
     }

@@ -1,7 +1,10 @@
-//! Inbound federation (`/_matrix/federation/*`, `/_matrix/key/*`): the `X-Matrix` origin must
-//! be a federated server (Berechtigungsstufe 1) and the `destination`, when given, this
-//! server; inbound invites get the invite rules, and the two routes that turn a third-party
-//! invite into a membership (`exchange_third_party_invite`, `3pid/onbind`) are refused.
+//! Inbound federation (`/_matrix/federation/*`, `/_matrix/key/*`), in this order: the
+//! `X-Matrix` authorization, read exactly as Synapse reads it ([`crate::matrix::x_matrix`]),
+//! names a federated origin (Berechtigungsstufe 1) and, when given, this server as
+//! `destination`; the two routes that turn a third-party invite into a membership
+//! (`exchange_third_party_invite`, `3pid/onbind`) are refused; the events of event-carrying
+//! requests name only federated servers ([`event_domains`], never shadowed); inbound invites
+//! get the invite rules.
 //!
 //! Unchecked, because their callers carry no X-Matrix or are not in the federation list:
 //! server keys (Synapse fetches them unauthenticated), `openid/userinfo` (the VZD directory),
@@ -13,11 +16,12 @@ use std::sync::Arc;
 use http::{HeaderMap, Request};
 
 use super::client::{RuleReport, invite_context, with_body};
-use super::forward::Body;
+use super::forward::{Body, full};
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
 use crate::matrix::x_matrix::{XMatrix, XMatrixError};
+use crate::policy::event_domains::{self, Decision, EventBody};
 use crate::policy::invite::{InviteSource, check_invite, federation_invite};
 use crate::policy::shadow::Gate;
 use crate::policy::{parse_object, third_party_invite};
@@ -105,6 +109,15 @@ pub async fn check_origin(
     }
 }
 
+/// What the federation rules decided.
+pub(crate) enum Step {
+    /// Forward the request (its body unchanged: X-Matrix signatures cover it).
+    Forward(Ready),
+    /// The proxy answers itself and nothing reaches the homeserver: a transaction held back
+    /// by [`event_domains`] (see there why it is answered rather than refused).
+    Answer(http::Response<Body>),
+}
+
 /// The rules of inbound federation requests, once [`check_origin`] has accepted the origin.
 pub(crate) async fn apply(
     state: &Arc<InboundState>,
@@ -112,24 +125,62 @@ pub(crate) async fn apply(
     template: &str,
     _params: &crate::matrix::endpoints::PathParams<'_>,
     notes: &mut RequestNotes,
-) -> Result<Ready, MatrixError> {
+) -> Result<Step, MatrixError> {
     let (parts, body) = req.into_parts();
     let report = RuleReport::new(&state.metrics, &parts.method, template);
     let gate = Gate::new(&state.config.policy.shadow, &report);
     if THIRD_PARTY.contains(&template) {
+        // Shadowed, the request goes on to the event check below.
         gate.check(Err(third_party_invite::refused(false)))?;
-        return Ok((parts, body));
     }
-    let v2 = match template {
-        "/_matrix/federation/v1/invite/{roomId}/{eventId}" => false,
-        "/_matrix/federation/v2/invite/{roomId}/{eventId}" => true,
-        _ => return Ok((parts, body)),
+    let events = EventBody::of(&parts.method, template);
+    let Some(events) = events.filter(|_| state.config.federation.enforce) else {
+        return Ok(Step::Forward((parts, body)));
     };
-    if !state.config.federation.enforce {
-        return Ok((parts, body));
+    let invite_v2 = match template {
+        "/_matrix/federation/v1/invite/{roomId}/{eventId}" => Some(false),
+        "/_matrix/federation/v2/invite/{roomId}/{eventId}" => Some(true),
+        _ => None,
+    };
+    let limit = match invite_v2 {
+        Some(_) => state.config.inbound.max_body_bytes,
+        None => state.config.federation.max_event_body_bytes,
+    };
+    let bytes = read_body(body, limit).await?;
+    // Before the invite rules: this check needs no homeserver lookups. It protects the
+    // federation boundary, so it is never shadowed.
+    let own = &state.config.homeserver.server_name;
+    let verdict = Box::pin(event_domains::check(events, &bytes, own, &state.federation)).await?;
+    match verdict.decide(events) {
+        Decision::Forward => {
+            if let Some(v2) = invite_v2 {
+                check_federation_invite(state, &gate, &bytes, v2, notes).await?;
+            }
+            Ok(Step::Forward(with_body(parts, bytes)))
+        }
+        Decision::Refuse(error) => Err(error),
+        Decision::HoldBack => {
+            state.metrics.reject(super::LISTENER, event_domains::RULE);
+            verdict.log_held_back(super::LISTENER, &parts.method);
+            let mut answer = http::Response::new(full(event_domains::HELD_BACK_ANSWER));
+            answer.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(Step::Answer(answer))
+        }
     }
-    let bytes = read_body(body, state.config.inbound.max_body_bytes).await?;
-    let invite = federation_invite(&parse_object(&bytes)?, v2)?;
+}
+
+/// The invite rules for an inbound federation invite (A_25534, A_26021-01, ePA).
+async fn check_federation_invite(
+    state: &Arc<InboundState>,
+    gate: &Gate<'_>,
+    bytes: &[u8],
+    v2: bool,
+    notes: &mut RequestNotes,
+) -> Result<(), MatrixError> {
+    let invite = federation_invite(&parse_object(bytes)?, v2)?;
     notes.inviter_server = Some(invite.sender.server_name().to_owned());
     notes.invitee_server = Some(invite.invitee.server_name().to_owned());
     if !invite.membership_is_invite {
@@ -140,11 +191,10 @@ pub(crate) async fn apply(
     }
     Box::pin(check_invite(
         &invite_context(state),
-        &gate,
+        gate,
         &invite.sender,
         &invite.invitee,
         InviteSource::Federation,
     ))
-    .await?;
-    Ok(with_body(parts, bytes))
+    .await
 }

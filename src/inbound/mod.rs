@@ -423,6 +423,16 @@ impl From<Result<(http::request::Parts, Body), MatrixError>> for Decision {
     }
 }
 
+impl From<Result<federation::Step, MatrixError>> for Decision {
+    fn from(checked: Result<federation::Step, MatrixError>) -> Self {
+        match checked {
+            Ok(federation::Step::Forward((parts, body))) => Decision::Forward(parts, body),
+            Ok(federation::Step::Answer(response)) => Decision::Answer(Ok(response)),
+            Err(err) => Decision::Answer(Err(err)),
+        }
+    }
+}
+
 /// Phase 1: which endpoint `req` addresses and where it goes next.
 fn classify<'s>(state: &'s InboundState, req: &Request<Body>) -> (Addressed<'s>, Route<'s>) {
     let method = req.method();

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
@@ -17,10 +17,14 @@ use super::{LISTENER, OutboundState, error_response, rules};
 use crate::error::MatrixError;
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::ListenerLabels;
+use crate::policy::event_domains::{self, Decision, EventBody};
 
 /// Response bodies: the upstream body streamed through, or the proxy's own error JSON.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub type ProxyResponse = Response<ProxyBody>;
+/// Request bodies sent upstream: streamed from the tunnel, or read whole because their events
+/// were checked.
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// What every request in one tunnel shares.
 #[derive(Debug)]
@@ -45,7 +49,11 @@ pub(crate) async fn handle(
     let method = request.method().clone();
     // Only the head (Sync) is borrowed across the checks, never the streaming body.
     let outcome = match check(request.headers(), request.uri(), &route, tunnel, state).await {
-        Ok(()) => forward(request, tunnel, state).await,
+        Ok(()) => match check_events(request, state).await {
+            Ok(Outgoing::Send(request)) => forward(request, tunnel, state).await,
+            Ok(Outgoing::HeldBack) => Ok(held_back()),
+            Err(error) => Err(error),
+        },
         Err(error) => Err(error),
     };
     let response = match outcome {
@@ -127,6 +135,64 @@ fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix, MatrixError> {
     })
 }
 
+/// A request after the event check.
+// Returned once per request; boxing the request would cost an allocation on every one.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Send(Request<UpstreamBody>),
+    /// A transaction naming a non-federated domain: answered here, never sent.
+    HeldBack,
+}
+
+/// Every Matrix domain in the events the homeserver sends must be federated
+/// ([`event_domains`]): transactions, `send_join`/`send_leave`/`send_knock`, invites. Other
+/// requests stream on unread.
+async fn check_events(
+    request: Request<Incoming>,
+    state: &OutboundState,
+) -> Result<Outgoing, MatrixError> {
+    let kind = EventBody::of(request.method(), request.uri().path());
+    let Some(kind) = kind.filter(|_| state.enforce()) else {
+        return Ok(Outgoing::Send(request.map(Either::Left)));
+    };
+    let (mut parts, body) = request.into_parts();
+    let bytes = crate::inbound::read_body(
+        crate::inbound::forward::stream(body),
+        state.event_body_limit,
+    )
+    .await?;
+    let verdict = event_domains::check(kind, &bytes, &state.own_server, &state.federation).await?;
+    match verdict.decide(kind) {
+        Decision::Forward => {
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            Ok(Outgoing::Send(Request::from_parts(
+                parts,
+                Either::Right(Full::new(bytes)),
+            )))
+        }
+        Decision::Refuse(error) => Err(error),
+        Decision::HoldBack => {
+            state.metrics.reject(LISTENER, event_domains::RULE);
+            verdict.log_held_back(LISTENER, &parts.method);
+            Ok(Outgoing::HeldBack)
+        }
+    }
+}
+
+/// The answer for a held-back transaction: the homeserver's queue moves on.
+fn held_back() -> ProxyResponse {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        event_domains::HELD_BACK_ANSWER.as_bytes(),
+    ))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 async fn check_destination(state: &OutboundState, destination: &str) -> Result<(), MatrixError> {
     if state.server_allowed(destination).await? {
         Ok(())
@@ -150,7 +216,7 @@ fn request_host(headers: &HeaderMap, uri: &Uri, tunnel: &Tunnel) -> String {
 }
 
 async fn forward(
-    request: Request<Incoming>,
+    request: Request<UpstreamBody>,
     tunnel: &Tunnel,
     state: &OutboundState,
 ) -> Result<ProxyResponse, MatrixError> {

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
@@ -101,7 +100,7 @@ pub enum OutboundError {
 }
 
 /// Upstream client type: bodies stream straight from the tunnel to the remote.
-pub(crate) type UpstreamClient = Client<UpstreamConnector, Incoming>;
+pub(crate) type UpstreamClient = Client<UpstreamConnector, forward::UpstreamBody>;
 
 /// Everything one outbound listener needs; shared by all its connections.
 pub struct OutboundState {
@@ -114,6 +113,10 @@ pub struct OutboundState {
     allow_hosts: Vec<String>,
     passthrough: PassThroughList,
     pub(crate) request_timeout: Duration,
+    /// `homeserver.server_name`: its own users need no federation-list entry.
+    pub(crate) own_server: String,
+    /// `federation.max_event_body_bytes`.
+    pub(crate) event_body_limit: u64,
     handshake_timeout: Duration,
     drain_timeout: Duration,
 }
@@ -198,6 +201,8 @@ impl OutboundState {
             allow_hosts: lower_all(&out.allow_hosts),
             passthrough: PassThroughList::new(out.passthrough.iter().chain(&out.sso_hosts)),
             request_timeout: out.request_timeout,
+            own_server: config.homeserver.server_name.clone(),
+            event_body_limit: config.federation.max_event_body_bytes,
             handshake_timeout: out.handshake_timeout,
             drain_timeout: out.drain_timeout,
         })

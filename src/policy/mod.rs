@@ -9,6 +9,7 @@ pub mod coverage;
 pub mod create_room;
 pub mod data;
 pub mod event;
+pub mod event_domains;
 pub mod guest;
 pub mod invite;
 pub mod join_rules;

@@ -113,3 +113,131 @@ async fn a_trusted_proxy_keeps_its_forwarding_fields() {
     assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
     assert_eq!(body["headers"]["x-forwarded-proto"], "http");
 }
+
+/// A PDU as a federated server signs it (the proxy does not verify signatures; Synapse does).
+fn pdu(sender: &str, body: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "m.room.message", "room_id": "!room:hs1.test", "sender": sender,
+        "origin_server_ts": 1_700_000_000_000u64, "depth": 12,
+        "content": {"msgtype": "m.text", "body": body},
+        "prev_events": ["$prev"], "auth_events": ["$create", "$pl", "$member"],
+        "hashes": {"sha256": "aGFzaA"},
+        "signatures": {"hs2.test": {"ed25519:a": "c2lnbmF0dXJl"}},
+        "unsigned": {"age": 10}
+    })
+}
+
+fn transaction(pdus: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "origin": "hs2.test", "origin_server_ts": 1_700_000_000_000u64,
+        "pdus": pdus,
+        "edus": [
+            {"edu_type": "m.typing", "content": {"room_id": "!room:hs1.test", "user_id": "@a:hs2.test", "typing": true}},
+            {"edu_type": "m.receipt", "content": {"!room:hs1.test": {"m.read": {"@a:hs2.test": {"data": {"ts": 1}, "event_ids": ["$e"]}}}}}
+        ]
+    })
+}
+
+const SEND: &str = "/_matrix/federation/v1/send/1700000000000";
+
+/// Issue 14, "every event's domains": a transaction from a federated origin whose events are
+/// all federated reaches the homeserver byte for byte (the X-Matrix signature covers it).
+#[tokio::test]
+async fn a_clean_transaction_is_forwarded_unchanged() {
+    let h = start().await;
+    let txn = transaction(vec![pdu("@a:hs2.test", "hello"), pdu("@b:hs2.test", "hi")]);
+    let (status, body) = h
+        .federation(http::Method::PUT, SEND, "hs2.test", Some(txn.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["body"], txn.to_string(), "the body was changed");
+}
+
+/// Issue 14, "every event's domains": a PDU from `@evil:evil.test` inside a transaction from
+/// a listed origin was forwarded. Now the whole transaction is answered by the proxy
+/// (`{"pdus":{}}`, so the sender does not retry it forever) and nothing reaches the
+/// homeserver.
+#[tokio::test]
+async fn a_transaction_naming_a_non_federated_domain_never_reaches_the_homeserver() {
+    let h = start().await;
+    let before = h.up.requests.load(Ordering::SeqCst);
+    for txn in [
+        transaction(vec![
+            pdu("@a:hs2.test", "hello"),
+            pdu("@evil:evil.test", "spam"),
+        ]),
+        {
+            let mut t = transaction(vec![pdu("@a:hs2.test", "hello")]);
+            t["edus"][0]["content"]["user_id"] = "@evil:evil.test".into();
+            t
+        },
+    ] {
+        let (status, body) = h
+            .federation(http::Method::PUT, SEND, "hs2.test", Some(txn))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, serde_json::json!({"pdus": {}}));
+    }
+    assert_eq!(h.up.requests.load(Ordering::SeqCst), before);
+    assert!(
+        h.metrics.encode().contains(
+            r#"timproxy_rejections_total{listener="inbound",rule="A_25534-event-domain",mode="enforce"} 2"#
+        ),
+        "{}",
+        h.metrics.encode()
+    );
+}
+
+/// Single events (`send_join`, `invite`, …) naming a non-federated domain are refused with
+/// 403 and never forwarded.
+#[tokio::test]
+async fn single_events_naming_a_non_federated_domain_are_refused() {
+    let h = start().await;
+    let member = |sender: &str, target: &str, membership: &str| {
+        serde_json::json!({"type": "m.room.member", "room_id": "!room:hs1.test", "sender": sender,
+            "state_key": target, "content": {"membership": membership},
+            "signatures": {"hs2.test": {"ed25519:a": "c2ln"}}})
+    };
+    let before = h.up.requests.load(Ordering::SeqCst);
+    let cases = [
+        (
+            "/_matrix/federation/v2/send_join/%21room%3Ahs1.test/%24j",
+            member("@x:evil.test", "@x:evil.test", "join"),
+        ),
+        (
+            "/_matrix/federation/v1/send_leave/%21room%3Ahs1.test/%24l",
+            member("@x:evil.test", "@x:evil.test", "leave"),
+        ),
+        (
+            "/_matrix/federation/v1/send_knock/%21room%3Aevil.test/%24k",
+            serde_json::json!({"type": "m.room.member", "room_id": "!room:evil.test", "sender": "@a:hs2.test",
+                "state_key": "@a:hs2.test", "content": {"membership": "knock"}}),
+        ),
+        (
+            "/_matrix/federation/v2/invite/%21room%3Ahs1.test/%24i",
+            serde_json::json!({"event": member("@a:hs2.test", "@carol:hs1.test", "invite"), "room_version": "10",
+                "invite_room_state": [{"type": "m.room.create", "state_key": "", "sender": "@creator:evil.test", "content": {}}]}),
+        ),
+    ];
+    for (target, body) in cases {
+        let (status, answer) = h
+            .federation(http::Method::PUT, target, "hs2.test", Some(body))
+            .await;
+        assert_eq!(status, 403, "{target}: {answer}");
+        assert_eq!(
+            answer["error"], "evil.test kann nicht in der Föderation gefunden werden",
+            "{target}"
+        );
+    }
+    assert_eq!(h.up.requests.load(Ordering::SeqCst), before);
+    // The same join from a federated member is forwarded.
+    let (status, _) = h
+        .federation(
+            http::Method::PUT,
+            "/_matrix/federation/v2/send_join/%21room%3Ahs1.test/%24j",
+            "hs2.test",
+            Some(member("@a:hs2.test", "@a:hs2.test", "join")),
+        )
+        .await;
+    assert_eq!(status, 200);
+}

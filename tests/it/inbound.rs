@@ -427,8 +427,9 @@ const THIRD_PARTY_ROUTES: [&str; 2] = [
 #[tokio::test]
 async fn every_v1_11_endpoint_is_forwarded_except_tim_blocks() {
     let h = start_with(registration_service_is_upstream).await;
-    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test","type":"m.room.member","content":{"membership":"invite"}});
+    let event = json!({"sender":"@x:hs2.test","room_id":"!room:hs1.test","state_key":"@carol:hs1.test","type":"m.room.member","content":{"membership":"invite"}});
     let body = json!({"user_id":"@carol:hs1.test","new_version":"10","room_version":"10","sender":"@x:hs2.test",
+        "room_id":"!room:hs1.test","type":"m.room.member",
         "state_key":"@carol:hs1.test","content":{"membership":"invite"},"event":event});
     let endpoints = timproxy::matrix::endpoints::v1_11();
     assert_eq!(endpoints.len(), 191);
@@ -1061,7 +1062,7 @@ async fn invitee_on_same_host_other_port_is_another_server() {
         .await;
     assert_eq!(got.0, 200, "{}", got.1);
     assert_eq!(echoed_body(&got.1)["user_id"], "@carol:hs1.test:8449");
-    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test:8449",
+    let event = json!({"sender":"@x:hs2.test","state_key":"@carol:hs1.test:8449","room_id":"!r:hs1.test",
                        "type":"m.room.member","content":{"membership":"invite"}});
     let got = h
         .federation(
@@ -1349,7 +1350,7 @@ async fn synapse_unauthenticated_federation_calls_pass() {
 #[tokio::test]
 async fn federation_invite_rules() {
     let h = start().await;
-    let event = |invitee: &str, membership: &str| json!({"sender":"@x:hs2.test","state_key":invitee,"type":"m.room.member","content":{"membership":membership}});
+    let event = |invitee: &str, membership: &str| json!({"sender":"@x:hs2.test","room_id":"!r:hs1.test","state_key":invitee,"type":"m.room.member","content":{"membership":membership}});
     let v1 = "/_matrix/federation/v1/invite/%21r%3Ahs1.test/%24ev";
     let v2 = "/_matrix/federation/v2/invite/%21r%3Ahs1.test/%24ev";
     assert_eq!(
@@ -1393,7 +1394,7 @@ async fn federation_invite_rules() {
         403,
         "M_FORBIDDEN",
     );
-    let insured = json!({"sender":"@i:kasse1.test","state_key":"@carol:kasse2.test","content":{"membership":"invite"}});
+    let insured = json!({"sender":"@i:kasse1.test","room_id":"!r:kasse1.test","type":"m.room.member","state_key":"@carol:kasse2.test","content":{"membership":"invite"}});
     assert_rejected(
         &h.federation(Method::PUT, v1, "kasse1.test", Some(insured))
             .await,

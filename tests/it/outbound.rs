@@ -327,10 +327,11 @@ async fn allowed_destination_is_forwarded_with_body_intact_over_keep_alive() {
             .map(|i| (i % 251) as u8)
             .collect::<Vec<_>>()
             .into();
-        let path = "/_matrix/federation/v1/send/txn%211?x=1";
+        // Not an event-carrying endpoint: the body streams through unread.
+        let path = "/_matrix/federation/v1/get_missing_events/%21room%3Ahs2.test?x=1";
         let (status, echo) = send(
             &mut sender,
-            "PUT",
+            "POST",
             &target,
             path,
             Some(&x_matrix(&target)),
@@ -338,7 +339,7 @@ async fn allowed_destination_is_forwarded_with_body_intact_over_keep_alive() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{echo}");
-        assert_eq!(echo["method"], "PUT");
+        assert_eq!(echo["method"], "POST");
         assert_eq!(
             echo["target"], path,
             "request target must be forwarded byte for byte"
@@ -443,6 +444,60 @@ async fn unfederated_destination_inside_a_tunnel_is_refused_without_upstream_con
         );
         assert_eq!(f.origin.hits.load(Ordering::SeqCst), 0);
         assert_eq!(rejections(&proxy.metrics, "A_25534-destination"), 1);
+    })
+    .await;
+}
+
+/// What the homeserver's outgoing federation carries: events of its own users (and, on
+/// behalf, remote joins).
+fn outgoing_pdu(sender: &str) -> serde_json::Value {
+    serde_json::json!({"type":"m.room.message","room_id":"!room:hs1.test","sender":sender,
+        "origin_server_ts":1,"depth":4,"content":{"body":"hi"},"prev_events":["$p"],
+        "auth_events":["$a"],"hashes":{"sha256":"aA"},"signatures":{"hs1.test:8448":{"ed25519:a":"c2ln"}}})
+}
+
+/// Issue 14, "every event's domains", outbound: a transaction or event the homeserver sends
+/// that names a non-federated domain does not leave. A transaction is answered
+/// `{"pdus":{}}` (so the homeserver's queue for that destination moves on), a single event
+/// is refused; clean ones are forwarded byte for byte.
+#[tokio::test]
+async fn outgoing_events_naming_non_federated_domains_do_not_leave() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let auth = x_matrix(&target);
+        let txn = |pdus: Vec<serde_json::Value>| {
+            Bytes::from(
+                serde_json::json!({"origin":"hs1.test:8448","origin_server_ts":1,"pdus":pdus,
+                    "edus":[{"edu_type":"m.presence","content":{"push":[{"user_id":"@a:hs1.test:8448","presence":"online"}]}}]})
+                .to_string(),
+            )
+        };
+        let clean = txn(vec![outgoing_pdu("@a:hs1.test:8448")]);
+        let (status, echo) = send(&mut sender, "PUT", &target, "/_matrix/federation/v1/send/1",
+            Some(&auth), clean.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{echo}");
+        assert_eq!(echo["body_sha256"], hex::encode(Sha256::digest(&clean)));
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 1);
+
+        let offending = txn(vec![outgoing_pdu("@a:hs1.test:8448"), outgoing_pdu("@x:evil.test")]);
+        let (status, answer) = send(&mut sender, "PUT", &target, "/_matrix/federation/v1/send/2",
+            Some(&auth), offending).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer, serde_json::json!({"pdus": {}}));
+
+        let join = serde_json::json!({"type":"m.room.member","room_id":"!room:hs2.test","sender":"@x:evil.test",
+            "state_key":"@x:evil.test","content":{"membership":"join"}});
+        let (status, answer) = send(&mut sender, "PUT", &target,
+            "/_matrix/federation/v2/send_join/%21room%3Ahs2.test/%24j", Some(&auth),
+            Bytes::from(join.to_string())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(answer["error"], "evil.test kann nicht in der Föderation gefunden werden");
+
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 1, "an offending request left");
+        assert_eq!(rejections(&proxy.metrics, "A_25534-event-domain"), 2);
     })
     .await;
 }
