@@ -4,7 +4,8 @@
 //! `destination`; the two routes that turn a third-party invite into a membership
 //! (`exchange_third_party_invite`, `3pid/onbind`) are refused; the events of event-carrying
 //! requests name only federated servers ([`event_domains`], never shadowed); inbound invites
-//! get the invite rules.
+//! get the invite rules, whether they come through `/invite` or as PDUs of a `/send`
+//! transaction.
 //!
 //! Unchecked, because their callers carry no X-Matrix or are not in the federation list:
 //! server keys (Synapse fetches them unauthenticated), `openid/userinfo` (the VZD directory),
@@ -20,6 +21,7 @@ use super::forward::{Body, full};
 use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
+use crate::matrix::ids::UserId;
 use crate::matrix::x_matrix::{XMatrix, XMatrixError};
 use crate::policy::event_domains::{self, Decision, EventBody};
 use crate::policy::invite::{InviteSource, check_invite, federation_invite};
@@ -156,20 +158,75 @@ pub(crate) async fn apply(
             if let Some(v2) = invite_v2 {
                 check_federation_invite(state, &gate, &bytes, v2, notes).await?;
             }
+            if let Err(refusal) = check_transaction_invites(state, &gate, &verdict).await {
+                // A lookup that failed is the homeserver's trouble: the sender retries later.
+                if refusal.side != crate::error::Side::Downstream {
+                    return Err(refusal);
+                }
+                state.metrics.reject(super::LISTENER, refusal.rule);
+                tracing::info!(
+                    listener = super::LISTENER,
+                    rule = refusal.rule,
+                    method = %parts.method,
+                    endpoint = template,
+                    status = 200,
+                    pdus = verdict.pdus,
+                    edus = verdict.edus,
+                    reason = %refusal.error,
+                    "federation transaction held back: it carries an invite the invite rules refuse"
+                );
+                return Ok(Step::Answer(held_back()));
+            }
             Ok(Step::Forward(with_body(parts, bytes)))
         }
         Decision::Refuse(error) => Err(error),
         Decision::HoldBack => {
             state.metrics.reject(super::LISTENER, event_domains::RULE);
             verdict.log_held_back(super::LISTENER, &parts.method);
-            let mut answer = http::Response::new(full(event_domains::HELD_BACK_ANSWER));
-            answer.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            Ok(Step::Answer(answer))
+            Ok(Step::Answer(held_back()))
         }
     }
+}
+
+/// The proxy's own answer to a transaction it takes off the sender's queue without
+/// forwarding (see [`event_domains`] for why a transaction is answered, not refused).
+fn held_back() -> http::Response<Body> {
+    let mut answer = http::Response::new(full(event_domains::HELD_BACK_ANSWER));
+    answer.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    answer
+}
+
+/// The invite rules for the invites of local users among a transaction's PDUs. A server
+/// already in a room can put an `m.room.member` invite PDU for a local user into `/send`
+/// without calling `/invite` first, and the homeserver accepts it as an invite: the same rules
+/// as for `/invite` apply (the federation membership of both sides has been checked with the
+/// event's domains already).
+async fn check_transaction_invites(
+    state: &Arc<InboundState>,
+    gate: &Gate<'_>,
+    verdict: &event_domains::Verdict,
+) -> Result<(), MatrixError> {
+    for (sender, invitee) in &verdict.invites {
+        // Both were read as user ids by the event-domain check, or the transaction was held.
+        let (Ok(sender), Ok(invitee)) = (UserId::parse(sender), UserId::parse(invitee)) else {
+            continue;
+        };
+        if !super::client::is_own_server(state, invitee.server_name()) {
+            continue;
+        }
+        Box::pin(check_invite(
+            &invite_context(state),
+            gate,
+            &sender,
+            &invitee,
+            InviteSource::Federation,
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// The invite rules for an inbound federation invite (A_25534, A_26021-01, ePA).

@@ -49,6 +49,9 @@ pub enum Expect {
     Refuse { status: u16, errcode: &'static str },
     /// Forwarded, with the JSON value at `pointer` rewritten to `value`.
     Rewrite { pointer: &'static str, value: Value },
+    /// A federation transaction the proxy answers itself with `200 {"pdus":{}}` and forwards
+    /// nothing of (see [`super::event_domains`] why a transaction is not refused).
+    HeldBack,
 }
 
 /// One row.
@@ -68,6 +71,9 @@ pub struct Entry {
 }
 
 fn parse_expect(text: &'static str) -> Option<Expect> {
+    if text == "held-back" {
+        return Some(Expect::HeldBack);
+    }
     if let Some(rest) = text.strip_prefix("rewrite ") {
         let (pointer, value) = rest.split_once(' ')?;
         return Some(Expect::Rewrite {

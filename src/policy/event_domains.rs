@@ -118,6 +118,10 @@ pub struct Verdict {
     pub edus: usize,
     /// Empty when everything is federated.
     pub offences: Vec<Offence>,
+    /// The `m.room.member` invites among a transaction's PDUs, `(sender, invitee)`: an
+    /// invite reaches the invitee's server through `/send` as well as through `/invite`, so
+    /// the invite rules run on these too (the caller's part: they need homeserver lookups).
+    pub invites: Vec<(String, String)>,
 }
 
 /// What happens to a checked body (see the module documentation).
@@ -205,6 +209,11 @@ pub async fn check<F: FederationList>(
         pdus,
         edus,
         offences: names.unreadable,
+        invites: if kind == EventBody::Transaction {
+            names.invites
+        } else {
+            Vec::new()
+        },
     };
     for (domain, field) in names.distinct {
         if same_server_name(&domain, own_server) {
@@ -276,6 +285,8 @@ struct Names<'a> {
     /// last one is compared first).
     seen: HashSet<Cow<'a, str>>,
     unreadable: Vec<Offence>,
+    /// `m.room.member` PDUs with membership `invite`: `(sender, invitee)`.
+    invites: Vec<(String, String)>,
 }
 
 impl<'a> Names<'a> {
@@ -373,6 +384,8 @@ struct Pdu<'a> {
 #[derive(Deserialize)]
 struct MemberContent<'a> {
     #[serde(borrow, default)]
+    membership: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     join_authorised_via_users_server: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     third_party_invite: Option<ThirdPartyInvite<'a>>,
@@ -396,7 +409,7 @@ fn pdu_domains<'a>(raw: &'a RawValue, names: &mut Names<'a>) {
     let Some(pdu) = object::<Pdu<'a>>(raw.get()) else {
         return names.unreadable("PDU");
     };
-    names.user(pdu.sender, "PDU sender");
+    names.user(pdu.sender.clone(), "PDU sender");
     names.room(pdu.room_id, "PDU room_id");
     if let Some(origin) = pdu.origin {
         if validate_server_name(&origin).is_err() {
@@ -408,14 +421,22 @@ fn pdu_domains<'a>(raw: &'a RawValue, names: &mut Names<'a>) {
     if pdu.kind != MEMBER {
         return;
     }
-    match pdu.state_key {
-        Some(member) => names.user(member, "m.room.member state_key"),
-        None => names.unreadable("m.room.member state_key"),
-    }
-    let Some(content) = pdu.content else { return };
+    let Some(member) = pdu.state_key else {
+        return names.unreadable("m.room.member state_key");
+    };
+    let Some(content) = pdu.content else {
+        return names.user(member, "m.room.member state_key");
+    };
     let Some(content) = object::<MemberContent<'a>>(content.get()) else {
+        names.user(member, "m.room.member state_key");
         return names.unreadable("m.room.member content");
     };
+    if content.membership.as_deref() == Some("invite") {
+        names
+            .invites
+            .push((pdu.sender.into_owned(), member.clone().into_owned()));
+    }
+    names.user(member, "m.room.member state_key");
     if let Some(user) = content.join_authorised_via_users_server {
         names.user(user, "join_authorised_via_users_server");
     }
@@ -826,6 +847,31 @@ pub(crate) mod tests {
         let escaped = br#"{"pdus":[{"type":"m.room.message","room_id":"!r:hs1.test","sender":"@a:evil\u002etest"}]}"#;
         let v = run(EventBody::Transaction, escaped).unwrap();
         assert_eq!(domains(&v), [("evil.test", "PDU sender")]);
+    }
+
+    #[test]
+    fn a_transaction_lists_its_member_invites_for_the_invite_rules() {
+        let txn = json!({"pdus":[
+            member("@a:hs2.test", "@bob:hs1.test:8448", "invite"),
+            member("@a:hs2.test", "@c:hs2.test", "join"),
+            pdu("@a:hs2.test"),
+            member("@a:hs2.test", "@c:hs2.test", "invite"),
+        ]});
+        let verdict = check_now(EventBody::Transaction, &txn);
+        assert!(verdict.is_clean());
+        assert_eq!(
+            verdict.invites,
+            [
+                ("@a:hs2.test".to_owned(), "@bob:hs1.test:8448".to_owned()),
+                ("@a:hs2.test".to_owned(), "@c:hs2.test".to_owned()),
+            ]
+        );
+        // A single event goes through the /invite rules of its own route.
+        let single = check_now(
+            EventBody::Event,
+            &member("@a:hs2.test", "@bob:hs1.test:8448", "invite"),
+        );
+        assert!(single.invites.is_empty());
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn counter(h: &Harness, family: &str, rule: &str, mode: &str) -> u64 {
 
 fn family(expect: &Expect) -> &'static str {
     match expect {
-        Expect::Refuse { .. } => "rejections",
+        Expect::Refuse { .. } | Expect::HeldBack => "rejections",
         Expect::Rewrite { .. } => "rewrites",
     }
 }
@@ -174,6 +174,11 @@ async fn walk(shadow: bool) -> usize {
                             .and_then(|b| b.pointer(pointer).cloned())
                             .as_ref()
                             == Some(value)
+                }
+                Expect::HeldBack => {
+                    status == StatusCode::OK
+                        && answer == serde_json::json!({"pdus": {}})
+                        && answer["echo"] != true
                 }
             };
             if !ok || !counted {
