@@ -388,6 +388,26 @@ pub fn detect(value: &Value) -> Option<Kind> {
     None
 }
 
+/// Parse a JSON or YAML document for a check: a syntax error is reported (and `None` given
+/// back), a JSON text's duplicate keys too; the locator finds positions for later diagnostics.
+pub(crate) fn read_document<'t>(
+    text: &'t str,
+    sink: &mut Sink<'_>,
+) -> Option<(serde_json::Value, locate::Locator<'t>)> {
+    let value = match parse::parse_any(text) {
+        Ok(v) => v,
+        Err(e) => {
+            sink.error(e.pos, "syntax", e.message);
+            return None;
+        }
+    };
+    let loc = locate::Locator::new(text);
+    if parse::looks_like_json(text) {
+        report_duplicates(text, &loc, sink);
+    }
+    Some((value, loc))
+}
+
 /// Report every duplicate key of a JSON text at its second (third, …) occurrence.
 pub(crate) fn report_duplicates(text: &str, loc: &locate::Locator<'_>, sink: &mut Sink<'_>) {
     let mut seen: Vec<(Vec<String>, String)> = Vec::new();

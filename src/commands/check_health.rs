@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli::{GlobalOpts, OutputFormat};
 
-use super::{CliError, CmdResult, admin_base_url, exit, load_config};
+use super::{CmdResult, admin_base_url, admin_url, call_admin, exit, load_config};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckHealthArgs {
@@ -34,28 +34,8 @@ pub async fn run(args: CheckHealthArgs, global: &GlobalOpts) -> CmdResult {
     } else {
         "/health/live"
     };
-    let url = format!("{base}{path}");
-    if let Err(e) = url::Url::parse(&url) {
-        return Err(CliError::usage(format!(
-            "--url `{base}` is not a valid URL: {e}"
-        )));
-    }
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .no_proxy()
-        .build()
-        .map_err(|e| CliError::io(format!("cannot build HTTP client: {e}")))?;
-    let response = client.get(&url).send().await.map_err(|e| {
-        CliError::io(format!(
-            "{url} unreachable: {}",
-            crate::admin::error_chain(&e)
-        ))
-    })?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .unwrap_or_else(|_| serde_json::json!({}));
+    let url = admin_url(&base, path)?;
+    let (status, body) = call_admin(args.timeout, &url, |client| client.get(&url)).await?;
     let healthy = status.is_success();
     match args.format {
         OutputFormat::Json => {

@@ -80,6 +80,44 @@ pub fn admin_base_url(config: &Config) -> String {
     format!("http://{host}:{}", addr.port())
 }
 
+/// `base` + `path` as a URL, or a usage error naming `--url` (the only way a bad base gets in).
+pub fn admin_url(base: &str, path: &str) -> Result<String, CliError> {
+    let url = format!("{base}{path}");
+    match url::Url::parse(&url) {
+        Ok(_) => Ok(url),
+        Err(e) => Err(CliError::usage(format!(
+            "--url `{base}` is not a valid URL: {e}"
+        ))),
+    }
+}
+
+/// Send one request to a running instance's admin listener (never through a proxy: the admin
+/// listener is local) and read its JSON answer; an answer that is not JSON reads as `{}`, so
+/// the caller judges by the status. Unreachable is an I/O error (exit 3).
+pub async fn call_admin(
+    timeout: std::time::Duration,
+    url: &str,
+    build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> Result<(http::StatusCode, serde_json::Value), CliError> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(|e| CliError::io(format!("cannot build HTTP client: {e}")))?;
+    let response = build(&client).send().await.map_err(|e| {
+        CliError::io(format!(
+            "{url} unreachable: {}",
+            crate::admin::error_chain(&e)
+        ))
+    })?;
+    let status = response.status();
+    let body = response
+        .json()
+        .await
+        .unwrap_or_else(|_| serde_json::json!({}));
+    Ok((status, body))
+}
+
 /// Load the configuration named by the global options; config errors are usage errors (2).
 pub fn load_config(global: &GlobalOpts) -> Result<(Config, Option<PathBuf>), CliError> {
     Config::load(global.config.as_deref()).map_err(|e| CliError::usage(e.to_string()))

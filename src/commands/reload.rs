@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 
 use crate::cli::{GlobalOpts, OutputFormat};
 
-use super::{CliError, CmdResult, admin_base_url, exit, load_config};
+use super::{CliError, CmdResult, admin_base_url, admin_url, call_admin, exit, load_config};
 
 #[derive(Debug, clap::Args)]
 pub struct ReloadArgs {
@@ -46,12 +46,7 @@ pub async fn run(args: ReloadArgs, global: &GlobalOpts) -> CmdResult {
         (None, Ok((config, _))) => (admin_base_url(&config), Some(config)),
         (None, Err(e)) => return Err(e.with_hint("pass --url to reach the admin listener")),
     };
-    let url = format!("{base}/config/reload");
-    if let Err(e) = url::Url::parse(&url) {
-        return Err(CliError::usage(format!(
-            "--url `{base}` is not a valid URL: {e}"
-        )));
-    }
+    let url = admin_url(&base, "/config/reload")?;
     let token = match &args.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -66,26 +61,14 @@ pub async fn run(args: ReloadArgs, global: &GlobalOpts) -> CmdResult {
             None => None,
         },
     };
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .no_proxy()
-        .build()
-        .map_err(|e| CliError::io(format!("cannot build HTTP client: {e}")))?;
-    let mut request = client.post(&url);
-    if let Some(token) = &token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.map_err(|e| {
-        CliError::io(format!(
-            "{url} unreachable: {}",
-            crate::admin::error_chain(&e)
-        ))
-    })?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .unwrap_or_else(|_| serde_json::json!({}));
+    let (status, body) = call_admin(args.timeout, &url, |client| {
+        let request = client.post(&url);
+        match &token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    })
+    .await?;
     let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return Err(CliError::usage(format!("{url}: {}", text("error")))

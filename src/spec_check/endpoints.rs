@@ -9,9 +9,9 @@
 use http::Method;
 use serde_json::{Map, Value};
 
-use super::locate::{Locator, Pos};
+use super::locate::Pos;
 use super::parse;
-use super::{Checker, Sink, report_duplicates};
+use super::{Checker, Sink, read_document};
 use crate::error::MatrixError;
 use crate::matrix::endpoints::{Classification, EndpointTable};
 use crate::policy;
@@ -259,17 +259,9 @@ fn servers_prefix(obj: &Map<String, Value>) -> Option<String> {
 
 /// Check an OpenAPI 3 or Swagger 2 document.
 pub fn check_openapi(checker: &Checker, text: &str, sink: &mut Sink<'_>) {
-    let value = match parse::parse_any(text) {
-        Ok(v) => v,
-        Err(e) => {
-            sink.error(e.pos, "syntax", e.message);
-            return;
-        }
+    let Some((value, loc)) = read_document(text, sink) else {
+        return;
     };
-    let loc = Locator::new(text);
-    if parse::looks_like_json(text) {
-        report_duplicates(text, &loc, sink);
-    }
     let Some(doc) = value.as_object() else {
         sink.error(None, "openapi", "an OpenAPI document must be an object");
         return;

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use super::locate::{Locator, Pos};
-use super::{Sink, parse, report_duplicates};
+use super::{Sink, read_document};
 use crate::matrix::ids::validate_server_name;
 
 const RULE: &str = "federation-list";
@@ -34,17 +34,9 @@ pub fn check(text: &str, sink: &mut Sink<'_>) {
         check_jws(text.trim(), sink);
         return;
     }
-    let value = match parse::parse_any(text) {
-        Ok(v) => v,
-        Err(e) => {
-            sink.error(e.pos, "syntax", e.message);
-            return;
-        }
+    let Some((value, loc)) = read_document(text, sink) else {
+        return;
     };
-    let loc = Locator::new(text);
-    if parse::looks_like_json(text) {
-        report_duplicates(text, &loc, sink);
-    }
     check_list(&value, Some(&loc), "", sink);
 }
 

@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::locate::{Locator, Pos};
-use super::{Checker, Sink, parse, report_duplicates};
+use super::{Checker, Sink, read_document};
 use crate::matrix::ids::{UserId, validate_server_name};
 use crate::policy::permission_config::{
     ConfigKind, DefaultSetting, TYPE_EPA, TYPE_LEGACY, TYPE_PRO,
@@ -54,17 +54,9 @@ fn type_name(kind: ConfigKind) -> &'static str {
 
 /// Check a permission-config document (content or event).
 pub fn check_document(checker: &Checker, text: &str, sink: &mut Sink<'_>) {
-    let value = match parse::parse_any(text) {
-        Ok(v) => v,
-        Err(e) => {
-            sink.error(e.pos, "syntax", e.message);
-            return;
-        }
+    let Some((value, loc)) = read_document(text, sink) else {
+        return;
     };
-    let loc = Locator::new(text);
-    if parse::looks_like_json(text) {
-        report_duplicates(text, &loc, sink);
-    }
     if is_event(&value) {
         let event_type = value
             .get("type")
