@@ -225,6 +225,21 @@ fn finish(
     response
 }
 
+/// A query parameter the endpoint needs; missing, it is the caller's 400 under `rule`.
+fn required_param(
+    query: Option<&str>,
+    name: &str,
+    rule: &'static str,
+) -> Result<String, InfoError> {
+    query_param(query, name).ok_or_else(|| {
+        InfoError::new(
+            StatusCode::BAD_REQUEST,
+            format!("missing query parameter '{name}'"),
+            rule,
+        )
+    })
+}
+
 async fn info(State(state): State<Arc<InfoApiState>>, headers: HeaderMap) -> Response {
     let result = async {
         authenticate(&state, &headers).await?;
@@ -241,13 +256,7 @@ async fn find_by_ik(
 ) -> Response {
     let result = async {
         authenticate(&state, &headers).await?;
-        let ik = query_param(query.as_deref(), "ikNumber").ok_or_else(|| {
-            InfoError::new(
-                StatusCode::BAD_REQUEST,
-                "missing query parameter 'ikNumber'",
-                "info-missing-ik",
-            )
-        })?;
+        let ik = required_param(query.as_deref(), "ikNumber", "info-missing-ik")?;
         let list = state.federation.fresh().map_err(list_unavailable)?;
         match list.find_by_ik(&ik) {
             Some(entry) => {
@@ -271,13 +280,7 @@ async fn is_insurance(
 ) -> Response {
     let result = async {
         authenticate(&state, &headers).await?;
-        let server = query_param(query.as_deref(), "serverName").ok_or_else(|| {
-            InfoError::new(
-                StatusCode::BAD_REQUEST,
-                "missing query parameter 'serverName'",
-                "info-missing-servername",
-            )
-        })?;
+        let server = required_param(query.as_deref(), "serverName", "info-missing-servername")?;
         let is_insurance = match state.federation.check(&server).await {
             Membership::Member { is_insurance } => is_insurance,
             Membership::NotMember => false,
