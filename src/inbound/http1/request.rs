@@ -453,7 +453,7 @@ mod tests {
                 ),
                 buf.to_vec(),
             ))),
-            Err(e) => Some(Err(e.status.as_u16())),
+            Err(e) => Some(Err(e.error.status.as_u16())),
         }
     }
 
