@@ -69,6 +69,10 @@ pub struct InboundConfig {
     /// a request body (slow-loris protection).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Time allowed for each write of an answer to a client: a client that stops reading is
+    /// disconnected instead of holding its connection and the answer's buffers.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// Extra (method, path template) pairs allowed besides Matrix v1.11.
     pub extra_endpoints: Vec<String>,
     /// Allow Synapse's single-sign-on pages outside the Matrix API (OIDC/SAML callbacks, CAS
@@ -182,6 +186,7 @@ impl Default for InboundConfig {
             expose_synapse_admin: false,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
             extra_endpoints: Vec::new(),
             sso_endpoints: None,
             trusted_proxies: Vec::new(),
@@ -963,6 +968,12 @@ impl Config {
             return Err(semantic(
                 "outbound.cert_cache.ttl",
                 "must be shorter than outbound.leaf_validity".to_owned(),
+            ));
+        }
+        if self.inbound.write_timeout.is_zero() {
+            return Err(semantic(
+                "inbound.write_timeout",
+                "must be longer than zero".to_owned(),
             ));
         }
         if self.homeserver.server_name.trim().is_empty() {

@@ -29,6 +29,12 @@ pub struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub listener: &'static str,
 }
@@ -45,6 +51,9 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Rejections by listener, TIM rule id and mode.
     pub rejections: Family<RejectionLabels, Counter>,
+    /// Requests refused for their HTTP/1 head or framing, by listener and reason (also counted
+    /// in `rejections` under rule `http-parse`).
+    pub malformed_requests: Family<ReasonLabels, Counter>,
     /// Request rewrites (createRoom `m.federate`, room version) by listener, rule and mode.
     pub rewrites: Family<RejectionLabels, Counter>,
     /// Upstream latency (time to response head) by listener.
@@ -175,6 +184,12 @@ impl Metrics {
             "Orphaned-room cleanup decisions",
             cleanup_rooms.clone(),
         );
+        let malformed_requests = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "malformed_requests",
+            "Requests refused for their HTTP/1 head or framing, by reason",
+            malformed_requests.clone(),
+        );
         let open_connections = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "open_connections",
@@ -197,6 +212,7 @@ impl Metrics {
             registry,
             requests,
             rejections,
+            malformed_requests,
             rewrites,
             upstream_seconds,
             cert_cache_size,

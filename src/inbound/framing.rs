@@ -15,8 +15,14 @@ use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
 use tokio::io::AsyncRead;
 
-/// Longest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 4096;
+/// Most chunk-extension bytes accepted in one body, over all its chunk-size lines. Extensions
+/// carry nothing this proxy or the homeserver uses, and no body limit counts them: without a
+/// cap a client could send megabytes of them.
+pub(crate) const MAX_EXTENSIONS: u16 = 4096;
+/// Most trailer bytes accepted in one body (the trailer fields are dropped).
+pub(crate) const MAX_TRAILERS: u16 = 4096;
+/// Most hex digits in a chunk size: 16 fill a `u64`.
+const MAX_SIZE_DIGITS: usize = 16;
 
 /// What the fields of a message head say about framing and the connection.
 ///
@@ -24,16 +30,80 @@ const MAX_LINE: usize = 4096;
 /// handful of them cost more than the comparisons.
 #[derive(Default)]
 pub(crate) struct FieldsSeen {
-    /// Whether the last transfer coding named is `chunked`, if any was named.
-    pub transfer_coding: Option<bool>,
+    /// The transfer codings named, over all `Transfer-Encoding` fields.
+    pub codings: Codings,
     pub content_length: Option<u64>,
     pub date: bool,
     /// The CORS fields present (bits from `cors::field_bit`).
     pub cors_fields: u8,
     close_token: bool,
     keep_alive_token: bool,
+    /// `Connection` names a field that frames the message (`Host`, `Content-Length`,
+    /// `Transfer-Encoding`): a client asking a hop to drop it wants the hops to disagree.
+    names_framing_field: bool,
     /// Other fields the `Connection` field names (lowercase): hop-by-hop too.
     connection_named: Vec<Vec<u8>>,
+}
+
+/// The `Transfer-Encoding` list of a head, read across all its fields (RFC 9112 §6.1).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Codings {
+    /// A `Transfer-Encoding` field is present, even an empty one.
+    pub present: bool,
+    /// Whether the last coding named is `chunked`, once any coding is named.
+    pub last_chunked: Option<bool>,
+    /// How often `chunked` is named.
+    chunked: u8,
+    /// A coding other than `chunked` is named.
+    other: bool,
+    /// A list element is not a token.
+    malformed: bool,
+}
+
+impl Codings {
+    fn note(&mut self, value: &[u8]) {
+        self.present = true;
+        for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if coding.is_empty() {
+                continue;
+            }
+            let chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if chunked {
+                self.chunked = self.chunked.saturating_add(1);
+            } else if is_token(
+                coding
+                    .split(|b| *b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii(),
+            ) {
+                // A coding name, perhaps with parameters: well formed, but not implemented.
+                self.other = true;
+            } else {
+                self.malformed = true;
+            }
+            self.last_chunked = Some(chunked);
+        }
+    }
+}
+
+/// Why a request head's framing is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 400: the framing is malformed or ambiguous.
+    Malformed(&'static str),
+    /// 501: a transfer coding other than `chunked` (RFC 9112 §6.1).
+    UnsupportedCoding,
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A non-empty run of `tchar`s.
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
 /// A non-empty run of ASCII digits that fits a `u64`.
@@ -62,13 +132,7 @@ impl FieldsSeen {
             return Ok(true);
         }
         if is(name, "transfer-encoding") {
-            if let Some(last) = value
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
-            {
-                self.transfer_coding = Some(last.eq_ignore_ascii_case(b"chunked"));
-            }
+            self.codings.note(value);
             return Ok(false);
         }
         if is(name, "connection") {
@@ -78,6 +142,9 @@ impl FieldsSeen {
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     self.keep_alive_token = true;
                 } else {
+                    self.names_framing_field |= is(token, "host")
+                        || is(token, "content-length")
+                        || is(token, "transfer-encoding");
                     self.connection_named.push(token.to_ascii_lowercase());
                 }
             }
@@ -95,7 +162,7 @@ impl FieldsSeen {
     /// whole head has been seen: named by `Connection`, or a `Content-Length` beside
     /// `Transfer-Encoding` (RFC 9112 §6.3).
     pub fn dropped_later(&self, name: &[u8]) -> bool {
-        (self.transfer_coding.is_some() && is(name, "content-length"))
+        (self.codings.last_chunked.is_some() && is(name, "content-length"))
             || self
                 .connection_named
                 .iter()
@@ -118,25 +185,45 @@ impl FieldsSeen {
         {
             return Framing::Length(0);
         }
-        match (self.transfer_coding, self.content_length) {
-            (Some(true), _) => Framing::Chunked(Chunk::Size),
+        match (self.codings.last_chunked, self.content_length) {
+            (Some(true), _) => Framing::chunked(),
             // A transfer coding other than chunked last: the body runs to the close.
             (Some(false), _) | (None, None) => Framing::Eof,
             (None, Some(n)) => Framing::Length(n),
         }
     }
 
-    /// How a request's body is delimited (RFC 9112 §6.3). Both `Content-Length` and
-    /// `Transfer-Encoding`, or a coding other than `chunked` last, are refused rather than
-    /// guessed at: two hops disagreeing about where a request ends is request smuggling.
-    pub fn request_framing(&self) -> Result<Framing, &'static str> {
-        match (self.transfer_coding, self.content_length) {
-            (Some(true), None) => Ok(Framing::Chunked(Chunk::Size)),
-            (Some(true), Some(_)) => Err("both Content-Length and Transfer-Encoding"),
-            (Some(false), _) => Err("unsupported transfer coding"),
-            (None, Some(n)) => Ok(Framing::Length(n)),
-            (None, None) => Ok(Framing::Length(0)),
+    /// How a request's body is delimited (RFC 9112 §6.3). Whatever two hops could read
+    /// differently is refused rather than guessed at, since two hops disagreeing about where a
+    /// request ends is request smuggling: both `Content-Length` and `Transfer-Encoding` (RFC
+    /// 9112 §6.3 lets a server refuse it), an empty or malformed coding list, `chunked` not
+    /// last or named twice, chunked on HTTP/1.0 (which has no chunked coding), and a
+    /// `Connection` field naming a framing field. Codings other than `chunked` are not
+    /// implemented (501).
+    pub fn request_framing(&self, version: Version) -> Result<Framing, Refusal> {
+        if self.names_framing_field {
+            return Err(Refusal::Malformed("Connection names a framing field"));
         }
+        let codings = self.codings;
+        if !codings.present {
+            return Ok(Framing::Length(self.content_length.unwrap_or(0)));
+        }
+        let refused = if self.content_length.is_some() {
+            "both Content-Length and Transfer-Encoding"
+        } else if version == Version::HTTP_10 {
+            "Transfer-Encoding on HTTP/1.0"
+        } else if codings.malformed || codings.last_chunked.is_none() {
+            "empty or malformed Transfer-Encoding"
+        } else if codings.chunked > 1 {
+            "chunked named twice"
+        } else if codings.chunked == 1 && codings.last_chunked == Some(false) {
+            "chunked is not the last transfer coding"
+        } else if codings.other {
+            return Err(Refusal::UnsupportedCoding);
+        } else {
+            return Ok(Framing::chunked());
+        };
+        Err(Refusal::Malformed(refused))
     }
 }
 
@@ -148,8 +235,8 @@ pub(crate) enum Chunk {
     Data(u64),
     /// Expecting the CRLF after chunk data.
     DataEnd,
-    /// After the last chunk: trailer lines up to an empty line.
-    Trailers,
+    /// After the last chunk: trailer lines up to an empty line, this many trailer bytes so far.
+    Trailers(u16),
 }
 
 /// Where a body ends, and how far decoding has got.
@@ -157,7 +244,8 @@ pub(crate) enum Chunk {
 pub(crate) enum Framing {
     /// This many bytes left.
     Length(u64),
-    Chunked(Chunk),
+    /// Chunked, and the chunk-extension bytes read so far.
+    Chunked(Chunk, u16),
     /// Until the peer closes the connection.
     Eof,
     Done,
@@ -173,31 +261,76 @@ pub(crate) enum Decoded {
 }
 
 pub(crate) const INVALID_CHUNK: &str = "invalid chunked encoding";
+const TOO_MUCH_EXTENSION: &str = "chunk extensions too long";
+const TOO_MUCH_TRAILER: &str = "trailer fields too long";
 
-/// Take one CRLF-terminated line from `buf` (without the CRLF), if complete.
-fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, &'static str> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(at) => {
-            let line = buf.split_to(at).freeze();
-            buf.advance(2);
-            Ok(Some(line))
-        }
-        None if buf.len() > MAX_LINE => Err(INVALID_CHUNK),
-        None => Ok(None),
+/// Take one CRLF-terminated line from `buf` (without the CRLF), if complete. A line longer
+/// than `max` is refused with `too_long`, even before its end arrives; a bare LF or CR, or any
+/// other control character but HTAB, is refused.
+fn take_line(
+    buf: &mut BytesMut,
+    max: usize,
+    too_long: &'static str,
+) -> Result<Option<Bytes>, &'static str> {
+    let Some(at) = memchr::memchr(b'\n', buf) else {
+        // The line's CR may already be here; its characters are checked once it is complete.
+        return match buf.len() > max.saturating_add(1) {
+            true => Err(too_long),
+            false => Ok(None),
+        };
+    };
+    if at == 0 || buf[at - 1] != b'\r' {
+        return Err(INVALID_CHUNK);
     }
+    if at - 1 > max {
+        return Err(too_long);
+    }
+    let line = buf.split_to(at - 1).freeze();
+    buf.advance(2);
+    if line.iter().any(|&b| b != b'\t' && b.is_ascii_control()) {
+        return Err(INVALID_CHUNK);
+    }
+    Ok(Some(line))
 }
 
-fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
-    let digits = line.split(|b| *b == b';').next().unwrap_or(&[]);
-    std::str::from_utf8(digits)
-        .ok()
-        .map(str::trim)
-        .filter(|d| !d.is_empty() && d.len() <= 15)
-        .and_then(|d| u64::from_str_radix(d, 16).ok())
-        .ok_or(INVALID_CHUNK)
+/// A chunk-size line: 1 to 16 hex digits, then nothing or extensions (`[BWS] ";" ...`); a sign,
+/// a `0x` prefix or surrounding whitespace is refused. Returns the size and the extension bytes.
+fn chunk_size(line: &[u8]) -> Result<(u64, usize), &'static str> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > MAX_SIZE_DIGITS {
+        return Err(INVALID_CHUNK);
+    }
+    let (hex, extensions) = line.split_at(digits);
+    let after_bws = extensions.iter().find(|b| **b != b' ' && **b != b'\t');
+    if !extensions.is_empty() && after_bws != Some(&b';') {
+        return Err(INVALID_CHUNK);
+    }
+    let size = hex.iter().fold(0u64, |n, &b| {
+        // Hex digits only (checked above), at most 16 of them: no overflow.
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b - b'A' + 10,
+        };
+        (n << 4) | u64::from(digit)
+    });
+    Ok((size, extensions.len()))
+}
+
+/// A trailer line is a field: a token name, a colon, a value (control characters are refused
+/// by [`take_line`]).
+fn is_trailer_field(line: &[u8]) -> bool {
+    line.iter()
+        .position(|b| *b == b':')
+        .is_some_and(|colon| is_token(&line[..colon]))
 }
 
 impl Framing {
+    /// A chunked body, before its first chunk.
+    pub fn chunked() -> Framing {
+        Framing::Chunked(Chunk::Size, 0)
+    }
+
     /// Take the next piece of body off the front of `buf`. Trailer fields are dropped.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
         loop {
@@ -207,7 +340,7 @@ impl Framing {
                     *self = Framing::Done;
                     return Ok(Decoded::End);
                 }
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left), _) => {
                     if buf.is_empty() {
                         return Ok(Decoded::More);
                     }
@@ -215,8 +348,10 @@ impl Framing {
                     let data = buf.split_to(take).freeze();
                     let rest = left - take as u64;
                     *self = match *self {
-                        Framing::Chunked(_) if rest == 0 => Framing::Chunked(Chunk::DataEnd),
-                        Framing::Chunked(_) => Framing::Chunked(Chunk::Data(rest)),
+                        Framing::Chunked(_, ext) if rest == 0 => {
+                            Framing::Chunked(Chunk::DataEnd, ext)
+                        }
+                        Framing::Chunked(_, ext) => Framing::Chunked(Chunk::Data(rest), ext),
                         _ => Framing::Length(rest),
                     };
                     return Ok(Decoded::Data(data));
@@ -227,35 +362,58 @@ impl Framing {
                     }
                     return Ok(Decoded::Data(buf.split().freeze()));
                 }
-                Framing::Chunked(Chunk::DataEnd) => {
+                Framing::Chunked(Chunk::DataEnd, ext) => {
                     if buf.len() < 2 {
-                        return Ok(Decoded::More);
+                        return match buf.first().copied() {
+                            None | Some(b'\r') => Ok(Decoded::More),
+                            Some(_) => Err(INVALID_CHUNK),
+                        };
                     }
                     if &buf[..2] != b"\r\n" {
                         return Err(INVALID_CHUNK);
                     }
                     buf.advance(2);
-                    *self = Framing::Chunked(Chunk::Size);
+                    *self = Framing::Chunked(Chunk::Size, ext);
                 }
-                Framing::Chunked(state) => {
-                    let Some(line) = take_line(buf)? else {
+                Framing::Chunked(Chunk::Size, ext) => {
+                    let room = usize::from(MAX_EXTENSIONS - ext);
+                    let Some(line) = take_line(buf, MAX_SIZE_DIGITS + room, TOO_MUCH_EXTENSION)?
+                    else {
                         return Ok(Decoded::More);
                     };
-                    match state {
-                        Chunk::Size => {
-                            let size = chunk_size(&line)?;
-                            *self = Framing::Chunked(if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            });
-                        }
-                        Chunk::Trailers if line.is_empty() => {
-                            *self = Framing::Done;
-                            return Ok(Decoded::End);
-                        }
-                        _ => {}
+                    let (size, extension) = chunk_size(&line)?;
+                    if extension > room {
+                        return Err(TOO_MUCH_EXTENSION);
                     }
+                    // At most MAX_EXTENSIONS in all (checked just above).
+                    let ext = ext + extension as u16;
+                    *self = Framing::Chunked(
+                        if size == 0 {
+                            Chunk::Trailers(0)
+                        } else {
+                            Chunk::Data(size)
+                        },
+                        ext,
+                    );
+                }
+                Framing::Chunked(Chunk::Trailers(spent), ext) => {
+                    let room = usize::from(MAX_TRAILERS - spent);
+                    let Some(line) = take_line(buf, room, TOO_MUCH_TRAILER)? else {
+                        return Ok(Decoded::More);
+                    };
+                    if line.is_empty() {
+                        *self = Framing::Done;
+                        return Ok(Decoded::End);
+                    }
+                    // Each line costs its CRLF too, so endless empty-looking input still ends.
+                    let cost = line.len() + 2;
+                    if cost > room {
+                        return Err(TOO_MUCH_TRAILER);
+                    }
+                    if !is_trailer_field(&line) {
+                        return Err(INVALID_CHUNK);
+                    }
+                    *self = Framing::Chunked(Chunk::Trailers(spent + cost as u16), ext);
                 }
             }
         }
@@ -382,7 +540,7 @@ mod tests {
     #[test]
     fn chunked_bodies_decode_with_extensions_and_trailers() {
         let (out, end) = drain(
-            Framing::Chunked(Chunk::Size),
+            Framing::chunked(),
             b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\nNEXT",
         )
         .unwrap();
@@ -392,12 +550,12 @@ mod tests {
 
     #[test]
     fn chunked_bodies_stop_for_more_mid_chunk_and_reject_garbage() {
-        let (out, state) = drain(Framing::Chunked(Chunk::Size), b"a\r\n0123").unwrap();
+        let (out, state) = drain(Framing::chunked(), b"a\r\n0123").unwrap();
         assert_eq!(out, b"0123");
-        assert_eq!(state, Framing::Chunked(Chunk::Data(6)));
-        assert!(drain(Framing::Chunked(Chunk::Size), b"zz\r\n").is_err());
-        assert!(drain(Framing::Chunked(Chunk::Size), b"1\r\nabc").is_err());
-        assert!(drain(Framing::Chunked(Chunk::Size), b"10000000000000000\r\n").is_err());
+        assert_eq!(state, Framing::Chunked(Chunk::Data(6), 0));
+        assert!(drain(Framing::chunked(), b"zz\r\n").is_err());
+        assert!(drain(Framing::chunked(), b"1\r\nabc").is_err());
+        assert!(drain(Framing::chunked(), b"10000000000000000\r\n").is_err());
     }
 
     #[test]
@@ -414,19 +572,207 @@ mod tests {
     #[test]
     fn request_framing_refuses_ambiguous_bodies() {
         let mut seen = FieldsSeen::default();
-        assert_eq!(seen.request_framing(), Ok(Framing::Length(0)));
+        assert_eq!(
+            seen.request_framing(Version::HTTP_11),
+            Ok(Framing::Length(0))
+        );
         assert!(seen.note(b"Content-Length", b"5").unwrap());
-        assert_eq!(seen.request_framing(), Ok(Framing::Length(5)));
+        assert_eq!(
+            seen.request_framing(Version::HTTP_11),
+            Ok(Framing::Length(5))
+        );
         assert!(!seen.note(b"transfer-encoding", b"chunked").unwrap());
-        assert!(seen.request_framing().is_err());
+        assert!(seen.request_framing(Version::HTTP_11).is_err());
         assert!(seen.dropped_later(b"content-length"));
         let mut gzip = FieldsSeen::default();
         gzip.note(b"Transfer-Encoding", b"chunked, gzip").unwrap();
-        assert!(gzip.request_framing().is_err());
+        assert!(gzip.request_framing(Version::HTTP_11).is_err());
         let mut bad = FieldsSeen::default();
         assert!(bad.note(b"content-length", b"+5").is_err());
         assert!(bad.note(b"content-length", b"5").is_ok());
         assert!(bad.note(b"content-length", b"6").is_err());
+    }
+
+    fn request_framing_of(fields: &[(&str, &str)], version: Version) -> Result<Framing, Refusal> {
+        let mut seen = FieldsSeen::default();
+        for (name, value) in fields {
+            seen.note(name.as_bytes(), value.as_bytes())
+                .map_err(Refusal::Malformed)?;
+        }
+        seen.request_framing(version)
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_final_chunked_are_refused() {
+        let te = |value| request_framing_of(&[("Transfer-Encoding", value)], Version::HTTP_11);
+        for ok in ["chunked", "Chunked", " chunked ", "chunked,", ", chunked"] {
+            assert_eq!(te(ok), Ok(Framing::chunked()), "{ok:?}");
+        }
+        for malformed in [
+            "",
+            " ",
+            ",",
+            " , ,",
+            "chunked, gzip",
+            "chunked, chunked",
+            "chunked,chunked",
+            "chun ked",
+            "\"chunked\"",
+        ] {
+            assert!(
+                matches!(te(malformed), Err(Refusal::Malformed(_))),
+                "{malformed:?}: {:?}",
+                te(malformed)
+            );
+        }
+        for unsupported in ["gzip", "gzip, chunked", "x-custom, chunked", "deflate"] {
+            assert_eq!(
+                te(unsupported),
+                Err(Refusal::UnsupportedCoding),
+                "{unsupported:?}"
+            );
+        }
+        // Codings are one list over all fields.
+        let two = [
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert!(matches!(
+            request_framing_of(&two, Version::HTTP_11),
+            Err(Refusal::Malformed(_))
+        ));
+        let split = [
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(
+            request_framing_of(&split, Version::HTTP_11),
+            Err(Refusal::UnsupportedCoding)
+        );
+        let empty_then_length = [("transfer-encoding", ""), ("content-length", "3")];
+        assert!(request_framing_of(&empty_then_length, Version::HTTP_11).is_err());
+        let old = [("transfer-encoding", "chunked")];
+        assert!(matches!(
+            request_framing_of(&old, Version::HTTP_10),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn connection_naming_a_framing_field_is_refused() {
+        for named in ["host", "Content-Length", "close, transfer-encoding"] {
+            let fields = [("connection", named), ("content-length", "0")];
+            assert!(
+                matches!(
+                    request_framing_of(&fields, Version::HTTP_11),
+                    Err(Refusal::Malformed(_))
+                ),
+                "{named:?}"
+            );
+        }
+        let fine = [("connection", "keep-alive, x-hop")];
+        assert_eq!(
+            request_framing_of(&fine, Version::HTTP_11),
+            Ok(Framing::Length(0))
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_are_bare_hex_digits() {
+        for bad in [
+            &b"+2\r\nab\r\n0\r\n\r\n"[..],
+            b"-2\r\nab\r\n0\r\n\r\n",
+            b" 2 \r\nab\r\n0\r\n\r\n",
+            b" 2\r\nab\r\n0\r\n\r\n",
+            b"2 \r\nab\r\n0\r\n\r\n",
+            b"2\x0b\r\nab\r\n0\r\n\r\n",
+            b"0x2\r\nab\r\n0\r\n\r\n",
+            b"00000000000000002\r\nab\r\n0\r\n\r\n",
+            b"\r\n",
+            b"2\nab\r\n0\r\n\r\n",
+            b"2;a\nb\r\nab\r\n0\r\n\r\n",
+            b"2;a\rb\r\nab\r\n0\r\n\r\n",
+            b"2;a\0\r\nab\r\n0\r\n\r\n",
+            b"2\r\nab\n0\r\n\r\n",
+            b"2\r\nab\r\n0\r\nx-t: 1\n\r\n",
+            b"2\r\nab\r\n0\r\nnot a field\r\n\r\n",
+            b"2\r\nab\r\n0\r\n\n",
+        ] {
+            assert!(
+                drain(Framing::chunked(), bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &b"2\r\nab\r\n0\r\n\r\n"[..],
+            b"0000000000000002\r\nab\r\n0\r\n\r\n",
+            b"2 ;ext\r\nab\r\n0;last=\"q\"\r\n\r\n",
+            b"2\t;a=b\r\nab\r\n0\r\nx-t: 1\r\ny: \t2\r\n\r\n",
+        ] {
+            let (out, end) = drain(Framing::chunked(), good).unwrap();
+            assert_eq!(
+                (out.as_slice(), end),
+                (&b"ab"[..], Framing::Done),
+                "{good:?}"
+            );
+        }
+        assert!(
+            drain(Framing::chunked(), b"FFFFFFFFFFFFFFFF\r\n").is_ok(),
+            "16 digits fit a u64"
+        );
+    }
+
+    #[test]
+    fn chunk_extensions_and_trailers_are_capped_per_body() {
+        let ext = "x".repeat(1000);
+        let mut body = String::new();
+        for _ in 0..4 {
+            body.push_str(&format!("1;{ext}\r\na\r\n"));
+        }
+        let (out, _) = drain(Framing::chunked(), body.as_bytes()).unwrap();
+        assert_eq!(out, b"aaaa", "4 x 1001 extension bytes fit");
+        body.push_str(&format!("1;{ext}\r\na\r\n"));
+        assert_eq!(
+            drain(Framing::chunked(), body.as_bytes()).unwrap_err(),
+            TOO_MUCH_EXTENSION
+        );
+        // One line too long is refused before its end arrives.
+        let endless = format!("1;{}", "x".repeat(usize::from(MAX_EXTENSIONS) + 100));
+        assert_eq!(
+            drain(Framing::chunked(), endless.as_bytes()).unwrap_err(),
+            TOO_MUCH_EXTENSION
+        );
+        let field = format!("x-t: {}\r\n", "v".repeat(1000));
+        let trailers = |n: usize| format!("0\r\n{}\r\n", field.repeat(n));
+        assert!(drain(Framing::chunked(), trailers(4).as_bytes()).is_ok());
+        assert_eq!(
+            drain(Framing::chunked(), trailers(5).as_bytes()).unwrap_err(),
+            TOO_MUCH_TRAILER
+        );
+    }
+
+    #[test]
+    fn chunked_decoding_waits_at_every_split() {
+        let body = b"5;e=1\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n";
+        for at in 0..=body.len() {
+            let mut framing = Framing::chunked();
+            let mut buf = BytesMut::from(&body[..at]);
+            let mut out = Vec::new();
+            let mut fed = false;
+            loop {
+                match framing.decode(&mut buf).unwrap() {
+                    Decoded::Data(d) => out.extend_from_slice(&d),
+                    Decoded::More if !fed => {
+                        buf.extend_from_slice(&body[at..]);
+                        fed = true;
+                    }
+                    Decoded::More => panic!("stuck at split {at}"),
+                    Decoded::End => break,
+                }
+            }
+            assert_eq!(out, b"hello world", "split {at}");
+        }
     }
 
     #[test]

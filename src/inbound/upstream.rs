@@ -533,7 +533,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
         block: Bytes::from(block),
         content_length: seen
             .content_length
-            .filter(|_| seen.transfer_coding.is_none()),
+            .filter(|_| seen.codings.last_chunked.is_none()),
         has_date: seen.date,
         cors_fields: seen.cors_fields,
     });

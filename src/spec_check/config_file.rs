@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(
             run("inbound:\n  lisen: 0.0.0.0:1\n"),
             vec![
-                "c.yaml:2:3: error: inbound: unknown field `lisen`, expected one of `listen`, `tls`, `well_known_server_port`, `max_body_bytes`, `whoami_cache`, `expose_synapse_admin`, `max_connections`, `header_read_timeout`, `extra_endpoints`, `sso_endpoints`, `trusted_proxies` [config]"
+                "c.yaml:2:3: error: inbound: unknown field `lisen`, expected one of `listen`, `tls`, `well_known_server_port`, `max_body_bytes`, `whoami_cache`, `expose_synapse_admin`, `max_connections`, `header_read_timeout`, `write_timeout`, `extra_endpoints`, `sso_endpoints`, `trusted_proxies` [config]"
             ]
         );
         assert_eq!(

@@ -7,6 +7,7 @@ mod compose;
 mod coverage;
 mod federation;
 mod federation_boundary;
+mod framing;
 mod gen_ca;
 mod inbound;
 mod info_api;

@@ -35,10 +35,9 @@ use super::InboundState;
 use super::forward::{self, Deadline, Peer};
 use super::framing::{self, Framing};
 use super::upstream::BUFFERED_BODY_MAX;
-use crate::error::MatrixError;
 use crate::live::Live;
 use body::FeedEnd;
-use request::{Parsed, RequestHead};
+use request::{Parsed, Refused, RequestHead};
 use response::Reply;
 
 /// How long a kept-alive connection may wait for its next request.
@@ -74,6 +73,8 @@ struct Connection<'c, I> {
     /// One timer per connection, re-armed only when it fires or must fire earlier (see
     /// [`Deadline::Lent`]): arming a timer per request cost more than reading the request.
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// `inbound.write_timeout` when the connection was accepted.
+    write_timeout: Duration,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
@@ -107,7 +108,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         &mut self,
         idle_deadline: Instant,
         header_timeout: Duration,
-    ) -> Result<Result<RequestHead, MatrixError>, Option<Bytes>> {
+    ) -> Result<Result<RequestHead, Refused>, Option<Bytes>> {
         let mut deadline = idle_deadline;
         let mut started = false;
         loop {
@@ -131,18 +132,37 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         }
     }
 
-    async fn reject(&mut self, err: &MatrixError) {
-        self.state.load().metrics.reject(super::LISTENER, err.rule);
-        tracing::debug!(rule = err.rule, status = err.status.as_u16(), error = %err.error, "malformed request");
+    async fn reject(&mut self, refused: Refused) {
+        let Refused { error: err, reason } = refused;
+        {
+            let state = self.state.load();
+            state.metrics.reject(super::LISTENER, err.rule);
+            state
+                .metrics
+                .malformed_requests
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    listener: super::LISTENER,
+                    reason,
+                })
+                .inc();
+        }
+        tracing::debug!(
+            rule = err.rule,
+            reason,
+            status = err.status.as_u16(),
+            side = "client",
+            "malformed request refused"
+        );
         let reply = Reply {
             head_request: false,
             version: http::Version::HTTP_11,
             keep_alive: false,
+            write_timeout: self.write_timeout,
         };
         let _ = response::write(
             &mut self.io,
             &mut self.out,
-            forward::error_response(err),
+            forward::error_response(&err),
             reply,
         )
         .await;
@@ -153,7 +173,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     /// not take), it is read and dropped for a moment first: closing a socket with unread input
     /// resets the connection, and the reset can destroy the answer before the client reads it.
     async fn close(&mut self, unread_input: bool) {
-        let _ = self.io.shutdown().await;
+        // Bounded: shutting TLS down writes, and the client may have stopped reading.
+        let _ = tokio::time::timeout(self.write_timeout, self.io.shutdown()).await;
         if !unread_input {
             return;
         }
@@ -166,11 +187,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 _ => return,
             }
         }
-    }
-
-    async fn send_continue(&mut self) -> io::Result<()> {
-        self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-        self.io.flush().await
     }
 }
 
@@ -185,7 +201,11 @@ pub(crate) async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let header_timeout = state.load().config.inbound.header_read_timeout;
+    let (header_timeout, write_timeout) = {
+        let loaded = state.load();
+        let inbound = &loaded.config.inbound;
+        (inbound.header_read_timeout, inbound.write_timeout)
+    };
     let draining = *drain.borrow();
     let mut signal = drain.clone();
     let drained = Box::pin(async move {
@@ -201,13 +221,14 @@ where
         drain,
         drained,
         timer: Box::pin(tokio::time::sleep(header_timeout)),
+        write_timeout,
     };
     let mut idle_deadline = conn.timer.deadline();
     loop {
         let head = match conn.next_head(idle_deadline, header_timeout).await {
             Ok(Ok(head)) => head,
             Ok(Err(err)) => {
-                conn.reject(&err).await;
+                conn.reject(err).await;
                 return None;
             }
             Err(Some(preface)) => return Some((conn.io, preface)),
@@ -230,18 +251,16 @@ where
                 head_request: parts.method == Method::HEAD,
                 version: parts.version,
                 keep_alive,
+                write_timeout: conn.write_timeout,
             };
+            // A client waiting for `100 Continue` gets it only when the handler reads the body
+            // (the route and the rules accepted the request), so its body streams.
+            let waits_for_continue = expect_continue && conn.buf.is_empty();
             let mut streamed = None;
             let body = match framing {
                 Framing::Length(0) => forward::empty(),
-                Framing::Length(n) if n <= BUFFERED_BODY_MAX => {
+                Framing::Length(n) if n <= BUFFERED_BODY_MAX && !waits_for_continue => {
                     let len = usize::try_from(n).unwrap_or(usize::MAX);
-                    if expect_continue
-                        && conn.buf.len() < len
-                        && let Err(e) = conn.send_continue().await
-                    {
-                        break 'request Err(e);
-                    }
                     while conn.buf.len() < len {
                         let deadline = Instant::now() + header_timeout;
                         if !conn.read_until(deadline, false).await {
@@ -253,11 +272,8 @@ where
                     forward::full(conn.buf.split_to(len).freeze())
                 }
                 framing => {
-                    if expect_continue && let Err(e) = conn.send_continue().await {
-                        break 'request Err(e);
-                    }
-                    let (tx, rx) = body::channel(framing);
-                    streamed = Some((framing, tx));
+                    let (tx, rx, wanted) = body::channel(framing, waits_for_continue);
+                    streamed = Some((framing, tx, wanted));
                     rx.boxed_unsync()
                 }
             };
@@ -276,13 +292,15 @@ where
             ));
             let (response, fed) = match streamed {
                 None => (handler.await, FeedEnd::Complete),
-                Some((framing, tx)) => {
+                Some((framing, tx, wanted)) => {
                     let mut feed = std::pin::pin!(body::feed(
                         &mut conn.io,
                         &mut conn.buf,
                         framing,
                         tx,
-                        header_timeout
+                        wanted,
+                        header_timeout,
+                        conn.write_timeout,
                     ));
                     let mut fed = None;
                     let response = std::future::poll_fn(|cx| {

@@ -3,7 +3,10 @@
 //! single write.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::task::Poll;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::{Response, StatusCode, Version, header};
@@ -23,6 +26,8 @@ pub(crate) struct Reply {
     pub head_request: bool,
     pub version: Version,
     pub keep_alive: bool,
+    /// How long each write may take (`inbound.write_timeout`).
+    pub write_timeout: Duration,
 }
 
 /// How the answer body is delimited on the wire.
@@ -53,6 +58,36 @@ fn push_date(out: &mut Vec<u8>) {
         out.extend_from_slice(last.1.as_bytes());
         out.extend_from_slice(b"\r\n");
     });
+}
+
+/// Write all of `bytes` within `limit`. Nearly every write completes at once, so the timer is
+/// armed only when the first attempt has to wait: a client that stops reading fills the
+/// socket buffer, and is then given `limit` to make room.
+pub(crate) async fn send<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    within(limit, io.write_all(bytes)).await
+}
+
+/// Flush `io` within `limit` (a TLS stream writes on flush).
+pub(crate) async fn flush<I: AsyncWrite + Unpin>(io: &mut I, limit: Duration) -> io::Result<()> {
+    within(limit, io.flush()).await
+}
+
+async fn within(limit: Duration, op: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    let mut op = std::pin::pin!(op);
+    let first = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = first {
+        return done;
+    }
+    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client stopped reading: a write took longer than inbound.write_timeout",
+        ))
+    })
 }
 
 /// Write `response`; `Ok(true)` when the connection can carry another request.
@@ -116,25 +151,27 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    let limit = reply.write_timeout;
     if matches!(delimit, Delimit::None) {
-        io.write_all(out).await?;
-        io.flush().await?;
+        send(io, out, limit).await?;
+        flush(io, limit).await?;
         return Ok(keep_alive);
     }
     let chunked = matches!(delimit, Delimit::Chunked);
     let mut sent: u64 = 0;
+    let mut overran = false;
     loop {
         // Whatever is ready joins the pending bytes; they leave when the body has to wait.
         let frame = match body.frame().now_or_never() {
             Some(frame) => frame,
             None => {
-                io.write_all(out).await?;
-                io.flush().await?;
+                send(io, out, limit).await?;
+                flush(io, limit).await?;
                 out.clear();
                 body.frame().await
             }
         };
-        let data = match frame {
+        let mut data = match frame {
             None => break,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) if !data.is_empty() => data,
@@ -143,41 +180,57 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
             // The answer broke off: the client can only learn it from the connection closing.
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "answer body broke off");
-                io.write_all(out).await?;
+                send(io, out, limit).await?;
                 return Ok(false);
             }
         };
+        if let Delimit::Length(n) = delimit {
+            let left = n.saturating_sub(sent);
+            if data.len() as u64 > left {
+                // Bytes past the announced length would be read as the start of the next
+                // answer: they are cut, and the connection is closed after the rest.
+                tracing::debug!(
+                    content_length = n,
+                    "answer body longer than its Content-Length: cut"
+                );
+                data.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+                overran = true;
+            }
+        }
         sent = sent.saturating_add(data.len() as u64);
         if chunked {
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         }
         if data.len() >= WRITE_BATCH {
-            io.write_all(out).await?;
+            send(io, out, limit).await?;
             out.clear();
-            io.write_all(&data).await?;
+            send(io, &data, limit).await?;
         } else {
             out.extend_from_slice(&data);
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
         }
+        if overran {
+            break;
+        }
         if out.len() >= WRITE_BATCH {
-            io.write_all(out).await?;
+            send(io, out, limit).await?;
             out.clear();
         }
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    io.write_all(out).await?;
-    io.flush().await?;
+    send(io, out, limit).await?;
+    flush(io, limit).await?;
     if out.capacity() > WRITE_BATCH {
         *out = Vec::new();
     }
     // A body shorter or longer than announced leaves the client unable to find the next
     // answer: close instead.
     if let Delimit::Length(n) = delimit
-        && n != sent
+        && (n != sent || overran)
     {
         return Ok(false);
     }
@@ -200,6 +253,7 @@ mod tests {
         head_request: false,
         version: Version::HTTP_11,
         keep_alive: true,
+        write_timeout: Duration::from_secs(60),
     };
 
     #[tokio::test]
@@ -289,5 +343,57 @@ mod tests {
             .insert(header::CONTENT_LENGTH, "10".parse().unwrap());
         let (_, keep) = written(response, KEEP_11).await;
         assert!(!keep);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_announced_is_cut_and_the_connection_closed() {
+        let stream = |parts: Vec<&'static str>| {
+            let frames = parts.into_iter().map(|p| {
+                Ok::<_, crate::inbound::forward::BoxError>(http_body::Frame::data(p.into()))
+            });
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+        };
+        for parts in [
+            vec!["hello", "HTTP/1.1 200 OK"],
+            vec!["helloHTTP/1.1 200 OK"],
+        ] {
+            let mut response = Response::new(stream(parts));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+            let (wire, keep) = written(response, KEEP_11).await;
+            assert!(!keep);
+            assert!(wire.ends_with("\r\n\r\nhello"), "{wire}");
+        }
+        // Raw homeserver fields announce the length the same way.
+        let mut response = Response::new(full("hello, and more"));
+        response.extensions_mut().insert(RawFields {
+            block: "Content-Length: 5\r\n".into(),
+            content_length: Some(5),
+            has_date: true,
+            cors_fields: 0,
+        });
+        let (wire, keep) = written(response, KEEP_11).await;
+        assert!(!keep);
+        assert!(wire.ends_with("\r\n\r\nhello"), "{wire}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_given_up_after_the_write_timeout() {
+        // A pipe with room for 1 KiB that nobody reads.
+        let (mut server, _client) = tokio::io::duplex(1024);
+        let mut out = Vec::new();
+        let reply = Reply {
+            write_timeout: Duration::from_millis(50),
+            ..KEEP_11
+        };
+        let response = Response::new(full(vec![b'x'; 256 * 1024]));
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            write(&mut server, &mut out, response, reply),
+        )
+        .await
+        .expect("the write timeout ends the write");
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
     }
 }
