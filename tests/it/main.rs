@@ -8,6 +8,7 @@ mod coverage;
 mod federation;
 mod federation_boundary;
 mod gen_ca;
+mod http1_differential;
 mod inbound;
 mod info_api;
 mod kubernetes;
