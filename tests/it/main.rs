@@ -9,6 +9,7 @@ mod federation;
 mod federation_boundary;
 mod framing;
 mod gen_ca;
+mod http1_differential;
 mod inbound;
 mod info_api;
 mod kubernetes;
