@@ -44,6 +44,12 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Why an input was not taken as sent (a bounded set per metric).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// All metrics of one process.
 pub struct Metrics {
     registry: Registry,
@@ -74,6 +80,8 @@ pub struct Metrics {
     /// Raw-data outbox: undelivered reports, and reports by outcome.
     pub outbox_depth: Gauge,
     pub outbox_reports: Family<OutcomeLabels, Counter>,
+    /// Malformed `useragent` request headers by reason (the report goes out with `n/a`).
+    pub useragent_invalid: Family<ReasonLabels, Counter>,
     /// whoami cache lookups by outcome (hit, miss).
     pub whoami_cache: Family<OutcomeLabels, Counter>,
     /// Orphaned-room cleanup decisions by outcome.
@@ -172,6 +180,12 @@ impl Metrics {
             "Raw-data reports by outcome",
             outbox_reports.clone(),
         );
+        let useragent_invalid = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "useragent_invalid",
+            "Malformed useragent request headers of reported operations, by reason",
+            useragent_invalid.clone(),
+        );
         let whoami_cache = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "whoami_cache",
@@ -224,6 +238,7 @@ impl Metrics {
             federation_ocsp,
             outbox_depth,
             outbox_reports,
+            useragent_invalid,
             whoami_cache,
             cleanup_rooms,
             open_connections,

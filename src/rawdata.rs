@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,12 @@ use crate::config::{Config, RawDataConfig};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::shutdown::Shutdown;
 use crate::store::{NewOutboxItem, OutboxRow, Store, now_ms};
+
+mod observer;
+pub mod useragent;
+
+pub use observer::Observer;
+pub use useragent::UserAgent;
 
 /// Value of every field the request did not provide.
 pub const NOT_AVAILABLE: &str = "n/a";
@@ -104,8 +110,19 @@ pub enum Invitee {
 
 /// Client-server routes (after `/_matrix/client/<version>`) reported as
 /// `MP_EXCHANGE_EVENT_WITHIN_ORGANISATION`: the room, directory, tag and receipt routes the
-/// reference reports.
+/// reference reports: the 41 routes of its `roomRoutes` (createRoom is decided apart).
 const EXCHANGE_WITHIN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/rooms/{roomId}/relations/{eventId}"),
+    ("GET", "/rooms/{roomId}/relations/{eventId}/{relType}"),
+    (
+        "GET",
+        "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}",
+    ),
+    ("GET", "/rooms/{roomId}/hierarchy"),
+    ("POST", "/rooms/{roomId}/report/{eventId}"),
+    ("POST", "/knock/{roomIdOrAlias}"),
+    ("GET", "/publicRooms"),
+    ("POST", "/publicRooms"),
     ("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}"),
     ("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey}"),
     ("GET", "/rooms/{roomId}/state/{eventType}/{stateKey}"),
@@ -140,6 +157,44 @@ const EXCHANGE_WITHIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/user/{userId}/rooms/{roomId}/account_data/{type}"),
     ("PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}"),
 ];
+
+/// Federation routes reported in either direction (digest §9 table): invites (v1 and v2) and
+/// single-event fetches. The outbound listener has no endpoint table; [`federation_template`]
+/// names its requests from this one.
+const FEDERATION_ROUTES: &[(&str, &str)] = &[
+    ("PUT", "/_matrix/federation/v1/invite/{roomId}/{eventId}"),
+    ("PUT", "/_matrix/federation/v2/invite/{roomId}/{eventId}"),
+    ("GET", "/_matrix/federation/v1/event/{eventId}"),
+];
+
+/// The template of a reported federation route `path` addresses, if any. `path` is the raw
+/// request path (no query); a parameter matches any non-empty segment.
+pub fn federation_template(method: &http::Method, path: &str) -> Option<&'static str> {
+    if !path.starts_with("/_matrix/federation/") {
+        return None;
+    }
+    FEDERATION_ROUTES
+        .iter()
+        .find(|(m, template)| *m == method.as_str() && matches_template(template, path))
+        .map(|(_, template)| *template)
+}
+
+fn matches_template(template: &str, path: &str) -> bool {
+    let mut expected = template.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (expected.next(), got.next()) {
+            (None, None) => return true,
+            (Some(e), Some(g)) if e.starts_with('{') => {
+                if g.is_empty() {
+                    return false;
+                }
+            }
+            (Some(e), Some(g)) if e == g => {}
+            _ => return false,
+        }
+    }
+}
 
 /// The operation to report for a request, if any. `template` is the matched endpoint
 /// template (`/_matrix/client/v3/rooms/{roomId}/invite`), never the raw path.
@@ -193,64 +248,6 @@ pub fn operation_for(
     }
 }
 
-/// The user-agent parts of a report, from the `useragent` request header (a JSON object).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserAgent {
-    pub auspraegung: String,
-    pub plattform: String,
-    pub os: String,
-    pub os_version: String,
-    pub produkttypversion: String,
-    pub produktversion: String,
-    pub client_id: String,
-}
-
-impl Default for UserAgent {
-    fn default() -> Self {
-        let na = || NOT_AVAILABLE.to_owned();
-        Self {
-            auspraegung: na(),
-            plattform: na(),
-            os: na(),
-            os_version: na(),
-            produkttypversion: na(),
-            produktversion: na(),
-            client_id: na(),
-        }
-    }
-}
-
-impl UserAgent {
-    /// Parse leniently: a missing or malformed header, unknown keys, missing keys, nulls or
-    /// non-string values all fall back to `"n/a"` per field (the reference loses the whole
-    /// report instead).
-    pub fn parse(header: Option<&str>) -> Self {
-        let Some(object) = header
-            .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
-            .and_then(|v| match v {
-                serde_json::Value::Object(map) => Some(map),
-                _ => None,
-            })
-        else {
-            return Self::default();
-        };
-        let field = |key: &str| match object.get(key) {
-            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            _ => NOT_AVAILABLE.to_owned(),
-        };
-        Self {
-            auspraegung: field("Auspraegung"),
-            plattform: field("Plattform"),
-            os: field("OS"),
-            os_version: field("OS-Version"),
-            produkttypversion: field("Produkttypversion"),
-            produktversion: field("Produktversion"),
-            client_id: field("client_id"),
-        }
-    }
-}
-
 /// The `message` object of a report; every field is always present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawDataMessage {
@@ -298,7 +295,7 @@ pub struct RawDataReport {
 
 /// What the request path measured for one reported operation.
 #[derive(Debug, Clone)]
-pub struct Measurement<'a> {
+pub struct Measurement {
     pub operation: Operation,
     /// Taken before the upstream call.
     pub start: OffsetDateTime,
@@ -306,8 +303,9 @@ pub struct Measurement<'a> {
     pub duration: Duration,
     /// Upstream response status.
     pub status: u16,
-    /// The `useragent` request header (client API only; federation reports pass `None`).
-    pub useragent: Option<&'a str>,
+    /// From the `useragent` request header (client API only; federation reports carry the
+    /// defaults).
+    pub user_agent: UserAgent,
     /// Request body bytes.
     pub size_in: u64,
     /// Relayed response body bytes.
@@ -324,8 +322,8 @@ fn or_na(value: &str) -> String {
 
 impl RawDataReport {
     /// Build a report from configuration and what the request path measured.
-    pub fn build(config: &Config, m: &Measurement<'_>) -> Self {
-        let ua = UserAgent::parse(m.useragent);
+    pub fn build(config: &Config, m: &Measurement) -> Self {
+        let ua = &m.user_agent;
         let start = m
             .start
             .to_offset(time::UtcOffset::UTC)
@@ -339,13 +337,13 @@ impl RawDataReport {
             message: RawDataMessage {
                 inst_id: or_na(&config.raw_data.instance_id),
                 m_dom: or_na(&config.homeserver.server_name),
-                ua_a: ua.auspraegung,
-                ua_p: ua.plattform,
-                ua_os: ua.os,
-                ua_os_version: ua.os_version,
-                ua_ptv: ua.produkttypversion,
-                ua_pv: ua.produktversion,
-                ua_cid: ua.client_id,
+                ua_a: ua.auspraegung.clone(),
+                ua_p: ua.plattform.clone(),
+                ua_os: ua.os.clone(),
+                ua_os_version: ua.os_version.clone(),
+                ua_ptv: ua.produkttypversion.clone(),
+                ua_pv: ua.produktversion.clone(),
+                ua_cid: ua.client_id.clone(),
                 prof_oid: or_na(&config.raw_data.profession_oid),
                 t_id: or_na(&config.raw_data.telematik_id),
                 res: m.status,
@@ -426,14 +424,7 @@ impl Reporter {
 impl Reporter {
     fn dropped(&self, why: &'static str) {
         count(&self.metrics, "dropped", 1);
-        let now = now_ms();
-        let last = self.last_drop_log.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1000
-            && self
-                .last_drop_log
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if observer::once_per_second(&self.last_drop_log) {
             tracing::warn!("{why}");
         }
     }
@@ -775,6 +766,73 @@ mod tests {
     }
 
     #[test]
+    fn federation_templates_name_the_reported_outbound_routes() {
+        let put = http::Method::PUT;
+        let get = http::Method::GET;
+        for (method, path, template) in [
+            (
+                &put,
+                "/_matrix/federation/v2/invite/%21r%3Ahs.test/%24e",
+                Some("/_matrix/federation/v2/invite/{roomId}/{eventId}"),
+            ),
+            (
+                &put,
+                "/_matrix/federation/v1/invite/%21r%3Ahs.test/%24e",
+                Some("/_matrix/federation/v1/invite/{roomId}/{eventId}"),
+            ),
+            (
+                &get,
+                "/_matrix/federation/v1/event/%24e",
+                Some("/_matrix/federation/v1/event/{eventId}"),
+            ),
+            (&get, "/_matrix/federation/v1/invite/%21r/%24e", None),
+            (&put, "/_matrix/federation/v2/invite/%21r/", None),
+            (&put, "/_matrix/federation/v2/invite/%21r/%24e/x", None),
+            (&get, "/_matrix/federation/v1/event/", None),
+            (&get, "/_matrix/federation/v1/event_auth/%21r/%24e", None),
+            (&put, "/_matrix/federation/v1/send/1", None),
+            (&get, "/_matrix/client/v3/rooms/%21r/event/%24e", None),
+        ] {
+            assert_eq!(
+                federation_template(method, path),
+                template,
+                "{method} {path}"
+            );
+        }
+        for (method, template) in FEDERATION_ROUTES {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert!(
+                operation_for(Direction::Outbound, &method, template, Invitee::None).is_some(),
+                "{template} is matched outbound but never reported"
+            );
+        }
+    }
+
+    /// The reported client routes are spelled as the v1.11 endpoint table spells them (a
+    /// typo would silently never match).
+    #[test]
+    fn every_reported_client_route_is_a_served_endpoint() {
+        let table = include_str!("matrix/v1_11_endpoints.tsv");
+        let served: HashSet<(&str, &str)> = table
+            .lines()
+            .filter_map(|line| {
+                let mut cols = line.split('\t');
+                let _api = cols.next()?;
+                Some((cols.next()?, cols.next()?))
+            })
+            .collect();
+        for (method, route) in EXCHANGE_WITHIN_ROUTES {
+            let found = ["v1", "v3"].iter().any(|version| {
+                served.contains(&(
+                    *method,
+                    format!("/_matrix/client/{version}{route}").as_str(),
+                ))
+            });
+            assert!(found, "{method} {route} is not in the v1.11 table");
+        }
+    }
+
+    #[test]
     fn sync_and_media_are_not_reported() {
         let get = http::Method::GET;
         assert_eq!(
@@ -807,22 +865,6 @@ mod tests {
     }
 
     #[test]
-    fn useragent_parses_leniently_with_na_defaults() {
-        let ua = UserAgent::parse(Some(
-            r#"{"Auspraegung":"Messenger-Client","Plattform":"mobil","OS":"Android","OS-Version":14,"Produkttypversion":null,"extra":"x","client_id":"cid-1"}"#,
-        ));
-        assert_eq!(ua.auspraegung, "Messenger-Client");
-        assert_eq!(ua.plattform, "mobil");
-        assert_eq!(ua.os_version, "14");
-        assert_eq!(ua.produkttypversion, NOT_AVAILABLE);
-        assert_eq!(ua.produktversion, NOT_AVAILABLE);
-        assert_eq!(ua.client_id, "cid-1");
-        assert_eq!(UserAgent::parse(Some("not json")), UserAgent::default());
-        assert_eq!(UserAgent::parse(Some("[1,2]")), UserAgent::default());
-        assert_eq!(UserAgent::parse(None), UserAgent::default());
-    }
-
-    #[test]
     fn report_has_every_field_and_inst_id_from_config() {
         let mut config = Config::default();
         config.raw_data.instance_id = "inst-7".to_owned();
@@ -836,7 +878,7 @@ mod tests {
                 start,
                 duration: Duration::from_millis(42),
                 status: 200,
-                useragent: None,
+                user_agent: UserAgent::default(),
                 size_in: 120,
                 size_out: 345,
             },
@@ -886,7 +928,7 @@ mod tests {
             start: OffsetDateTime::now_utc(),
             duration: Duration::ZERO,
             status: 200,
-            useragent: None,
+            user_agent: UserAgent::default(),
             size_in: 0,
             size_out: 0,
         };

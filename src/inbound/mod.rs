@@ -49,6 +49,7 @@ use crate::federation::FederationHandle;
 use crate::live::Live;
 use crate::matrix::endpoints::{Api, Classification, EndpointTable, PathParams, TableError};
 use crate::metrics::{ListenerLabels, Metrics};
+use crate::rawdata::useragent::HEADER as USERAGENT_HEADER;
 use crate::shutdown::Shutdown;
 use admin_api::AdminApi;
 use forward::{Body, Deadline, Forwarder, Peer, full};
@@ -90,15 +91,23 @@ pub struct ObservedRequest {
     pub duration: Duration,
     pub size_in: Option<u64>,
     pub size_out: Option<u64>,
-    /// Raw `User-Agent` header value.
-    pub user_agent: Option<String>,
+    /// The raw `useragent` header (the clients' JSON description of themselves; not
+    /// `User-Agent`), parsed only when the request is reported.
+    pub useragent: Option<HeaderValue>,
     /// Server names of inviter and invitee for invites and createRoom with an invitee.
     pub inviter_server: Option<String>,
     pub invitee_server: Option<String>,
     pub is_federation: bool,
+    /// Which listener saw the request.
+    pub direction: crate::rawdata::Direction,
+    /// Whether the status is the upstream's answer (the request passed the rules and was
+    /// relayed), not one the proxy gave itself (a rejection, a local answer, an unreachable
+    /// upstream).
+    pub forwarded: bool,
 }
 
-/// Receives every finished request (the raw-data reporter implements it).
+/// Receives every finished request (the raw-data reporter implements it). The inbound and the
+/// outbound listener both call it.
 pub trait RequestObserver: Send + Sync {
     fn observe(&self, obs: &ObservedRequest);
 }
@@ -353,6 +362,7 @@ pub(crate) async fn handle(
             Decision::from(client::apply(&state, req, endpoint.template, &params, &mut notes).await)
         }
     };
+    let relayed = matches!(decision, Decision::Forward(..));
     let outcome = match decision {
         Decision::Forward(parts, body) => {
             state
@@ -362,6 +372,7 @@ pub(crate) async fn handle(
         }
         Decision::Answer(answer) => answer,
     };
+    let forwarded = relayed && outcome.is_ok();
     let outcome = match outcome {
         Ok(response) if wants_versions_filter(&method, endpoint, &response) => {
             filter_versions_response(
@@ -374,7 +385,7 @@ pub(crate) async fn handle(
         outcome => outcome,
     };
     let response = respond(&state, &method, endpoint, outcome);
-    account(&state, endpoint, facts, notes, &response);
+    account(&state, endpoint, facts, notes, forwarded, &response);
     response
 }
 
@@ -522,7 +533,7 @@ struct RequestFacts {
     clock: Instant,
     method: Method,
     size_in: Option<u64>,
-    user_agent: Option<String>,
+    useragent: Option<HeaderValue>,
 }
 
 impl RequestFacts {
@@ -536,11 +547,7 @@ impl RequestFacts {
             clock: Instant::now(),
             method: req.method().clone(),
             size_in: upstream::content_length(req.headers(), req.extensions()),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            useragent: req.headers().get(USERAGENT_HEADER).cloned(),
         })
     }
 }
@@ -551,6 +558,7 @@ fn account(
     endpoint: Addressed<'_>,
     facts: Option<RequestFacts>,
     notes: RequestNotes,
+    forwarded: bool,
     response: &Response<Body>,
 ) {
     let status = response.status().as_u16();
@@ -568,10 +576,12 @@ fn account(
             duration: facts.clock.elapsed(),
             size_in: facts.size_in,
             size_out,
-            user_agent: facts.user_agent,
+            useragent: facts.useragent,
             inviter_server: notes.inviter_server,
             invitee_server: notes.invitee_server,
             is_federation: endpoint.is_federation,
+            direction: crate::rawdata::Direction::Inbound,
+            forwarded,
         });
     }
 }

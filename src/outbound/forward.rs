@@ -1,6 +1,7 @@
 //! One request inside a tunnel: check its destination (TIM-PROXY §5, with the §12.6 fixes),
 //! then relay it to the CONNECT target over the pooled upstream client, streaming both bodies.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,8 +17,10 @@ use super::upstream::DialError;
 use super::{LISTENER, OutboundState, error_response, rules};
 use crate::error::MatrixError;
 use crate::hop_by_hop::strip_hop_by_hop;
+use crate::inbound::{ObservedRequest, RequestObserver};
 use crate::metrics::ListenerLabels;
 use crate::policy::event_domains::{self, Decision, EventBody};
+use crate::rawdata::{self, Direction};
 
 /// Response bodies: the upstream body streamed through, or the proxy's own error JSON.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -47,10 +50,16 @@ pub(crate) async fn handle(
     let route = route::classify(request.uri().path());
     let label = route.label();
     let method = request.method().clone();
+    let facts = RequestFacts::take(state, &request);
+    let mut forwarded = false;
     // Only the head (Sync) is borrowed across the checks, never the streaming body.
     let outcome = match check(request.headers(), request.uri(), &route, tunnel, state).await {
         Ok(()) => match check_events(request, state).await {
-            Ok(Outgoing::Send(request)) => forward(request, tunnel, state).await,
+            Ok(Outgoing::Send(request)) => {
+                let relayed = forward(request, tunnel, state).await;
+                forwarded = relayed.is_ok();
+                relayed
+            }
             Ok(Outgoing::HeldBack) => Ok(held_back()),
             Err(error) => Err(error),
         },
@@ -63,10 +72,70 @@ pub(crate) async fn handle(
             error_response(&error)
         }
     };
-    state
-        .metrics
-        .request(LISTENER, label, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.metrics.request(LISTENER, label, status);
+    if let Some(facts) = facts {
+        facts.observed(method, status, forwarded, &response);
+    }
     response
+}
+
+/// What a raw-data report needs from a request the spec's table lists for the outbound
+/// direction (invites, single-event fetches); taken only when raw data is on and the request
+/// is one of those, so other requests pay one path comparison at most.
+struct RequestFacts {
+    observer: Arc<dyn RequestObserver>,
+    template: &'static str,
+    started: time::OffsetDateTime,
+    clock: Instant,
+    size_in: Option<u64>,
+}
+
+impl RequestFacts {
+    fn take<B>(state: &OutboundState, request: &Request<B>) -> Option<Self> {
+        let observer = state.observer()?;
+        let template = rawdata::federation_template(request.method(), request.uri().path())?;
+        Some(RequestFacts {
+            observer,
+            template,
+            started: time::OffsetDateTime::now_utc(),
+            clock: Instant::now(),
+            size_in: content_length(request.headers()),
+        })
+    }
+
+    /// Hand the finished request to the observer (the response head is ready; its body
+    /// streams afterwards).
+    fn observed(
+        self,
+        method: http::Method,
+        status: u16,
+        forwarded: bool,
+        response: &ProxyResponse,
+    ) {
+        self.observer.observe(&ObservedRequest {
+            endpoint_template: self.template.to_owned(),
+            method,
+            status,
+            started: self.started,
+            duration: self.clock.elapsed(),
+            size_in: self.size_in,
+            size_out: content_length(response.headers()),
+            useragent: None,
+            inviter_server: None,
+            invitee_server: None,
+            is_federation: true,
+            direction: Direction::Outbound,
+            forwarded,
+        });
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The destination rules; `enforce: false` skips them.

@@ -19,7 +19,7 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::error::{MatrixError, Side};
 use crate::federation::{FederationHandle, Membership, list::domain_of};
+use crate::inbound::RequestObserver;
 use crate::live::Live;
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::shutdown::Shutdown;
@@ -119,6 +120,8 @@ pub struct OutboundState {
     pub(crate) event_body_limit: u64,
     handshake_timeout: Duration,
     drain_timeout: Duration,
+    /// The raw-data hook (set by the server when raw data is on).
+    observer: RwLock<Option<Arc<dyn RequestObserver>>>,
 }
 
 impl std::fmt::Debug for OutboundState {
@@ -205,7 +208,19 @@ impl OutboundState {
             event_body_limit: config.federation.max_event_body_bytes,
             handshake_timeout: out.handshake_timeout,
             drain_timeout: out.drain_timeout,
+            observer: RwLock::new(None),
         })
+    }
+
+    /// Install (or with `None` remove) the raw-data hook.
+    pub fn replace_observer(&self, observer: Option<Arc<dyn RequestObserver>>) {
+        if let Ok(mut slot) = self.observer.write() {
+            *slot = observer;
+        }
+    }
+
+    pub(crate) fn observer(&self) -> Option<Arc<dyn RequestObserver>> {
+        self.observer.read().ok().and_then(|o| o.clone())
     }
 
     /// Whether destination checks run at all (`outbound.enforce`, default `federation.enforce`).

@@ -11,7 +11,7 @@ impl OutboundState {
     /// the leaf settings did not change). The upstream client and its connection pool are
     /// kept when `keep_upstream` says the upstream settings (trust, dial policy, pool size) are
     /// the same; the caller decides, because only it knows whether the trusted CA files changed
-    /// on disk. A failure here leaves the running state alone.
+    /// on disk. The raw-data observer is carried over. A failure here leaves the running state alone.
     pub fn reconfigure(
         &self,
         config: &Config,
@@ -28,6 +28,7 @@ impl OutboundState {
             next.client = self.client.clone();
             next.connector = self.connector.clone();
         }
+        next.replace_observer(self.observer());
         Ok(next)
     }
 }

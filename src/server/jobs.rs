@@ -15,8 +15,6 @@ use crate::rawdata::{self, Reporter};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::Store;
 
-use super::rawdata_hook::RawDataObserver;
-
 /// How long each background job may take to stop at shutdown.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,10 +127,7 @@ impl Jobs {
             });
         }
         let reporter = self.raw_data.as_ref()?.reporter.clone();
-        Some(Arc::new(RawDataObserver {
-            config: config.clone(),
-            reporter,
-        }))
+        Some(Arc::new(rawdata::Observer::new(config.clone(), reporter)))
     }
 
     fn start_sender(&self, config: &Config) -> Job {

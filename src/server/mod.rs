@@ -11,7 +11,6 @@ mod assembly;
 mod ca;
 mod jobs;
 mod listeners;
-mod rawdata_hook;
 mod readiness;
 pub mod reload;
 mod signals;
@@ -209,6 +208,7 @@ impl Server {
             metrics.clone(),
             shutdown.clone(),
         );
+        assembly.outbound.replace_observer(observer.clone());
         assembly.inbound.replace_observer(observer);
         let ca_fingerprint = assembly.authority.ca_fingerprint().to_owned();
         let runtime = Arc::new(Runtime {
@@ -416,6 +416,7 @@ impl Runtime {
             federation.clear_refresher();
         }
         let observer = current.jobs.reconcile(&old, &config, refresher.as_ref());
+        assembly.outbound.replace_observer(observer.clone());
         assembly.inbound.replace_observer(observer);
         if let Some(log) = &self.shared.log
             && let Err(e) = log.set_default(&config.admin.log_level_default)

@@ -260,6 +260,14 @@ fn entry(domain: &str, insurance: bool) -> DomainEntry {
 }
 
 pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+    start_observed(tweak, None).await
+}
+
+/// [`start_with`], with `observer` (instead of the recorder) receiving finished requests.
+pub(crate) async fn start_observed(
+    tweak: impl FnOnce(&mut Config),
+    observer: Option<Arc<dyn RequestObserver>>,
+) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let up = Arc::new(Upstream::default());
     let upstream = start_upstream(up.clone()).await;
@@ -285,7 +293,7 @@ pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
     let metrics = Metrics::new();
     let state = InboundState::new(&config, federation.clone(), metrics.clone()).unwrap();
     let observed = Arc::new(Recorder::default());
-    state.set_observer(observed.clone());
+    state.set_observer(observer.unwrap_or_else(|| observed.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (trigger, signal) = shutdown::channel();
@@ -308,7 +316,7 @@ pub(crate) async fn start() -> Harness {
 }
 
 impl Harness {
-    async fn send_body(
+    pub(crate) async fn send_body(
         &self,
         method: Method,
         target: &str,

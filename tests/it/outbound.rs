@@ -128,6 +128,7 @@ async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origi
 
 struct Proxy {
     addr: SocketAddr,
+    state: Arc<OutboundState>,
     authority: Arc<Authority>,
     metrics: Arc<Metrics>,
     ca_pem: String,
@@ -185,9 +186,10 @@ async fn spawn_proxy(
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(outbound::serve(listener, state, Shutdown::never()));
+    tokio::spawn(outbound::serve(listener, state.clone(), Shutdown::never()));
     Proxy {
         addr,
+        state,
         authority,
         metrics,
         ca_pem: generated.cert_pem,
@@ -498,6 +500,109 @@ async fn outgoing_events_naming_non_federated_domains_do_not_leave() {
 
         assert_eq!(f.origin.hits.load(Ordering::SeqCst), 1, "an offending request left");
         assert_eq!(rejections(&proxy.metrics, "A_25534-event-domain"), 2);
+    })
+    .await;
+}
+
+/// Issue 16: the outbound operations of the spec's raw-data table (federation invites, v1
+/// and v2, and single-event fetches) are reported from the intercepted requests, with the
+/// remote server's status and the sizes on the wire; other federation traffic and requests
+/// the proxy refused are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_invites_and_event_fetches_are_reported() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
+            c.homeserver.server_name = "hs1.test".to_owned();
+        })
+        .await;
+        let sink = crate::rawdata::ReportSink::start("hs1.test").await;
+        proxy.state.replace_observer(Some(sink.observer.clone()));
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let auth = x_matrix(&target);
+        let mut exchange = async |method: &str, path: &str, body: Bytes| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", &target)
+                .header("authorization", &auth)
+                .header("useragent", r#"{"OS":"Linux"}"#)
+                .body(Full::new(body))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        };
+
+        let invite = Bytes::from(
+            serde_json::json!({"room_version":"10","invite_room_state":[],"event":{
+                "type":"m.room.member","room_id":"!room:hs1.test","sender":"@a:hs1.test",
+                "state_key":"@b:hs2.test","content":{"membership":"invite"},"origin_server_ts":1,
+                "depth":3,"prev_events":["$p"],"auth_events":["$a"],"hashes":{"sha256":"aA"},
+                "signatures":{"hs1.test":{"ed25519:a":"c2ln"}}}})
+            .to_string(),
+        );
+        let (status, invited) = exchange(
+            "PUT",
+            "/_matrix/federation/v2/invite/%21room%3Ahs1.test/%24inv",
+            invite.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{invited:?}");
+        let (status, fetched) =
+            exchange("GET", "/_matrix/federation/v1/event/%24ev", Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK, "{fetched:?}");
+        let (status, _) = exchange(
+            "PUT",
+            "/_matrix/federation/v1/send/1",
+            Bytes::from(r#"{"origin":"hs1.test","origin_server_ts":1,"pdus":[]}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 3);
+
+        let mut reports = sink.take(2).await;
+        reports.sort_by_key(|r| r.operation.code());
+        let (invite_report, fetch_report) = (&reports[0], &reports[1]);
+        assert_eq!(
+            invite_report.operation,
+            timproxy::rawdata::Operation::MpInviteOutsideOrganisationInviteSender
+        );
+        assert_eq!(invite_report.status, 200);
+        assert_eq!(invite_report.message.res, 200);
+        assert_eq!(invite_report.message.size_in, invite.len() as u64);
+        assert_eq!(invite_report.message.size_out, invited.len() as u64);
+        assert_eq!(
+            fetch_report.operation,
+            timproxy::rawdata::Operation::MpExchangeEventOutsideOrganisationSender
+        );
+        assert_eq!(fetch_report.message.size_in, 0);
+        assert_eq!(fetch_report.message.size_out, fetched.len() as u64);
+        for report in &reports {
+            let m = &report.message;
+            assert_eq!(m.inst_id, "inst-1");
+            assert_eq!(m.m_dom, "hs1.test");
+            // Server-to-server requests carry no client description.
+            assert_eq!(m.ua_os, "n/a");
+            assert_eq!(m.ua_cid, "n/a");
+        }
+
+        // Refused by the proxy (destination not federated): never sent, not reported.
+        let mut refused = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let (status, _) = send(
+            &mut refused,
+            "GET",
+            &target,
+            "/_matrix/federation/v1/event/%24ev",
+            Some(&x_matrix("evil.test")),
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 3);
+        assert_eq!(sink.finish().await, Vec::new());
     })
     .await;
 }

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::post;
+use http_body_util::BodyExt;
 use timproxy::config::{Config, RawDataConfig};
+use timproxy::inbound::RequestObserver;
 use timproxy::metrics::Metrics;
 use timproxy::rawdata::{
-    IDEMPOTENCY_HEADER, Measurement, Operation, RawDataReport, Reporter, spawn_sender,
+    IDEMPOTENCY_HEADER, Measurement, Observer, Operation, RawDataReport, Reporter, UserAgent,
+    spawn_sender,
 };
 use timproxy::shutdown;
 use tokio::sync::oneshot;
@@ -83,7 +86,10 @@ fn report(config: &Config, i: u64) -> RawDataReport {
             start: time::OffsetDateTime::now_utc(),
             duration: Duration::from_millis(i),
             status: 200,
-            useragent: Some(r#"{"Auspraegung":"Messenger-Client","client_id":"c1"}"#),
+            user_agent: UserAgent::parse(Some(
+                br#"{"Auspraegung":"Messenger-Client","client_id":"c1"}"#,
+            ))
+            .agent,
             size_in: i,
             size_out: 2 * i,
         },
@@ -347,4 +353,204 @@ async fn every_report_arrives_across_a_postgres_restart() {
         store.close().await;
     })
     .await;
+}
+
+/// The raw-data pipeline as `serve` wires it, up to the outbox: an [`Observer`] for the
+/// listeners, a writer into a migrated SQLite file. Tests read back what was stored.
+pub(crate) struct ReportSink {
+    pub(crate) observer: Arc<dyn RequestObserver>,
+    pub(crate) metrics: Arc<Metrics>,
+    store: timproxy::store::Store,
+    trigger: shutdown::ShutdownTrigger,
+    writer: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl ReportSink {
+    /// Reports for `server_name`, with `Inst-ID` `inst-1`.
+    pub(crate) async fn start(server_name: &str) -> ReportSink {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/timproxy.db", dir.path().display());
+        let store = timproxy::store::Store::connect_url(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut config = Config::default();
+        config.homeserver.server_name = server_name.to_owned();
+        config.raw_data.enabled = true;
+        config.raw_data.instance_id = "inst-1".to_owned();
+        config.raw_data.telematik_id = "1-2-3".to_owned();
+        config.raw_data.profession_oid = "1.2.276.0.76.4.50".to_owned();
+        let metrics = Metrics::new();
+        let (trigger, signal) = shutdown::channel();
+        let (reporter, writer) =
+            Reporter::spawn(store.clone(), &config.raw_data, metrics.clone(), signal);
+        ReportSink {
+            observer: Arc::new(Observer::new(Arc::new(config), reporter)),
+            metrics,
+            store,
+            trigger,
+            writer,
+            _dir: dir,
+        }
+    }
+
+    /// Wait (bounded) until the outbox holds `n` reports, and return them. Claiming them also
+    /// shows that no more than `n` arrive: a later call sees only new ones.
+    pub(crate) async fn take(&self, n: usize) -> Vec<RawDataReport> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut reports = Vec::new();
+        loop {
+            let rows = self
+                .store
+                .claim_due_reports(i64::MAX / 2, 100, Duration::from_secs(3600))
+                .await
+                .unwrap();
+            reports.extend(
+                rows.iter()
+                    .map(|row| serde_json::from_str::<RawDataReport>(&row.payload).unwrap()),
+            );
+            if reports.len() >= n {
+                return reports;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} reports arrived: {reports:?}",
+                reports.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stop the writer after it stored what it holds; the reports stored since the last
+    /// [`ReportSink::take`].
+    pub(crate) async fn finish(self) -> Vec<RawDataReport> {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.writer)
+            .await
+            .unwrap()
+            .unwrap();
+        let rows = self
+            .store
+            .claim_due_reports(i64::MAX / 2, 100, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        self.store.close().await;
+        rows.iter()
+            .map(|row| serde_json::from_str(&row.payload).unwrap())
+            .collect()
+    }
+}
+
+const FULL_USERAGENT: &str = r#"{"Auspraegung":"Messenger-Client","Plattform":"stationaer","OS":"Windows","OS-Version":"11","Produkttypversion":"1.1","Produktversion":"2.4.0","client_id":"cid-9","Matrix-Domain":"hs1.test"}"#;
+
+/// Issue 16: the `useragent` header reaches the stored report through the inbound listener,
+/// a malformed one costs only its fields (counted by reason), and what the proxy refused
+/// itself is not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_reports_carry_the_clients_useragent_and_survive_a_malformed_one() {
+    let sink = ReportSink::start("hs1.test").await;
+    let h = crate::inbound::start_observed(|_| {}, Some(sink.observer.clone())).await;
+
+    let body = r#"{"type":"m.login.password","user":"alice","password":"x"}"#;
+    let response = h
+        .send_body(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            &[("useragent", FULL_USERAGENT), ("user-agent", "Mozilla/5.0")],
+            timproxy::inbound::forward::full(body),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let relayed = response.into_body().collect().await.unwrap().to_bytes();
+    let reports = sink.take(1).await;
+    let login = &reports[0];
+    assert_eq!(login.operation, Operation::MpClientLoginRequestAccessToken);
+    assert_eq!(login.status, 200);
+    let m = &login.message;
+    assert_eq!(
+        [
+            m.ua_a.as_str(),
+            &m.ua_p,
+            &m.ua_os,
+            &m.ua_os_version,
+            &m.ua_ptv,
+            &m.ua_pv,
+            &m.ua_cid
+        ],
+        [
+            "Messenger-Client",
+            "stationaer",
+            "Windows",
+            "11",
+            "1.1",
+            "2.4.0",
+            "cid-9"
+        ]
+    );
+    assert_eq!(m.inst_id, "inst-1");
+    assert_eq!(m.m_dom, "hs1.test");
+    assert_eq!(m.t_id, "1-2-3");
+    assert_eq!(m.prof_oid, "1.2.276.0.76.4.50");
+    assert_eq!(m.res, 200);
+    assert_eq!(m.size_in, body.len() as u64);
+    assert_eq!(m.size_out, relayed.len() as u64);
+
+    // Not JSON (a browser's User-Agent string sent under the wrong name): defaults, counted.
+    let (status, _) = h
+        .send(
+            Method::GET,
+            "/_matrix/client/v3/login",
+            &[("useragent", "Mozilla/5.0 (X11; Linux x86_64)")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Wrong type and an undefined Plattform: only those fields are lost.
+    let (status, _) = h
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/user_directory/search",
+            &[
+                ("authorization", "Bearer tok-alice"),
+                (
+                    "useragent",
+                    r#"{"Auspraegung":"Org-Admin-Client","Plattform":"tv","OS":14}"#,
+                ),
+            ],
+            Some(serde_json::json!({"search_term":"bob"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut reports = sink.take(2).await;
+    reports.sort_by_key(|r| r.operation.code());
+    let (types, search) = (&reports[0], &reports[1]);
+    assert_eq!(types.operation, Operation::MpClientLoginSupportedLoginTypes);
+    assert_eq!(types.message.ua_a, "n/a");
+    assert_eq!(types.message.ua_cid, "n/a");
+    assert_eq!(
+        search.operation,
+        Operation::MpInviteWithinOrganisationSearch
+    );
+    assert_eq!(search.message.ua_a, "Org-Admin-Client");
+    assert_eq!(search.message.ua_p, "n/a");
+    assert_eq!(search.message.ua_os, "n/a");
+    let text = sink.metrics.encode();
+    for reason in ["not_json", "wrong_type", "unknown_value"] {
+        assert!(
+            text.contains(&format!(
+                "timproxy_useragent_invalid_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {text}"
+        );
+    }
+
+    // A createRoom the rules refuse never reaches the homeserver: no report.
+    let refused = h
+        .alice(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            serde_json::json!({"invite":["@x:unlisted.test"]}),
+        )
+        .await;
+    assert_eq!(refused.0, StatusCode::FORBIDDEN, "{}", refused.1);
+    assert_eq!(sink.finish().await, Vec::<RawDataReport>::new());
 }
