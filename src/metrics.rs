@@ -29,7 +29,7 @@ pub struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub struct ListenerReasonLabels {
     pub listener: &'static str,
     pub reason: &'static str,
 }
@@ -59,7 +59,7 @@ pub struct Metrics {
     pub rejections: Family<RejectionLabels, Counter>,
     /// Requests refused for their HTTP/1 head or framing, by listener and reason (also counted
     /// in `rejections` under rule `http-parse`).
-    pub malformed_requests: Family<ReasonLabels, Counter>,
+    pub malformed_requests: Family<ListenerReasonLabels, Counter>,
     /// Request rewrites (createRoom `m.federate`, room version) by listener, rule and mode.
     pub rewrites: Family<RejectionLabels, Counter>,
     /// Upstream latency (time to response head) by listener.
@@ -198,7 +198,7 @@ impl Metrics {
             "Orphaned-room cleanup decisions",
             cleanup_rooms.clone(),
         );
-        let malformed_requests = Family::<ReasonLabels, Counter>::default();
+        let malformed_requests = Family::<ListenerReasonLabels, Counter>::default();
         registry.register(
             "malformed_requests",
             "Requests refused for their HTTP/1 head or framing, by reason",

@@ -246,7 +246,7 @@ fn reload_command_reports_applied_unchanged_refused_and_needs_the_token() {
 }
 
 /// Send bytes that are no HTTP request to the inbound listener and wait for its answer (the
-/// listener logs "malformed request" at debug level).
+/// listener logs "malformed request refused" at debug level).
 fn send_garbage(served: &Served) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(served.addr("inbound")).unwrap();
@@ -286,7 +286,7 @@ fn log_filter_changed_at_runtime_shows_debug_lines_until_it_is_reset() {
     let config = loopback_config(dir.path(), "homeserver:\n  url: http://127.0.0.1:1/\n");
     let served = Served::start(dir.path(), &config, &[]);
     let admin = format!("http://{}", served.addr("admin"));
-    const DEBUG_LINE: &str = "malformed request";
+    const DEBUG_LINE: &str = "malformed request refused";
     const CHANGED: &str = "log filter changed through the admin listener";
 
     // At the default level the debug line is not written.

@@ -140,7 +140,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             state
                 .metrics
                 .malformed_requests
-                .get_or_create(&crate::metrics::ReasonLabels {
+                .get_or_create(&crate::metrics::ListenerReasonLabels {
                     listener: super::LISTENER,
                     reason,
                 })
