@@ -2,7 +2,7 @@
 # Installs what the comparison benchmarks need, once (idempotent; about a second when done):
 #   * Debian packages: nginx-light (origin and nginx peer), squid-openssl (squid ssl-bump peer,
 #     with security_file_certgen), wrk and hey (load generators), curl, openssl, python3-venv,
-#     util-linux (taskset), valgrind (benches/callgrind-inbound.sh), iproute2 (ss, hey shim)
+#     util-linux (taskset), valgrind (benches/callgrind-{inbound,outbound}.sh), iproute2 (ss, hey shim)
 #   * mitmproxy, pinned in requirements-mitmproxy.txt, into a venv (BENCH_VENV, default
 #     .bench/venv in the repository), where benches/compare/timproxy.sh finds it
 # apt-get runs only when something is missing and needs root; without root it prints the
