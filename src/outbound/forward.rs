@@ -1,7 +1,7 @@
 //! One request inside a tunnel: check its destination (TIM-PROXY §5, with the §12.6 fixes),
 //! then relay it to the CONNECT target over the pooled upstream client, streaming both bodies.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,15 +10,18 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::connect::ConnectTarget;
-use super::route::{self, Route, XMatrix};
+use super::own::{OwnUpstream, SendError};
+use super::route::{self, ROUTE_KINDS, Route, XMatrix};
 use super::upstream::DialError;
 use super::{LISTENER, OutboundState, error_response, rules};
 use crate::error::MatrixError;
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::inbound::{ObservedRequest, RequestObserver};
-use crate::metrics::ListenerLabels;
+use crate::metrics::{ListenerLabels, Metrics};
 use crate::policy::event_domains::{self, Decision, EventBody};
 use crate::rawdata::{self, Direction};
 
@@ -30,14 +33,36 @@ pub type ProxyResponse = Response<ProxyBody>;
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// What every request in one tunnel shares.
-#[derive(Debug)]
 pub struct Tunnel {
     target: ConnectTarget,
+    /// The tunnel's own upstream connection (HTTP/1.1 tunnels); `None`: the shared pooled
+    /// client (h2 tunnels, whose concurrent streams it multiplexes).
+    own: Option<OwnUpstream>,
 }
 
 impl Tunnel {
-    pub(crate) fn new(target: ConnectTarget) -> Self {
-        Self { target }
+    pub(crate) fn new(target: ConnectTarget, own: Option<OwnUpstream>) -> Self {
+        Self { target, own }
+    }
+
+    /// Send a request to the CONNECT target and wait for the response head.
+    async fn send(
+        &self,
+        state: &OutboundState,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, MatrixError> {
+        let authority = self.target.authority.as_str();
+        match &self.own {
+            Some(own) => own
+                .send(&state.connector, request)
+                .await
+                .map_err(|error| send_error(error, authority)),
+            None => state
+                .client
+                .request(request)
+                .await
+                .map_err(|error| upstream_error(error, authority)),
+        }
     }
 }
 
@@ -73,7 +98,12 @@ pub(crate) async fn handle(
         }
     };
     let status = response.status().as_u16();
-    state.metrics.request(LISTENER, label, status);
+    match status {
+        200 => {
+            state.hot.ok_requests(&route, &state.metrics).inc();
+        }
+        status => state.metrics.request(LISTENER, label, status),
+    }
     if let Some(facts) = facts {
         facts.observed(method, status, forwarded, &response);
     }
@@ -136,6 +166,32 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// The metric handles every request touches, looked up in their families once: a family
+/// lookup hashes the labels under a lock and, for `requests`, allocates the endpoint string
+/// each time. Filled on first use, so the exposition shows a series only once it counted.
+#[derive(Debug, Default)]
+pub(crate) struct HotMetrics {
+    upstream_seconds: OnceLock<Histogram>,
+    /// `timproxy_requests_total{listener="outbound",status="200"}` by [`Route::slot`].
+    ok_requests: [OnceLock<Counter>; ROUTE_KINDS],
+}
+
+impl HotMetrics {
+    fn ok_requests(&self, route: &Route, metrics: &Metrics) -> &Counter {
+        self.ok_requests[route.slot()]
+            .get_or_init(|| metrics.request_counter(LISTENER, route.label(), 200))
+    }
+
+    fn upstream_seconds(&self, metrics: &Metrics) -> &Histogram {
+        self.upstream_seconds.get_or_init(|| {
+            metrics
+                .upstream_seconds
+                .get_or_create(&ListenerLabels { listener: LISTENER })
+                .clone()
+        })
+    }
 }
 
 /// The destination rules; `enforce: false` skips them.
@@ -322,13 +378,12 @@ async fn forward(
     let started = Instant::now();
     let sent = tokio::time::timeout(
         state.request_timeout,
-        state.client.request(Request::from_parts(parts, body)),
+        tunnel.send(state, Request::from_parts(parts, body)),
     )
     .await;
     state
-        .metrics
-        .upstream_seconds
-        .get_or_create(&ListenerLabels { listener: LISTENER })
+        .hot
+        .upstream_seconds(&state.metrics)
         .observe(started.elapsed().as_secs_f64());
     let authority = tunnel.target.authority.as_str();
     match sent {
@@ -339,7 +394,7 @@ async fn forward(
             ),
             rules::UPSTREAM_TIMEOUT,
         )),
-        Ok(Err(error)) => Err(upstream_error(error, authority)),
+        Ok(Err(error)) => Err(error),
         Ok(Ok(mut response)) => {
             strip_hop_by_hop(response.headers_mut());
             Ok(response.map(Either::Left))
@@ -347,24 +402,40 @@ async fn forward(
     }
 }
 
-/// Map a client failure: refused private destinations are a policy answer (403); connect and
-/// TLS failures are the 502 the homeserver treats as "can't connect". The client's error is
+/// Map a failure of the tunnel's own connection like [`upstream_error`] does the pooled
+/// client's.
+fn send_error(error: SendError, authority: &str) -> MatrixError {
+    match error {
+        SendError::Dial(dial) => dial_error(&dial, authority).caused_by(dial),
+        SendError::Http(error) => MatrixError::bad_gateway(
+            format!("request to {authority} failed: {error}"),
+            rules::UPSTREAM,
+        )
+        .caused_by(error),
+    }
+}
+
+/// Refused private destinations are a policy answer (403); connect and TLS failures are the
+/// 502 the homeserver treats as "can't connect".
+fn dial_error(dial: &DialError, authority: &str) -> MatrixError {
+    match dial {
+        DialError::Private { .. } => {
+            MatrixError::forbidden(dial.to_string(), rules::PRIVATE_DESTINATION).from_upstream()
+        }
+        _ => MatrixError::bad_gateway(
+            format!("Can't connect to server {authority}: {dial}"),
+            rules::UPSTREAM_CONNECT,
+        ),
+    }
+}
+
+/// Map a pooled-client failure as [`dial_error`] and [`send_error`] do; the client's error is
 /// kept as the cause.
 fn upstream_error(error: hyper_util::client::legacy::Error, authority: &str) -> MatrixError {
     let mut source = std::error::Error::source(&error);
     while let Some(inner) = source {
         if let Some(dial) = inner.downcast_ref::<DialError>() {
-            let mapped = match dial {
-                DialError::Private { .. } => {
-                    MatrixError::forbidden(dial.to_string(), rules::PRIVATE_DESTINATION)
-                        .from_upstream()
-                }
-                _ => MatrixError::bad_gateway(
-                    format!("Can't connect to server {authority}: {dial}"),
-                    rules::UPSTREAM_CONNECT,
-                ),
-            };
-            return mapped.caused_by(error);
+            return dial_error(dial, authority).caused_by(error);
         }
         source = inner.source();
     }

@@ -15,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use super::OutboundState;
 use super::connect::{ConnectTarget, Prefixed};
 use super::forward;
+use super::own::OwnUpstream;
 use crate::live::Live;
 use crate::shutdown::Shutdown;
 use crate::tls::{Authority, TlsError};
@@ -95,7 +96,10 @@ pub(crate) async fn serve_tunnel(
     mut shutdown: Shutdown,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let tunnel = Arc::new(forward::Tunnel::new(target));
+    // HTTP/1.1 tunnels carry one request at a time: they get an upstream connection of their
+    // own, polled by this task beside the client side.
+    let (own, driver) = OwnUpstream::new(&target.authority).filter(|_| !h2).unzip();
+    let tunnel = Arc::new(forward::Tunnel::new(target, own));
     let service = service_fn(move |request| {
         let tunnel = tunnel.clone();
         let state = state.load();
@@ -115,18 +119,28 @@ pub(crate) async fn serve_tunnel(
             }
         }
     } else {
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => result,
-            _ = shutdown.wait() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+        let server = async {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.wait() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
             }
-        }
+        };
+        let driver = async {
+            if let Some(driver) = driver {
+                driver.run().await;
+            }
+        };
+        // The server side ends first (it owns the tunnel and so its upstream sender); the
+        // driver then hands the upstream connection on and ends.
+        tokio::join!(server, driver).0
     };
     if let Err(error) = result {
         tracing::debug!(%error, "outbound: tunnel connection ended with an error");

@@ -12,6 +12,7 @@
 pub mod connect;
 pub mod forward;
 pub mod mitm;
+mod own;
 pub mod passthrough;
 mod reload;
 pub mod route;
@@ -47,6 +48,9 @@ use upstream::{AcceptAnyCertificate, DialPolicy, UpstreamConnector};
 
 /// Listener name in metrics and logs.
 pub const LISTENER: &str = "outbound";
+
+/// How long an idle upstream connection is kept for later requests and tunnels.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Rule ids of outbound rejections (`timproxy_rejections_total{rule=…}`).
 pub mod rules {
@@ -110,6 +114,7 @@ pub struct OutboundState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) client: UpstreamClient,
     pub(crate) connector: UpstreamConnector,
+    pub(crate) hot: forward::HotMetrics,
     enforce: bool,
     allow_hosts: Vec<String>,
     passthrough: PassThroughList,
@@ -173,6 +178,8 @@ impl OutboundState {
                     .map(|(host, ip)| (host.to_ascii_lowercase(), *ip))
                     .collect(),
                 connect_timeout: out.connect_timeout,
+                max_idle_per_host: out.max_idle_per_host,
+                idle_timeout: UPSTREAM_IDLE_TIMEOUT,
             },
         );
         if !out.sso_hosts.is_empty() {
@@ -192,7 +199,7 @@ impl OutboundState {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(out.max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
             .build(connector.clone());
         Ok(Self {
             federation,
@@ -200,6 +207,7 @@ impl OutboundState {
             metrics,
             client,
             connector,
+            hot: forward::HotMetrics::default(),
             enforce: config.outbound_enforce(),
             allow_hosts: lower_all(&out.allow_hosts),
             passthrough: PassThroughList::new(out.passthrough.iter().chain(&out.sso_hosts)),

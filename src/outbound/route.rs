@@ -28,7 +28,23 @@ pub(crate) enum Route {
     Unknown,
 }
 
+/// How many [`Route`] kinds there are ([`Route::slot`]).
+pub(crate) const ROUTE_KINDS: usize = 7;
+
 impl Route {
+    /// A distinct index below [`ROUTE_KINDS`] per kind, for per-route tables.
+    pub(crate) fn slot(&self) -> usize {
+        match self {
+            Route::Federation { .. } => 0,
+            Route::Keys => 1,
+            Route::WellKnownServer => 2,
+            Route::Media { .. } => 3,
+            Route::Push => 4,
+            Route::Recaptcha => 5,
+            Route::Unknown => 6,
+        }
+    }
+
     /// Bounded label for metrics and logs (never the raw path, which carries IDs).
     pub(crate) fn label(&self) -> &'static str {
         match self {

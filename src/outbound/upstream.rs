@@ -8,7 +8,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http::Uri;
@@ -18,6 +18,7 @@ use rustls::ClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
@@ -63,6 +64,10 @@ pub(crate) struct DialPolicy {
     pub allow_private: bool,
     pub resolve: BTreeMap<String, IpAddr>,
     pub connect_timeout: Duration,
+    /// Idle connections kept per authority for later tunnels (`outbound.max_idle_per_host`).
+    pub max_idle_per_host: usize,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
 }
 
 /// The connector handed to the hyper-util client; cheap to clone.
@@ -71,6 +76,17 @@ pub(crate) struct UpstreamConnector {
     tls: TlsConnector,
     policy: Arc<DialPolicy>,
     early: Arc<EarlyDials>,
+    idle: Arc<IdleConnections>,
+}
+
+/// Most authorities with idle connections at once.
+const IDLE_AUTHORITIES_MAX: usize = 1024;
+
+/// Idle, kept-alive upstream connections that tunnels handed back (see
+/// [`super::own`]), by authority key; the newest is used first.
+#[derive(Default)]
+struct IdleConnections {
+    by_authority: Mutex<HashMap<String, Vec<(Instant, UpstreamStream)>>>,
 }
 
 /// How long an early dial waits to be used before it is dropped.
@@ -110,8 +126,8 @@ impl EarlyState {
     }
 }
 
-/// The key early dials and live connections are tracked by: the authority, lower case.
-fn authority_key(authority: &http::uri::Authority) -> String {
+/// The key early dials, live and idle connections are tracked by: the authority, lower case.
+pub(crate) fn authority_key(authority: &http::uri::Authority) -> String {
     authority.as_str().to_ascii_lowercase()
 }
 
@@ -140,7 +156,66 @@ impl UpstreamConnector {
             tls: TlsConnector::from(tls),
             policy: Arc::new(policy),
             early: Arc::default(),
+            idle: Arc::default(),
         }
+    }
+
+    /// Whether both are clones of one connector (a reload builds a new one).
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.policy, &other.policy)
+    }
+
+    /// An idle connection to the authority `key` that is still open, newest first.
+    pub(crate) fn check_out(&self, key: &str) -> Option<UpstreamStream> {
+        let mut idle = self.idle.by_authority.lock().ok()?;
+        let list = idle.get_mut(key)?;
+        let mut found = None;
+        while let Some((since, mut stream)) = list.pop() {
+            if since.elapsed() < self.policy.idle_timeout && stream.still_open() {
+                found = Some(stream);
+                break;
+            }
+        }
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    /// Keep an idle, kept-alive connection for the next tunnel to the authority `key`, within
+    /// `max_idle_per_host` and the idle timeout; otherwise it is closed.
+    pub(crate) fn check_in(&self, key: String, stream: UpstreamStream) {
+        let Ok(mut idle) = self.idle.by_authority.lock() else {
+            return;
+        };
+        let timeout = self.policy.idle_timeout;
+        if idle.len() >= IDLE_AUTHORITIES_MAX && !idle.contains_key(&key) {
+            idle.retain(|_, list| {
+                list.retain(|(since, _)| since.elapsed() < timeout);
+                !list.is_empty()
+            });
+            if idle.len() >= IDLE_AUTHORITIES_MAX {
+                return;
+            }
+        }
+        let list = idle.entry(key).or_default();
+        list.retain(|(since, _)| since.elapsed() < timeout);
+        if list.len() < self.policy.max_idle_per_host {
+            list.push((Instant::now(), stream));
+        }
+    }
+
+    /// A new connection to `uri`'s authority: the early dial for it when there is one, else
+    /// a dial now.
+    pub(crate) async fn connect(&self, uri: &Uri) -> Result<UpstreamStream, DialError> {
+        let key = uri.authority().map(authority_key).unwrap_or_default();
+        // An aborted early dial falls back to dialling now.
+        if let Some(task) = self.take_early(&key)
+            && let Ok(result) = task.await
+        {
+            return result;
+        }
+        self.dial_counted(uri, key).await
     }
 
     /// The dial settings (also used for pass-through tunnels, which dial plain TCP).
@@ -214,13 +289,10 @@ impl tower_service::Service<Uri> for UpstreamConnector {
         let this = self.clone();
         Box::pin(async move {
             let key = uri.authority().map(authority_key).unwrap_or_default();
-            // An aborted early dial falls back to dialling now.
-            if let Some(task) = this.take_early(&key)
-                && let Ok(result) = task.await
-            {
-                return result;
+            match this.check_out(&key) {
+                Some(stream) => Ok(stream),
+                None => this.connect(&uri).await,
             }
-            this.dial_counted(&uri, key).await
         })
     }
 }
@@ -360,6 +432,24 @@ pub(crate) struct UpstreamStream {
     h2: bool,
     /// Keeps the authority's live-connection count while the connection exists.
     _live: Option<LiveGuard>,
+}
+
+impl UpstreamStream {
+    /// Whether the remote negotiated h2.
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2
+    }
+
+    /// Whether an idle connection can still carry a request: nothing arrived since its last
+    /// answer (no FIN, no close_notify, no stray bytes). Reads without waiting.
+    fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        Pin::new(self.io.inner_mut())
+            .poll_read(&mut cx, &mut buf)
+            .is_pending()
+    }
 }
 
 impl Connection for UpstreamStream {
@@ -521,6 +611,8 @@ mod tests {
                 allow_private: false,
                 resolve: BTreeMap::from([("hs2.test".to_owned(), "127.0.0.1".parse().unwrap())]),
                 connect_timeout: Duration::from_secs(5),
+                max_idle_per_host: 8,
+                idle_timeout: Duration::from_secs(90),
             },
         );
         let uri: Uri = "https://hs2.test:8449/".parse().unwrap();

@@ -23,7 +23,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use timproxy::config::Config;
 use timproxy::federation::{DomainEntry, FederationHandle, FederationList, ListSource};
-use timproxy::metrics::Metrics;
+use timproxy::metrics::{ListenerLabels, Metrics};
 use timproxy::outbound::{self, OutboundState};
 use timproxy::shutdown::Shutdown;
 use timproxy::tls::ca::{CaOptions, CertificateAuthority, generate_ca};
@@ -39,10 +39,13 @@ async fn bounded<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// A fake remote homeserver: TLS (http/1.1 only, like Synapse) with an origin-CA leaf for the
-/// given names; echoes what it received as JSON.
+/// given names; echoes what it received as JSON. A path ending in `/close` is answered with
+/// `Connection: close`.
 struct Origin {
     port: u16,
     hits: Arc<AtomicUsize>,
+    /// TLS connections accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origin {
@@ -72,6 +75,8 @@ async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origi
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -79,10 +84,12 @@ async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origi
             };
             let acceptor = acceptor.clone();
             let counter = counter.clone();
+            let accepted = accepted.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let service = service_fn(move |request: Request<Incoming>| {
                     let counter = counter.clone();
                     async move {
@@ -97,6 +104,11 @@ async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origi
                         };
                         let method = request.method().to_string();
                         let target = request.uri().to_string();
+                        let keep_alive = if request.uri().path().ends_with("/close") {
+                            "close"
+                        } else {
+                            "keep-alive"
+                        };
                         let host = header("host");
                         let authorization = header("authorization");
                         let body = request.into_body().collect().await.unwrap().to_bytes();
@@ -111,7 +123,7 @@ async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origi
                         Ok::<_, std::convert::Infallible>(
                             Response::builder()
                                 .header("content-type", "application/json")
-                                .header("connection", "keep-alive")
+                                .header("connection", keep_alive)
                                 .body(Full::new(Bytes::from(echo.to_string())))
                                 .unwrap(),
                         )
@@ -123,7 +135,11 @@ async fn spawn_origin(origin_ca: &CertificateAuthority, names: &[&str]) -> Origi
             });
         }
     });
-    Origin { port, hits }
+    Origin {
+        port,
+        hits,
+        connections,
+    }
 }
 
 struct Proxy {
@@ -1195,6 +1211,100 @@ async fn shutdown_stops_accepting_and_serve_returns() {
             TcpStream::connect(addr).await.is_err(),
             "listener must be closed"
         );
+    })
+    .await;
+}
+
+/// Open outbound connections (tunnels) as the proxy counts them.
+fn open_tunnels(metrics: &Metrics) -> i64 {
+    metrics
+        .open_connections
+        .get_or_create(&ListenerLabels {
+            listener: outbound::LISTENER,
+        })
+        .get()
+}
+
+/// Wait (bounded by the test's limit) until the proxy has closed every tunnel.
+async fn all_tunnels_closed(metrics: &Metrics) {
+    while open_tunnels(metrics) > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_later_tunnel_to_the_same_host_reuses_the_idle_upstream_connection() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        for round in 1..=3 {
+            let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+            for _ in 0..2 {
+                let (status, body) = send(
+                    &mut sender,
+                    "GET",
+                    &target,
+                    "/_matrix/key/v2/server",
+                    None,
+                    Bytes::new(),
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert_eq!(body["target"], "/_matrix/key/v2/server");
+                assert_eq!(body["host"], target.as_str());
+            }
+            drop(sender);
+            all_tunnels_closed(&proxy.metrics).await;
+            assert_eq!(f.origin.hits.load(Ordering::SeqCst), round * 2);
+            assert_eq!(
+                f.origin.connections.load(Ordering::SeqCst),
+                1,
+                "round {round} opened another upstream connection"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_closing_after_an_answer_gets_a_new_connection_for_the_next_request() {
+    bounded(async {
+        let f = fixture().await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", f.origin.port);
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        for (i, path) in [
+            "/_matrix/key/v2/close",
+            "/_matrix/key/v2/close",
+            "/_matrix/key/v2/server",
+            "/_matrix/key/v2/server",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (status, body) = send(&mut sender, "GET", &target, path, None, Bytes::new()).await;
+            assert_eq!(status, StatusCode::OK, "request {i}: {body}");
+            assert_eq!(body["target"], path);
+        }
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 4);
+        // Two closed after their answer; the third connection carried the last two.
+        assert_eq!(f.origin.connections.load(Ordering::SeqCst), 3);
+        // A closed connection is never handed to a later tunnel.
+        drop(sender);
+        all_tunnels_closed(&proxy.metrics).await;
+        let mut sender = http1(tunnel(&proxy, &target, "hs2.test", &[]).await).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            &target,
+            "/_matrix/key/v2/server",
+            None,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(f.origin.connections.load(Ordering::SeqCst), 3);
     })
     .await;
 }
