@@ -182,9 +182,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     /// resets the connection, and the reset can destroy the answer before the client reads it.
     async fn close(&mut self, unread_input: bool) {
         let _ = self.io.shutdown().await;
-        if !unread_input {
-            return;
+        if unread_input {
+            // Boxed: rare, and its timer would otherwise take a slot in every connection.
+            Box::pin(self.linger()).await;
         }
+    }
+
+    async fn linger(&mut self) {
         let until = Instant::now() + LINGER;
         let mut dropped = 0usize;
         while dropped < LINGER_BYTES {
@@ -343,7 +347,8 @@ where
         let head = match conn.next_head(idle_deadline, header_timeout).await {
             Ok(Ok(head)) => head,
             Ok(Err(err)) => {
-                conn.reject(&err).await;
+                // Boxed: rare, and its answer would otherwise take a slot in every connection.
+                Box::pin(conn.reject(&err)).await;
                 return None;
             }
             Err(Some(preface)) => return Some((conn.io, preface)),
