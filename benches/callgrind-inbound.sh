@@ -4,6 +4,9 @@
 # connection, counters zeroed, then 4000 counted requests. Runs the proxy on CPU 0 (one CPU: a
 # single-threaded runtime). Instruction counts do not drift with the VM's speed.
 #   bash benches/callgrind-inbound.sh [path/to/timproxy] [port]     (KEEP=file keeps the profile)
+# The count needs only symbols, which the release binary keeps. To read a kept profile by source
+# line, build `cargo build --profile profiling` (release plus line tables) and pass
+# target/profiling/timproxy.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 compare=$here/compare

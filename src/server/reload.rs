@@ -112,7 +112,7 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<String> {
 /// their running values): two processes with the same hash run the same configuration.
 pub fn config_hash(config: &Config) -> String {
     let bytes = serde_json::to_vec(config).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    format!("{:x}", Sha256::digest(&bytes))
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

@@ -222,7 +222,7 @@ async fn start_upstream(up: Arc<Upstream>) -> SocketAddr {
                     let up = up.clone();
                     async move { Ok::<_, Infallible>(fake_homeserver(req, up).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

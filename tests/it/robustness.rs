@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use timproxy::config::Config;
 use timproxy::federation::{DomainEntry, FederationHandle, FederationList, ListSource};
@@ -57,7 +57,7 @@ async fn start_fake(listener: TcpListener, mode: Arc<AtomicU8>) -> JoinHandle<()
                         Ok::<_, Infallible>(r)
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

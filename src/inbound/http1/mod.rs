@@ -20,14 +20,15 @@ mod response;
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -42,7 +43,7 @@ use response::Reply;
 
 /// How long a kept-alive connection may wait for its next request.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
-/// Read granularity; also the buffer an idle connection holds.
+/// Read granularity, and the size of the buffer a connection holds while a request is read.
 const READ_CHUNK: usize = 8 * 1024;
 /// How long a connection closed with input unread goes on reading (and dropping) it.
 const LINGER: Duration = Duration::from_secs(2);
@@ -50,11 +51,38 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Read more of the connection into `buf`; `Ok(0)` at end of stream.
+///
+/// A buffer without capacity (an idle connection's, see [`Connection::release_buffers`]) is
+/// not allocated until bytes arrive: the read goes into a stack buffer and is copied over, so a
+/// connection waiting for its next request holds no heap buffer. The copy is a request head,
+/// usually a few hundred bytes.
 pub(crate) async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
-    std::future::poll_fn(|cx| framing::poll_fill(io, buf, READ_CHUNK, cx)).await
+    std::future::poll_fn(|cx| {
+        if buf.capacity() == 0 {
+            poll_read_unbuffered(io, buf, cx)
+        } else {
+            framing::poll_fill(io, buf, READ_CHUNK, cx)
+        }
+    })
+    .await
+}
+
+/// One read through the stack into `buf`, which is allocated only once bytes arrived.
+fn poll_read_unbuffered<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read = ReadBuf::uninit(&mut stack);
+    ready!(Pin::new(io).poll_read(cx, &mut read))?;
+    let filled = read.filled();
+    buf.reserve(READ_CHUNK);
+    buf.extend_from_slice(filled);
+    Poll::Ready(Ok(filled.len()))
 }
 
 /// One connection's state between requests.
@@ -175,9 +203,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     async fn close(&mut self, unread_input: bool) {
         // Bounded: shutting TLS down writes, and the client may have stopped reading.
         let _ = tokio::time::timeout(self.write_timeout, self.io.shutdown()).await;
-        if !unread_input {
-            return;
+        if unread_input {
+            // Boxed: rare, and its timer would otherwise take a slot in every connection.
+            Box::pin(self.linger()).await;
         }
+    }
+
+    async fn linger(&mut self) {
         let until = Instant::now() + LINGER;
         let mut dropped = 0usize;
         while dropped < LINGER_BYTES {
@@ -187,6 +219,113 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 _ => return,
             }
         }
+    }
+
+    /// Between requests: give the buffers back, so that an idle connection holds none. The
+    /// next read goes through the stack (see [`read_more`]); a pipelined request already in
+    /// `buf` keeps it.
+    fn release_buffers(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        self.out = Vec::new();
+    }
+
+    /// One request: read its body as framed, handle it, write the answer.
+    async fn exchange(
+        &mut self,
+        head: RequestHead,
+        peer: &Peer,
+        header_timeout: Duration,
+    ) -> io::Result<Next> {
+        let RequestHead {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue,
+        } = head;
+        let reply = Reply {
+            head_request: parts.method == Method::HEAD,
+            version: parts.version,
+            keep_alive,
+            write_timeout: self.write_timeout,
+        };
+        // A client waiting for `100 Continue` gets it only when the handler reads the body
+        // (the route and the rules accepted the request), so its body streams.
+        let waits_for_continue = expect_continue && self.buf.is_empty();
+        let mut streamed = None;
+        let body = match framing {
+            Framing::Length(0) => forward::empty(),
+            Framing::Length(n) if n <= BUFFERED_BODY_MAX && !waits_for_continue => {
+                let len = usize::try_from(n).unwrap_or(usize::MAX);
+                while self.buf.len() < len {
+                    let deadline = Instant::now() + header_timeout;
+                    if !self.read_until(deadline, false).await {
+                        return Ok(Next::Close {
+                            unread_input: false,
+                        });
+                    }
+                }
+                forward::full(self.buf.split_to(len).freeze())
+            }
+            framing => {
+                let (tx, rx, wanted) = body::channel(framing, waits_for_continue);
+                streamed = Some((framing, tx, wanted));
+                rx.boxed_unsync()
+            }
+        };
+        // Not boxed on its own: this future is already on the heap for the request's lifetime.
+        let state = self.state.load();
+        let deadline = Deadline::Lent {
+            at: state.forwarder.deadline_from(Instant::now()),
+            timer: self.timer.as_mut(),
+        };
+        let mut handler = std::pin::pin!(super::handle(
+            state,
+            Request::from_parts(parts, body),
+            peer,
+            deadline,
+        ));
+        let (response, fed) = match streamed {
+            None => (handler.await, FeedEnd::Complete),
+            Some((framing, tx, wanted)) => {
+                let mut feed = std::pin::pin!(body::feed(
+                    &mut self.io,
+                    &mut self.buf,
+                    framing,
+                    tx,
+                    wanted,
+                    header_timeout,
+                    self.write_timeout,
+                ));
+                let mut fed = None;
+                let response = std::future::poll_fn(|cx| {
+                    if fed.is_none()
+                        && let Poll::Ready(end) = feed.as_mut().poll(cx)
+                    {
+                        fed = Some(end);
+                    }
+                    handler.as_mut().poll(cx)
+                })
+                .await;
+                (response, fed.unwrap_or(FeedEnd::Abandoned))
+            }
+        };
+        if self.drain.has_changed().unwrap_or(true) {
+            self.draining = true;
+        }
+        let reply = Reply {
+            keep_alive: reply.keep_alive && fed == FeedEnd::Complete && !self.draining,
+            ..reply
+        };
+        Ok(
+            match response::write(&mut self.io, &mut self.out, response, reply).await? {
+                true => Next::KeepAlive,
+                false => Next::Close {
+                    unread_input: fed == FeedEnd::Abandoned,
+                },
+            },
+        )
     }
 }
 
@@ -214,7 +353,8 @@ where
     });
     let mut conn = Connection {
         io,
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        // Allocated when the first bytes arrive (see `read_more`).
+        buf: BytesMut::new(),
         out: Vec::new(),
         state,
         draining,
@@ -228,7 +368,8 @@ where
         let head = match conn.next_head(idle_deadline, header_timeout).await {
             Ok(Ok(head)) => head,
             Ok(Err(err)) => {
-                conn.reject(err).await;
+                // Boxed: rare, and its answer would otherwise take a slot in every connection.
+                Box::pin(conn.reject(err)).await;
                 return None;
             }
             Err(Some(preface)) => return Some((conn.io, preface)),
@@ -237,100 +378,10 @@ where
                 return None;
             }
         };
-        // Read the body as framed, handle the request, write the answer. A block rather than
-        // a function of its own: each nested future is copied into its caller's when first
-        // awaited, and this one holds the handler's.
-        let next: io::Result<Next> = 'request: {
-            let RequestHead {
-                parts,
-                framing,
-                keep_alive,
-                expect_continue,
-            } = head;
-            let reply = Reply {
-                head_request: parts.method == Method::HEAD,
-                version: parts.version,
-                keep_alive,
-                write_timeout: conn.write_timeout,
-            };
-            // A client waiting for `100 Continue` gets it only when the handler reads the body
-            // (the route and the rules accepted the request), so its body streams.
-            let waits_for_continue = expect_continue && conn.buf.is_empty();
-            let mut streamed = None;
-            let body = match framing {
-                Framing::Length(0) => forward::empty(),
-                Framing::Length(n) if n <= BUFFERED_BODY_MAX && !waits_for_continue => {
-                    let len = usize::try_from(n).unwrap_or(usize::MAX);
-                    while conn.buf.len() < len {
-                        let deadline = Instant::now() + header_timeout;
-                        if !conn.read_until(deadline, false).await {
-                            break 'request Ok(Next::Close {
-                                unread_input: false,
-                            });
-                        }
-                    }
-                    forward::full(conn.buf.split_to(len).freeze())
-                }
-                framing => {
-                    let (tx, rx, wanted) = body::channel(framing, waits_for_continue);
-                    streamed = Some((framing, tx, wanted));
-                    rx.boxed_unsync()
-                }
-            };
-            // Not boxed: allocating and copying the handler's future (a few KiB) per request cost
-            // more than its slot costs an idle connection (see `BENCHMARKS.md`, memory).
-            let state = conn.state.load();
-            let deadline = Deadline::Lent {
-                at: state.forwarder.deadline_from(Instant::now()),
-                timer: conn.timer.as_mut(),
-            };
-            let mut handler = std::pin::pin!(super::handle(
-                state,
-                Request::from_parts(parts, body),
-                peer,
-                deadline,
-            ));
-            let (response, fed) = match streamed {
-                None => (handler.await, FeedEnd::Complete),
-                Some((framing, tx, wanted)) => {
-                    let mut feed = std::pin::pin!(body::feed(
-                        &mut conn.io,
-                        &mut conn.buf,
-                        framing,
-                        tx,
-                        wanted,
-                        header_timeout,
-                        conn.write_timeout,
-                    ));
-                    let mut fed = None;
-                    let response = std::future::poll_fn(|cx| {
-                        if fed.is_none()
-                            && let Poll::Ready(end) = feed.as_mut().poll(cx)
-                        {
-                            fed = Some(end);
-                        }
-                        handler.as_mut().poll(cx)
-                    })
-                    .await;
-                    (response, fed.unwrap_or(FeedEnd::Abandoned))
-                }
-            };
-            if conn.drain.has_changed().unwrap_or(true) {
-                conn.draining = true;
-            }
-            let reply = Reply {
-                keep_alive: reply.keep_alive && fed == FeedEnd::Complete && !conn.draining,
-                ..reply
-            };
-            match response::write(&mut conn.io, &mut conn.out, response, reply).await {
-                Ok(true) => Ok(Next::KeepAlive),
-                Ok(false) => Ok(Next::Close {
-                    unread_input: fed == FeedEnd::Abandoned,
-                }),
-                Err(e) => Err(e),
-            }
-        };
-        match next {
+        // Boxed: a request's state (the handler's future, a streamed body's feed, the answer
+        // being written) is several KiB, and an idle connection should not carry a slot for it.
+        // One allocation per request costs less than that slot on every idle connection.
+        match Box::pin(conn.exchange(head, peer, header_timeout)).await {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close { unread_input }) => {
                 conn.close(unread_input).await;
@@ -341,6 +392,7 @@ where
                 return None;
             }
         }
+        conn.release_buffers();
         idle_deadline = Instant::now() + KEEP_ALIVE_TIMEOUT;
     }
 }
@@ -349,4 +401,44 @@ where
 enum Next {
     KeepAlive,
     Close { unread_input: bool },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// An idle connection waits for its next request without a heap buffer: the pending read
+    /// leaves `buf` unallocated, and the bytes that arrive later land in it whole.
+    #[tokio::test]
+    async fn waiting_for_a_request_holds_no_buffer() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        {
+            let mut read = std::pin::pin!(read_more(&mut server, &mut buf));
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(buf.capacity(), 0, "a pending read allocated a buffer");
+
+        let head = b"GET /_matrix/client/versions HTTP/1.1\r\nHost: hs1.test\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        let mut got = 0;
+        while got < head.len() {
+            let n = read_more(&mut server, &mut buf).await.unwrap();
+            assert!(n > 0, "end of stream before the head was read");
+            got += n;
+        }
+        assert_eq!(&buf[..], &head[..]);
+        assert!(
+            buf.capacity() >= READ_CHUNK,
+            "later reads need room to continue"
+        );
+
+        drop(client);
+        buf.clear();
+        let mut empty = BytesMut::new();
+        assert_eq!(read_more(&mut server, &mut empty).await.unwrap(), 0);
+    }
 }
