@@ -245,7 +245,12 @@ pub struct OutboundConfig {
     /// without TLS interception: Synapse checks these certificates against the system trust
     /// store, not the proxy CA. Wins over the federation list for the same host and port.
     pub passthrough: Vec<String>,
-    /// Deprecated (the reference's `ssoDomain`): hosts here are added to `passthrough`.
+    /// The homeserver's SSO server (the reference's `ssoDomain`), as `host` or `host:port`:
+    /// intercepted like federation (upstream verified against the system roots and
+    /// `federation.trusted_ca_files`), but reachable without a federation-list entry and with
+    /// every path, not only the Matrix routes (CAS ticket validation, OIDC calls). The
+    /// homeserver must trust the proxy CA for these connections; a provider it verifies
+    /// against the system trust store belongs in `passthrough` instead.
     pub sso_hosts: Vec<String>,
     /// Allow upstream connections to loopback/private/link-local addresses (tests only).
     pub allow_private_destinations: bool,

@@ -4,7 +4,7 @@
 //! One connection reads top-down: [`connect`] reads `CONNECT host:port` and decides whether
 //! the host may be reached at all, and how. A destination in `outbound.passthrough` (identity
 //! provider, push gateway, …) is dialled and tunnelled as it is ([`passthrough`]). Everything
-//! else is federation: `200` → [`mitm`] answers the TLS handshake with a leaf for the CONNECT
+//! else, including the `outbound.sso_hosts`, is intercepted: `200` → [`mitm`] answers the TLS handshake with a leaf for the CONNECT
 //! host from [`crate::tls::Authority`] (any other SNI is refused) → inner HTTP/1.1 or h2
 //! requests → [`forward`] checks each request's destination ([`route`]) and relays it over a
 //! pooled, verified TLS connection to the CONNECT target ([`upstream`]).
@@ -43,7 +43,7 @@ use crate::shutdown::Shutdown;
 use crate::tls::Authority;
 
 use connect::{ConnectTarget, Head, HeadError};
-use passthrough::PassThroughList;
+use passthrough::HostList;
 use upstream::{AcceptAnyCertificate, DialPolicy, UpstreamConnector};
 
 /// Listener name in metrics and logs.
@@ -117,7 +117,9 @@ pub struct OutboundState {
     pub(crate) hot: forward::HotMetrics,
     enforce: bool,
     allow_hosts: Vec<String>,
-    passthrough: PassThroughList,
+    passthrough: HostList,
+    /// `outbound.sso_hosts`: intercepted without the federation-list check.
+    sso_hosts: HostList,
     pub(crate) request_timeout: Duration,
     /// `homeserver.server_name`: its own users need no federation-list entry.
     pub(crate) own_server: String,
@@ -135,6 +137,7 @@ impl std::fmt::Debug for OutboundState {
             .field("enforce", &self.enforce)
             .field("allow_hosts", &self.allow_hosts)
             .field("passthrough", &self.passthrough)
+            .field("sso_hosts", &self.sso_hosts)
             .finish()
     }
 }
@@ -182,13 +185,6 @@ impl OutboundState {
                 idle_timeout: UPSTREAM_IDLE_TIMEOUT,
             },
         );
-        if !out.sso_hosts.is_empty() {
-            tracing::warn!(
-                hosts = ?out.sso_hosts,
-                "outbound.sso_hosts is deprecated: its hosts are tunnelled without interception \
-                 like outbound.passthrough; move them there"
-            );
-        }
         if out.allow_private_destinations {
             tracing::warn!(
                 "outbound.allow_private_destinations is set: the proxy may connect to \
@@ -210,7 +206,8 @@ impl OutboundState {
             hot: forward::HotMetrics::default(),
             enforce: config.outbound_enforce(),
             allow_hosts: lower_all(&out.allow_hosts),
-            passthrough: PassThroughList::new(out.passthrough.iter().chain(&out.sso_hosts)),
+            passthrough: HostList::new(&out.passthrough),
+            sso_hosts: HostList::new(&out.sso_hosts),
             request_timeout: out.request_timeout,
             own_server: config.homeserver.server_name.clone(),
             event_body_limit: config.federation.max_event_body_bytes,
@@ -236,8 +233,17 @@ impl OutboundState {
         self.enforce
     }
 
-    /// Decide a CONNECT by its host alone. A `passthrough` destination is tunnelled. Otherwise
-    /// it is federation, intercepted, for federated hosts, `allow_hosts`, and subdomains of
+    /// Whether a tunnel's CONNECT target is one of `outbound.sso_hosts`: paths outside the
+    /// federation routes (CAS ticket validation, OIDC discovery and token calls) are forwarded
+    /// to it.
+    pub(crate) fn is_sso_host(&self, target: &ConnectTarget) -> bool {
+        self.sso_hosts.contains(target)
+    }
+
+    /// Decide a CONNECT by its host alone. A `passthrough` destination is tunnelled. An
+    /// `sso_hosts` destination is intercepted without looking at the federation list (the
+    /// reference's `ssoDomain`: the homeserver's SSO server, which needs no list entry). Any
+    /// other is federation, intercepted, for federated hosts, `allow_hosts`, and subdomains of
     /// federated domains (a server name delegated to `matrix.example.org` via well-known or
     /// SRV; the per-request `destination` check still applies inside). Everything else is
     /// refused before any TLS or upstream connection.
@@ -248,7 +254,10 @@ impl OutboundState {
         if self.passthrough.contains(target) {
             return Ok(TunnelKind::PassThrough);
         }
-        if !self.enforce || host_listed(&self.allow_hosts, target) {
+        if !self.enforce
+            || self.sso_hosts.contains(target)
+            || host_listed(&self.allow_hosts, target)
+        {
             return Ok(TunnelKind::Intercepted);
         }
         match self.federation.check(&target.host).await {

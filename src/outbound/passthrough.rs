@@ -64,13 +64,13 @@ pub fn parse_entry(entry: &str) -> Result<Entry, String> {
     }
 }
 
-/// The parsed `outbound.passthrough` list (plus the deprecated `outbound.sso_hosts`).
+/// A parsed host list of [`Entry`]s: `outbound.passthrough` or `outbound.sso_hosts`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PassThroughList {
+pub(crate) struct HostList {
     entries: Vec<Entry>,
 }
 
-impl PassThroughList {
+impl HostList {
     /// Entries that do not parse were refused by config validation; here they are skipped.
     pub(crate) fn new<'a>(entries: impl IntoIterator<Item = &'a String>) -> Self {
         Self {
@@ -202,8 +202,7 @@ mod tests {
 
     #[test]
     fn a_host_entry_matches_every_port_an_authority_entry_one() {
-        let list =
-            PassThroughList::new(&["idp.example.org".to_owned(), "push.test:8443".to_owned()]);
+        let list = HostList::new(&["idp.example.org".to_owned(), "push.test:8443".to_owned()]);
         assert!(list.contains(&target("idp.example.org:443")));
         assert!(list.contains(&target("IDP.example.org:8448")));
         assert!(list.contains(&target("push.test:8443")));
@@ -211,6 +210,6 @@ mod tests {
         assert!(!list.contains(&target("evil-idp.example.org:443")));
         assert!(!list.contains(&target("example.org:443")));
         assert!(!list.contains(&target("sub.idp.example.org:443")));
-        assert!(!PassThroughList::new(&[]).contains(&target("idp.example.org:443")));
+        assert!(!HostList::new(&[]).contains(&target("idp.example.org:443")));
     }
 }

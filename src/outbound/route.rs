@@ -23,8 +23,9 @@ pub(crate) enum Route {
     Push,
     /// reCAPTCHA verification during registration (REF forwards it unchecked).
     Recaptcha,
-    /// Anything else: refused (non-federation destinations are `outbound.passthrough`
-    /// tunnels, which never get here).
+    /// Anything else: forwarded only to an `outbound.sso_hosts` tunnel, refused otherwise
+    /// (other non-federation destinations are `outbound.passthrough` tunnels, which never get
+    /// here).
     Unknown,
 }
 

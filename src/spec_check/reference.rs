@@ -455,7 +455,7 @@ impl Translator<'_, '_, '_> {
                 }
             }
             Conversion::SsoHost => {
-                // The reference compared the request's Host with it; timproxy's pass-through
+                // The reference compared the request's Host with it; timproxy's sso_hosts
                 // entry names the destination host, with a port only where the URL has one.
                 let host = url::Url::parse(&text)
                     .ok()
@@ -812,6 +812,7 @@ orphanedRoomCleanup:
         );
         assert_eq!(config.policy.default_permission, "block all");
         assert!(config.outbound.passthrough.is_empty());
+        assert!(config.outbound.sso_hosts.is_empty());
         assert!(config.cleanup.enabled);
         assert_eq!(
             config.cleanup.min_age,
@@ -882,7 +883,7 @@ orphanedRoomCleanup:
     }
 
     #[test]
-    fn the_sso_domain_becomes_a_pass_through_destination_keeping_a_named_port() {
+    fn the_sso_domain_becomes_an_sso_host_keeping_a_named_port() {
         for (value, entry) in [
             ("https://sso.home.example/", "sso.home.example"),
             ("https://sso.home.example:8443/", "sso.home.example:8443"),
@@ -892,7 +893,7 @@ orphanedRoomCleanup:
                 run(&format!("outboundProxy:\n  ssoDomain: {value}\n"), &no_env);
             assert!(diagnostics.is_empty(), "{diagnostics:?}");
             assert_eq!(
-                load(&yaml).outbound.passthrough,
+                load(&yaml).outbound.sso_hosts,
                 vec![entry.to_owned()],
                 "{yaml}"
             );

@@ -777,27 +777,84 @@ async fn passthrough_destinations_are_tunnelled_without_interception() {
     .await;
 }
 
+/// The reference's `ssoDomain`: the SSO server (SyTest's CAS server, which is also a
+/// federation peer and key notary) is intercepted with a minted leaf, so a homeserver trusting
+/// only the proxy CA reaches it; it needs no federation-list entry, its own paths pass, and the
+/// federation requests inside the tunnel keep their destination checks.
 #[tokio::test]
-async fn deprecated_sso_hosts_are_tunnelled_like_passthrough() {
+async fn sso_hosts_are_intercepted_without_the_federation_list_check() {
     bounded(async {
         let f = fixture().await;
+        let port = f.origin.port;
         let proxy = spawn_proxy(&f.origin_ca, &[], |c| {
-            c.outbound.sso_hosts = vec!["hs3.test".to_owned()]
+            c.outbound.sso_hosts = vec![format!("hs3.test:{port}")];
         })
         .await;
-        let target = format!("hs3.test:{}", f.origin.port);
-        let tls = passthrough_tunnel(&proxy, &f.origin_ca.cert_pem, &target, "hs3.test").await;
+        let target = format!("hs3.test:{port}");
+        // `tunnel` trusts only the proxy CA: a pass-through tunnel would fail here.
+        let tls = tunnel(&proxy, &target, "hs3.test", &[]).await;
+        let chain = tls.get_ref().1.peer_certificates().unwrap().to_vec();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert!(
+            !leaf.issuer().to_string().contains("origin CA"),
+            "a minted leaf, not the origin's certificate: {}",
+            leaf.issuer()
+        );
         let mut sender = http1(tls).await;
+        for (method, path) in [
+            ("GET", "/cas/proxyValidate?ticket=t&service=s"),
+            ("POST", "/oauth2/token"),
+            ("GET", "/_matrix/key/v2/server"),
+        ] {
+            let (status, body) = send(
+                &mut sender,
+                method,
+                &target,
+                path,
+                None,
+                Bytes::from_static(b"{}"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+        // Matrix federation to a destination outside the list stays refused inside the tunnel.
+        let (status, _) = send(
+            &mut sender,
+            "PUT",
+            &target,
+            "/_matrix/federation/v1/send/t",
+            Some(&x_matrix("hs3.test")),
+            Bytes::from_static(b"{}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(rejections(&proxy.metrics, "A_25534-destination"), 1);
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 3);
+        assert_eq!(requests(&proxy.metrics, "CONNECT (pass-through)", 200), 0);
+        // Another port of the host is neither an SSO host nor federated.
+        let refused = connect(proxy.addr, "CONNECT hs3.test:1 HTTP/1.0\r\n\r\n").await;
+        let (status, _, body) = refused.expect_err("CONNECT hs3.test:1 was allowed");
+        assert_eq!(status, 403, "{body}");
+        // Without the entry, the same host is refused at CONNECT, and other paths of a
+        // federated host are refused inside its tunnel.
+        let plain = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let refused = connect(plain.addr, &format!("CONNECT {target} HTTP/1.0\r\n\r\n")).await;
+        let (status, _, body) = refused.expect_err("CONNECT to an unlisted host was allowed");
+        assert_eq!(status, 403, "{body}");
+        let federated = format!("hs2.test:{port}");
+        let mut sender = http1(tunnel(&plain, &federated, "hs2.test", &[]).await).await;
         let (status, _) = send(
             &mut sender,
             "GET",
-            "hs3.test",
-            "/oidc/authorize",
+            &federated,
+            "/cas/proxyValidate",
             None,
             Bytes::new(),
         )
         .await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(rejections(&plain.metrics, "outbound-unknown-path"), 1);
+        assert_eq!(f.origin.hits.load(Ordering::SeqCst), 3);
     })
     .await;
 }

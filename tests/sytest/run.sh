@@ -11,7 +11,8 @@
 #
 # Environment: SYTEST_KIT (default ../shared/sytest), SYTEST_DIR (state; default ./.sytest),
 # TIMPROXY_BIN (default target/debug/timproxy, which `cargo test` has built), SYTEST_LOCK (a
-# file to hold with flock while SyTest runs, for machines shared by several runs).
+# file to hold with flock while SyTest runs, for machines shared by several runs),
+# TIMEOUT_FACTOR (SyTest's timeouts multiplied; default 3).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 KIT=${SYTEST_KIT:-$ROOT/../shared/sytest}
@@ -32,6 +33,11 @@ export TIMPROXY_BIN=${TIMPROXY_BIN:-$ROOT/target/debug/timproxy}
 # integers, so the same list goes in as inbound.extra_endpoints.
 sso=$(sed 's/#.*//' "$ROOT/src/inbound/sso_endpoints.txt" | awk 'NF == 2 { printf "%s\"%s %s\"", n++ ? ", " : "", $1, $2 }')
 config=(--timproxy-config "inbound.extra_endpoints=[$sso]")
+
+# SyTest gives each test 10 s (60 s for its setup). CI shares 2 cores with builds, where a debug
+# timproxy plus two Synapses can take longer without anything being wrong; SyTest multiplies
+# every timeout by TIMEOUT_FACTOR.
+export TIMEOUT_FACTOR=${TIMEOUT_FACTOR:-3}
 
 locked() { if [ -n "${SYTEST_LOCK:-}" ]; then flock "$SYTEST_LOCK" "$@"; else "$@"; fi; }
 partial=(); [ "$SET" = full ] || partial=(--partial)
