@@ -90,8 +90,7 @@ pub(super) fn account(
     let status = response.status().as_u16();
     state
         .request_counters
-        .get(&state.metrics, endpoint.template, status)
-        .inc();
+        .count(&state.metrics, endpoint.template, status);
     if let Some(facts) = facts {
         let size_out = upstream::content_length(response.headers(), response.extensions());
         facts.observer.observe(&ObservedRequest {
@@ -156,17 +155,19 @@ impl std::hash::Hasher for AddressHasher {
 }
 
 impl RequestCounters {
-    fn get(&self, metrics: &Metrics, template: &str, status: u16) -> Counter {
+    /// Count one request; the counter is created (and registered) on first use.
+    fn count(&self, metrics: &Metrics, template: &str, status: u16) {
         let key = (template.as_ptr() as usize, template.len(), status);
         if let Ok(known) = self.by_template.read()
             && let Some(counter) = known.get(&key)
         {
-            return counter.clone();
+            counter.inc();
+            return;
         }
         let counter = metrics.request_counter(LISTENER, template, status);
+        counter.inc();
         if let Ok(mut known) = self.by_template.write() {
-            known.insert(key, counter.clone());
+            known.insert(key, counter);
         }
-        counter
     }
 }
