@@ -10,12 +10,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, header};
+use http::{Method, Request};
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde_json::Value;
 
-use super::forward::{self, Body};
-use super::{InboundState, LISTENER, RequestNotes, read_body};
+use super::account::RequestNotes;
+use super::body::{read_body, with_body};
+use super::forward::Body;
+use super::{InboundState, LISTENER};
 use crate::error::MatrixError;
 use crate::matrix::endpoints::PathParams;
 use crate::matrix::ids::{UserId, same_server_name};
@@ -43,14 +45,6 @@ pub(crate) fn decoded(params: &PathParams<'_>, path: &str, name: &str) -> Option
     params
         .get(path, name)
         .map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
-}
-
-/// Rebuild the request with a buffered (possibly rewritten) body and its new length.
-pub(crate) fn with_body(mut parts: http::request::Parts, bytes: Bytes) -> Ready {
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    (parts, forward::full(bytes))
 }
 
 pub(crate) fn invite_context(

@@ -19,9 +19,10 @@
 //! Homeserver answers keep their fields as received ([`RawFields`]); the parser that read them
 //! noted which CORS fields are among them ([`field_bit`]), and missing ones are added to that
 //! block. Looking for them in the block again, and building field-map entries for them, was a
-//! tenth of the instructions of a proxied request (`benches/callgrind-inbound.sh`).
+//! tenth of the instructions of a proxied request (`benches/callgrind-inbound.sh`); the parser
+//! also leaves room for them in the block ([`MAX_ADDED_LEN`]), so adding them copies nothing.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -47,6 +48,17 @@ const FIELDS: [(&str, &str); 3] = [
 ];
 /// Every bit of [`field_bit`] set.
 const ALL: u8 = (1 << FIELDS.len()) - 1;
+/// Bytes the field lines [`complete`] may add to a homeserver answer, at most (the answer
+/// parser leaves this much room).
+pub(crate) const MAX_ADDED_LEN: usize = {
+    let mut len = 0;
+    let mut i = 0;
+    while i < FIELDS.len() {
+        len += FIELDS[i].0.len() + ": ".len() + FIELDS[i].1.len() + "\r\n".len();
+        i += 1;
+    }
+    len
+};
 
 /// The bit of a CORS field name (any case), `0` for any other name. Called for every field of
 /// every homeserver answer, so it compares lengths first.
@@ -73,7 +85,7 @@ pub(crate) fn preflight() -> Response<Body> {
 pub(crate) fn complete<B>(response: &mut Response<B>) {
     if let Some(raw) = response.extensions_mut().get_mut::<RawFields>() {
         if raw.cors_fields != ALL {
-            raw.block = with_fields(&raw.block, raw.cors_fields);
+            append_missing(&mut raw.block, raw.cors_fields);
             raw.cors_fields = ALL;
         }
         return;
@@ -101,19 +113,16 @@ fn insert_missing<B>(response: &mut Response<B>, present: u8) {
     }
 }
 
-/// `block` followed by the field lines whose bits are not in `present`.
-fn with_fields(block: &Bytes, present: u8) -> Bytes {
-    let mut out = BytesMut::with_capacity(block.len() + 160);
-    out.extend_from_slice(block);
+/// Append the field lines whose bits are not in `present` to `block`.
+fn append_missing(block: &mut BytesMut, present: u8) {
     for (i, (name, value)) in FIELDS.iter().enumerate() {
         if present & (1 << i) == 0 {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            block.extend_from_slice(name.as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value.as_bytes());
+            block.extend_from_slice(b"\r\n");
         }
     }
-    out.freeze()
 }
 
 #[cfg(test)]
@@ -132,7 +141,7 @@ mod tests {
     /// How often `name` occurs among the answer's fields, raw block and map together.
     fn field_count(response: &Response<()>, name: &HeaderName) -> usize {
         let raw = response.extensions().get::<RawFields>().map_or(0, |raw| {
-            raw.block
+            raw.block[..]
                 .split(|b| *b == b'\n')
                 .filter_map(|line| line.split(|b| *b == b':').next())
                 .filter(|field| field.eq_ignore_ascii_case(name.as_str().as_bytes()))
@@ -149,7 +158,7 @@ mod tests {
             .fold(0, |bits, name| bits | field_bit(name.as_bytes()));
         let mut response = Response::new(());
         response.extensions_mut().insert(RawFields {
-            block: Bytes::from_static(block.as_bytes()),
+            block: BytesMut::from(block),
             content_length: None,
             has_date: false,
             cors_fields,

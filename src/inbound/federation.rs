@@ -16,9 +16,11 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request};
 
-use super::client::{RuleReport, invite_context, with_body};
+use super::InboundState;
+use super::account::RequestNotes;
+use super::body::{read_body, with_body};
+use super::client::{RuleReport, invite_context};
 use super::forward::{Body, full};
-use super::{InboundState, RequestNotes, read_body};
 use crate::error::MatrixError;
 use crate::federation::list::Membership;
 use crate::matrix::ids::UserId;

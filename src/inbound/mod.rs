@@ -1,43 +1,48 @@
 //! The inbound listener: Matrix client-server API and inbound federation in front of the
 //! homeserver.
 //!
-//! Each request passes the named phases of [`handle`]: classify (against the v1.11 table;
-//! CORS preflights and TIM-blocked endpoints are answered at once) → authenticate (federation
-//! origin) → rules ([`crate::policy`], via [`client`] and [`federation`]) → [`forward`] to the
-//! homeserver → respond (the answer relayed untouched, except the `/versions` filter and the
-//! CORS fields it lacks) → account. Every rejection is counted by rule and logged once, with
-//! the side that failed, without IDs or tokens.
+//! This module holds the listener's shared state ([`InboundState`]) and admits connections
+//! ([`serve`]: the connection limit, TLS, HTTP/1.x or h2, draining on shutdown). What happens
+//! to a request is in [`handle`] and its phases, one module each:
+//!
+//! classify ([`classify`]) → authenticate ([`federation::check_origin`]) → rules ([`client`],
+//! [`federation`], over [`crate::policy`]) → [`forward`] to the homeserver ([`upstream`]) →
+//! respond ([`respond`]) → account ([`account`]).
+//!
+//! Every rejection is counted by rule and logged once, with the side that failed (client,
+//! homeserver, or the proxy itself), without IDs or tokens.
 //!
 //! HTTP/1.x clients are served by the `http1` module, in the connection's task; HTTP/2
 //! clients by hyper. Both hand each request to [`handle`].
 
+mod account;
 pub mod admin_api;
+mod body;
+mod classify;
 pub mod client;
 mod cors;
 pub mod federation;
 pub mod forward;
 mod framing;
+mod handle;
 mod http1;
 mod prefixed;
 mod reload;
+mod respond;
 pub mod sso;
 mod support;
 pub mod upstream;
 pub mod whoami;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -48,13 +53,17 @@ use crate::config::Config;
 use crate::error::{MatrixError, Side};
 use crate::federation::FederationHandle;
 use crate::live::Live;
-use crate::matrix::endpoints::{Api, Classification, EndpointTable, PathParams, TableError};
+use crate::matrix::endpoints::{EndpointTable, TableError};
 use crate::metrics::{ListenerLabels, Metrics};
-use crate::rawdata::useragent::HEADER as USERAGENT_HEADER;
 use crate::shutdown::Shutdown;
+use account::RequestCounters;
+pub use account::{ObservedRequest, RequestObserver};
 use admin_api::AdminApi;
-use forward::{Body, Deadline, Forwarder, Peer, full};
+pub(crate) use body::read_body;
+use forward::{Body, Deadline, Forwarder, Peer};
+use handle::handle;
 use prefixed::Prefixed;
+use respond::VersionsMemo;
 use whoami::WhoamiCache;
 
 /// Listener name in metrics.
@@ -63,10 +72,6 @@ pub const LISTENER: &str = "inbound";
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one "connection limit reached" log line per this interval.
 const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
-/// Template used in metrics for the proxied Synapse admin API.
-const SYNAPSE_ADMIN_TEMPLATE: &str = "/_synapse/admin/{*path}";
-const SUPPORT_PATH: &str = "/.well-known/matrix/support";
-const WELL_KNOWN_SERVER_PATH: &str = "/.well-known/matrix/server";
 
 /// Setting up the inbound listener failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,38 +84,6 @@ pub enum InboundError {
     Client(String),
     #[error("policy table: {0}")]
     Policy(&'static crate::policy::data::DataError),
-}
-
-/// One finished request, for raw-data (performance) reports.
-#[derive(Debug, Clone)]
-pub struct ObservedRequest {
-    pub endpoint_template: String,
-    pub method: Method,
-    pub status: u16,
-    pub started: time::OffsetDateTime,
-    /// Until the response head was ready (bodies stream afterwards).
-    pub duration: Duration,
-    pub size_in: Option<u64>,
-    pub size_out: Option<u64>,
-    /// The raw `useragent` header (the clients' JSON description of themselves; not
-    /// `User-Agent`), parsed only when the request is reported.
-    pub useragent: Option<HeaderValue>,
-    /// Server names of inviter and invitee for invites and createRoom with an invitee.
-    pub inviter_server: Option<String>,
-    pub invitee_server: Option<String>,
-    pub is_federation: bool,
-    /// Which listener saw the request.
-    pub direction: crate::rawdata::Direction,
-    /// Whether the status is the upstream's answer (the request passed the rules and was
-    /// relayed), not one the proxy gave itself (a rejection, a local answer, an unreachable
-    /// upstream).
-    pub forwarded: bool,
-}
-
-/// Receives every finished request (the raw-data reporter implements it). The inbound and the
-/// outbound listener both call it.
-pub trait RequestObserver: Send + Sync {
-    fn observe(&self, obs: &ObservedRequest);
 }
 
 /// Shared state of the inbound listener.
@@ -242,466 +215,6 @@ impl InboundState {
         }
         forward::error_response(err)
     }
-}
-
-/// What rule evaluation learned about a request, for observers.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct RequestNotes {
-    pub inviter_server: Option<String>,
-    pub invitee_server: Option<String>,
-}
-
-/// Read a body a rule must inspect, up to `inbound.max_body_bytes` (413 beyond). A body that
-/// arrives in one piece (the usual case) is returned as it is, without a copy.
-pub(crate) async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, MatrixError> {
-    use http_body::Body as _;
-    if body.size_hint().lower() > limit {
-        return Err(MatrixError::too_large(limit));
-    }
-    let mut first: Option<Bytes> = None;
-    let mut joined = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            MatrixError::bad_json("could not read request body", "body-read").caused_by(e)
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let held = first.as_ref().map_or(0, Bytes::len) + joined.len();
-        if (held as u64).saturating_add(data.len() as u64) > limit {
-            return Err(MatrixError::too_large(limit));
-        }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            None => joined.extend_from_slice(&data),
-            Some(earlier) => {
-                joined.extend_from_slice(&earlier);
-                joined.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| joined.freeze()))
-}
-
-fn well_known_server(config: &Config) -> Response<Body> {
-    let name = &config.homeserver.server_name;
-    let has_port = name
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        && !name.ends_with(']');
-    let server = if has_port {
-        name.clone()
-    } else {
-        format!("{name}:{}", config.inbound.well_known_server_port)
-    };
-    let body = serde_json::json!({ "m.server": server }).to_string();
-    let mut response = Response::new(full(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// Handle one request end to end. Each request passes the same phases, in this order:
-///
-/// 1. [`classify`]: which endpoint of the v1.11 table (or route of the proxy's own) the request
-///    addressed, and whether the proxy answers it itself (CORS preflights, unknown paths,
-///    blocked endpoints, `/.well-known/matrix/*`).
-/// 2. authenticate ([`federation::check_origin`]): a federation request's `X-Matrix` origin must
-///    be in the federation list. Client requests have nothing to check here: the homeserver
-///    checks access tokens, and the rules that need the user resolve the token themselves
-///    ([`whoami`]), so requests no rule needs it for pay no lookup.
-/// 3. rules ([`client::apply`], [`federation::apply`]): the TIM rules of the endpoint; they may
-///    read and rewrite the body.
-/// 4. forward ([`forward::Forwarder::forward`]) to the homeserver.
-/// 5. [`respond`]: the answer as the client gets it (the `/versions` filter; a rejection as
-///    Matrix error JSON, logged and counted once; the CORS fields).
-/// 6. [`account`]: request counters and the raw-data observer.
-///
-/// The phases are plain functions around the few awaits, which stay in this one function: each
-/// nested future is copied into its caller's when first awaited, and an async function per
-/// phase cost one such copy per phase and request.
-pub(crate) async fn handle(
-    state: Arc<InboundState>,
-    req: Request<Body>,
-    peer: &Peer,
-    mut deadline: Deadline<'_>,
-) -> Response<Body> {
-    let facts = RequestFacts::take(&state, &req);
-    let method = req.method().clone();
-    let (endpoint, route) = classify(&state, &req);
-    let mut notes = RequestNotes::default();
-    let decision = match route {
-        Route::Local(answer) => Decision::Answer(answer),
-        // Boxed, like every rare await that may reach the network: inline, it would enlarge
-        // every request's future.
-        Route::Support => Decision::Answer(Box::pin(state.support.answer()).await),
-        Route::Unchecked => Decision::from(Ok(req.into_parts())),
-        Route::Checked(params) if endpoint.is_federation => {
-            match Box::pin(federation::check_origin(
-                &state,
-                endpoint.template,
-                req.headers(),
-            ))
-            .await
-            {
-                Ok(_) => Decision::from(
-                    Box::pin(federation::apply(
-                        &state,
-                        req,
-                        endpoint.template,
-                        &params,
-                        &mut notes,
-                    ))
-                    .await,
-                ),
-                Err(err) => Decision::Answer(Err(err)),
-            }
-        }
-        Route::Checked(params) => {
-            Decision::from(client::apply(&state, req, endpoint.template, &params, &mut notes).await)
-        }
-    };
-    let relayed = matches!(decision, Decision::Forward(..));
-    let outcome = match decision {
-        Decision::Forward(parts, body) => {
-            state
-                .forwarder
-                .forward(parts, body, peer, &mut deadline)
-                .await
-        }
-        Decision::Answer(answer) => answer,
-    };
-    let forwarded = relayed && outcome.is_ok();
-    let outcome = match outcome {
-        Ok(response) if wants_versions_filter(&method, endpoint, &response) => {
-            filter_versions_response(
-                response,
-                state.config.inbound.max_body_bytes,
-                &state.versions,
-            )
-            .await
-        }
-        outcome => outcome,
-    };
-    let response = respond(&state, &method, endpoint, outcome);
-    account(&state, endpoint, facts, notes, forwarded, &response);
-    response
-}
-
-/// The endpoint a request addressed, named as metrics and raw-data reports name it.
-#[derive(Debug, Clone, Copy)]
-struct Addressed<'t> {
-    /// The endpoint table's template, or a constant for the proxy's own routes.
-    template: &'t str,
-    is_federation: bool,
-}
-
-impl Addressed<'static> {
-    const fn own(template: &'static str, is_federation: bool) -> Self {
-        Self {
-            template,
-            is_federation,
-        }
-    }
-}
-
-/// Where [`classify`] sends a request.
-enum Route<'t> {
-    /// Answered by the proxy without the homeserver.
-    Local(Result<Response<Body>, MatrixError>),
-    /// `/.well-known/matrix/support`, from the registration service.
-    Support,
-    /// To the homeserver without rules: the Synapse admin API, when `inbound.expose_synapse_admin`
-    /// is set.
-    Unchecked,
-    /// An endpoint of the table: authenticated, then its TIM rules decide.
-    Checked(PathParams<'t>),
-}
-
-/// What the authenticate and rules phases decided.
-enum Decision {
-    Forward(http::request::Parts, Body),
-    Answer(Result<Response<Body>, MatrixError>),
-}
-
-impl From<Result<(http::request::Parts, Body), MatrixError>> for Decision {
-    fn from(checked: Result<(http::request::Parts, Body), MatrixError>) -> Self {
-        match checked {
-            Ok((parts, body)) => Decision::Forward(parts, body),
-            Err(err) => Decision::Answer(Err(err)),
-        }
-    }
-}
-
-impl From<Result<federation::Step, MatrixError>> for Decision {
-    fn from(checked: Result<federation::Step, MatrixError>) -> Self {
-        match checked {
-            Ok(federation::Step::Forward((parts, body))) => Decision::Forward(parts, body),
-            Ok(federation::Step::Answer(response)) => Decision::Answer(Ok(response)),
-            Err(err) => Decision::Answer(Err(err)),
-        }
-    }
-}
-
-/// Phase 1: which endpoint `req` addresses and where it goes next.
-fn classify<'s>(state: &'s InboundState, req: &Request<Body>) -> (Addressed<'s>, Route<'s>) {
-    let method = req.method();
-    if method == Method::OPTIONS {
-        return (
-            Addressed::own(cors::PREFLIGHT_TEMPLATE, false),
-            Route::Local(Ok(cors::preflight())),
-        );
-    }
-    let path = req.uri().path();
-    if path == WELL_KNOWN_SERVER_PATH && method == Method::GET {
-        return (
-            Addressed::own(WELL_KNOWN_SERVER_PATH, true),
-            Route::Local(Ok(well_known_server(&state.config))),
-        );
-    }
-    if path == SUPPORT_PATH && method == Method::GET {
-        return (Addressed::own(SUPPORT_PATH, false), Route::Support);
-    }
-    if state.config.inbound.expose_synapse_admin && path.starts_with("/_synapse/admin/") {
-        return (
-            Addressed::own(SYNAPSE_ADMIN_TEMPLATE, false),
-            Route::Unchecked,
-        );
-    }
-    match state.table.classify(method, path) {
-        Classification::NotFound => (
-            Addressed::own("unknown", false),
-            Route::Local(Err(MatrixError::unrecognized_path())),
-        ),
-        Classification::MethodNotAllowed { template } => (
-            Addressed {
-                template,
-                is_federation: false,
-            },
-            Route::Local(Err(client::blocked_endpoint(state, method, template)
-                .unwrap_or_else(MatrixError::method_not_allowed))),
-        ),
-        Classification::Matched { endpoint, params } => {
-            let template = endpoint.template.as_str();
-            let addressed = Addressed {
-                template,
-                is_federation: endpoint.api == Api::ServerServer
-                    || path.starts_with("/_matrix/key/"),
-            };
-            match client::blocked_endpoint(state, method, template) {
-                Some(err) => (addressed, Route::Local(Err(err))),
-                None => (addressed, Route::Checked(params)),
-            }
-        }
-    }
-}
-
-/// Phase 5: the answer as the client gets it. A rejection becomes Matrix error JSON and is
-/// counted and logged here, once, by rule and side; every answer gets the CORS fields it lacks
-/// ([`cors::complete`]).
-fn respond(
-    state: &InboundState,
-    method: &Method,
-    endpoint: Addressed<'_>,
-    outcome: Result<Response<Body>, MatrixError>,
-) -> Response<Body> {
-    let mut response = match outcome {
-        Ok(response) => response,
-        Err(err) => state.reject(&err, method, endpoint.template),
-    };
-    cors::complete(&mut response);
-    response
-}
-
-/// The homeserver's `/versions` answer loses the versions and features TIM does not allow
-/// (see [`crate::policy::versions`]).
-fn wants_versions_filter(
-    method: &Method,
-    endpoint: Addressed<'_>,
-    response: &Response<Body>,
-) -> bool {
-    *method == Method::GET
-        && endpoint.template == "/_matrix/client/versions"
-        && response.status() == StatusCode::OK
-}
-
-/// What raw-data reports need from the request, taken before it is consumed.
-struct RequestFacts {
-    observer: Arc<dyn RequestObserver>,
-    started: time::OffsetDateTime,
-    clock: Instant,
-    method: Method,
-    size_in: Option<u64>,
-    useragent: Option<HeaderValue>,
-}
-
-impl RequestFacts {
-    /// Only a raw-data observer needs timestamps and header copies; without one the request
-    /// path skips them.
-    fn take(state: &InboundState, req: &Request<Body>) -> Option<Self> {
-        let observer = state.observer()?;
-        Some(RequestFacts {
-            observer,
-            started: time::OffsetDateTime::now_utc(),
-            clock: Instant::now(),
-            method: req.method().clone(),
-            size_in: upstream::content_length(req.headers(), req.extensions()),
-            useragent: req.headers().get(USERAGENT_HEADER).cloned(),
-        })
-    }
-}
-
-/// Phase 6: count the request by endpoint and status, and tell the raw-data observer.
-fn account(
-    state: &InboundState,
-    endpoint: Addressed<'_>,
-    facts: Option<RequestFacts>,
-    notes: RequestNotes,
-    forwarded: bool,
-    response: &Response<Body>,
-) {
-    let status = response.status().as_u16();
-    state
-        .request_counters
-        .get(&state.metrics, endpoint.template, status)
-        .inc();
-    if let Some(facts) = facts {
-        let size_out = upstream::content_length(response.headers(), response.extensions());
-        facts.observer.observe(&ObservedRequest {
-            endpoint_template: endpoint.template.to_owned(),
-            method: facts.method,
-            status,
-            started: facts.started,
-            duration: facts.clock.elapsed(),
-            size_in: facts.size_in,
-            size_out,
-            useragent: facts.useragent,
-            inviter_server: notes.inviter_server,
-            invitee_server: notes.invitee_server,
-            is_federation: endpoint.is_federation,
-            direction: crate::rawdata::Direction::Inbound,
-            forwarded,
-        });
-    }
-}
-
-/// `timproxy_requests_total` counters of this listener by endpoint template and status.
-///
-/// Templates are borrowed from the endpoint table or are constants, so they live as long as the
-/// listener and their address identifies them: finding a counter hashes two numbers, where the
-/// metric family hashed and copied the template on every request.
-#[derive(Debug, Default)]
-struct RequestCounters {
-    by_template: RwLock<HashMap<(usize, usize, u16), Counter, BuildAddressHasher>>,
-}
-
-/// Hashes the integer keys of [`RequestCounters`] with one multiply each; they are addresses
-/// chosen by the allocator, not by clients, so a keyed hash buys nothing there.
-#[derive(Debug, Default, Clone, Copy)]
-struct BuildAddressHasher;
-
-impl std::hash::BuildHasher for BuildAddressHasher {
-    type Hasher = AddressHasher;
-    fn build_hasher(&self) -> AddressHasher {
-        AddressHasher(0)
-    }
-}
-
-#[derive(Debug)]
-struct AddressHasher(u64);
-
-impl std::hash::Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl RequestCounters {
-    fn get(&self, metrics: &Metrics, template: &str, status: u16) -> Counter {
-        let key = (template.as_ptr() as usize, template.len(), status);
-        if let Ok(known) = self.by_template.read()
-            && let Some(counter) = known.get(&key)
-        {
-            return counter.clone();
-        }
-        let counter = metrics.request_counter(LISTENER, template, status);
-        if let Ok(mut known) = self.by_template.write() {
-            known.insert(key, counter.clone());
-        }
-        counter
-    }
-}
-
-/// The last `/versions` answer of the homeserver and its filtered form: the answer only
-/// changes on a homeserver upgrade, and clients ask for it constantly.
-#[derive(Debug, Default)]
-pub(crate) struct VersionsMemo {
-    last: std::sync::Mutex<Option<(Bytes, Bytes)>>,
-}
-
-impl VersionsMemo {
-    fn filtered(&self, upstream: Bytes) -> Bytes {
-        if let Ok(last) = self.last.lock()
-            && let Some((seen, filtered)) = last.as_ref()
-            && *seen == upstream
-        {
-            return filtered.clone();
-        }
-        let filtered = crate::policy::versions::filter_versions(&upstream)
-            .map(Bytes::from)
-            .unwrap_or_else(|| upstream.clone());
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some((upstream, filtered.clone()));
-        }
-        filtered
-    }
-}
-
-async fn filter_versions_response(
-    response: Response<Body>,
-    limit: u64,
-    memo: &VersionsMemo,
-) -> Result<Response<Body>, MatrixError> {
-    let mut response = response;
-    upstream::materialize(&mut response);
-    let (mut parts, mut body) = response.into_parts();
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            MatrixError::bad_gateway("could not read /versions answer", "versions").caused_by(e)
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len().saturating_add(data.len()) > limit {
-                return Err(
-                    MatrixError::bad_gateway("/versions answer too large", "versions")
-                        .caused_by(format!("more than inbound.max_body_bytes ({limit})")),
-                );
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    let out = memo.filtered(buf.freeze());
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    Ok(Response::from_parts(parts, full(out)))
 }
 
 /// Serve the inbound listener until `shutdown` fires, then drain for at most

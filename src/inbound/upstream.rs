@@ -36,8 +36,12 @@ use super::framing::{
 pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
 /// Largest response head accepted from the homeserver.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most response header fields accepted.
+/// Most response header fields accepted (at most 128: the parser keeps one bit per field).
 const MAX_HEADERS: usize = 128;
+const _: () = assert!(MAX_HEADERS <= u128::BITS as usize);
+/// Room left in an answer's [`RawFields`] block for the fields every answer gets: the CORS
+/// fields ([`super::cors`]), when the homeserver sent none of them.
+const ROOM_FOR_ADDED_FIELDS: usize = super::cors::MAX_ADDED_LEN;
 /// Read granularity.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -504,31 +508,36 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
     };
     let mut seen = FieldsSeen::default();
     let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| (s.as_ptr() as usize).saturating_sub(base);
-    // Kept fields as (start, end) of their `name: value` text in `buf`.
-    let mut kept = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
+    // A field's `name: value` text in `buf`.
+    let line = |field: &httparse::Header<'_>| {
+        let start = (field.name.as_ptr() as usize).saturating_sub(base);
+        let end = (field.value.as_ptr() as usize).saturating_sub(base) + field.value.len();
+        buf.get(start..end)
+            .ok_or(UpstreamError::Invalid("invalid header field"))
+    };
+    // The fields to pass on, one bit per field (a list of them was an allocation per answer),
+    // and the room their lines take.
+    let mut kept: u128 = 0;
+    let mut kept_len = 0;
+    for (i, field) in parsed.headers.iter().enumerate() {
         if seen
             .note(field.name.as_bytes(), field.value)
             .map_err(UpstreamError::Invalid)?
         {
-            let start = offset(field.name.as_bytes());
-            let end = offset(field.value) + field.value.len();
-            kept.push((start, end, field.name.len()));
+            kept |= 1 << i;
+            kept_len += line(field)?.len() + 2;
         }
     }
     let framing = seen.response_framing(method, status);
     // A body that runs to the close leaves nothing to reuse.
     let keep_alive = seen.keep_alive(version) && framing != Framing::Eof;
-    let mut block = Vec::with_capacity(consumed);
-    for (start, end, name_len) in kept {
-        let Some(line) = buf.get(start..end) else {
-            return Err(UpstreamError::Invalid("invalid header field"));
-        };
-        if seen.dropped_later(&line[..name_len.min(line.len())]) {
+    // With room for the fields the respond phase may add, so adding them copies nothing.
+    let mut block = BytesMut::with_capacity(kept_len + ROOM_FOR_ADDED_FIELDS);
+    for (i, field) in parsed.headers.iter().enumerate() {
+        if kept & (1 << i) == 0 || seen.dropped_later(field.name.as_bytes()) {
             continue;
         }
-        block.extend_from_slice(line);
+        block.extend_from_slice(line(field)?);
         block.extend_from_slice(b"\r\n");
     }
     buf.advance(consumed);
@@ -536,7 +545,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
     *response.status_mut() = status;
     *response.version_mut() = version;
     response.extensions_mut().insert(RawFields {
-        block: Bytes::from(block),
+        block,
         content_length: seen
             .content_length
             .filter(|_| seen.codings.last_chunked.is_none()),
@@ -552,10 +561,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
 ///
 /// Why: an HTTP/1 client gets them as they are (see `http1::response`); building a `HeaderMap`
 /// from them and encoding it again was a sixth of a proxied request's instructions. Code that
-/// reads or edits an answer's fields calls [`materialize`] first.
+/// reads or edits an answer's fields calls [`materialize`] first. The block is growable, so the
+/// fields the proxy adds (CORS) go in place, into room left for them.
 #[derive(Debug, Clone)]
 pub struct RawFields {
-    pub block: Bytes,
+    pub block: BytesMut,
     pub content_length: Option<u64>,
     pub has_date: bool,
     /// Which CORS fields the block holds (bits of `cors::field_bit`), so completing an answer's
@@ -576,8 +586,9 @@ pub fn materialize<B>(response: &mut Response<B>) {
     let Some(raw) = response.extensions_mut().remove::<RawFields>() else {
         return;
     };
+    let block = raw.block.freeze();
     let headers = response.headers_mut();
-    for line in raw.block.split(|b| *b == b'\n') {
+    for line in block.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
@@ -586,7 +597,7 @@ pub fn materialize<B>(response: &mut Response<B>) {
         // Both were validated when the head was parsed.
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_maybe_shared(raw.block.slice_ref(value)),
+            HeaderValue::from_maybe_shared(block.slice_ref(value)),
         ) {
             headers.append(name, value);
         }
@@ -793,6 +804,31 @@ mod tests {
         );
         let seen = String::from_utf8(server.await.unwrap()).unwrap();
         assert!(seen.contains("GET /b HTTP/1.1"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn the_cors_fields_an_answer_lacks_are_added_in_place() {
+        let (addr, server) = serve_canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\n{}",
+        ])
+        .await;
+        let mut r = send(&pool(addr), Method::GET, "/", full(Bytes::new())).await;
+        let before = r.extensions().get::<RawFields>().unwrap().block.as_ptr();
+        crate::inbound::cors::complete(&mut r);
+        let raw = r.extensions().get::<RawFields>().unwrap();
+        assert_eq!(
+            raw.block.as_ptr(),
+            before,
+            "adding the CORS fields moved the block"
+        );
+        let text = std::str::from_utf8(&raw.block).unwrap();
+        assert!(
+            text.starts_with("content-type: application/json\r\ncontent-length: 2\r\n")
+                && text.contains("access-control-allow-origin: *\r\n")
+                && text.ends_with("\r\n"),
+            "{text}"
+        );
+        server.await.unwrap();
     }
 
     #[tokio::test]
