@@ -89,8 +89,7 @@ async fn reference(bytes: &[u8]) -> Vec<Seen> {
     });
     exchange(addr, bytes).await;
     let _ = tokio::time::timeout(WAIT, server).await;
-    let seen = seen.lock().unwrap().clone();
-    seen
+    seen.lock().unwrap().clone()
 }
 
 /// The requests timproxy forwarded, read from the echoes in its answers, in order.
