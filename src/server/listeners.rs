@@ -78,10 +78,24 @@ impl Bound {
     }
 }
 
+/// Accept queue length asked of the kernel (it caps it at `net.core.somaxconn`). Tens of
+/// thousands of clients reconnect at once after a restart; a short queue drops their SYNs and
+/// they retry only after a second or more (nginx asks for the same on Linux).
+const BACKLOG: u32 = 4096;
+
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::Io(format!("{key}: cannot listen on {addr}: {e}")))
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std and tokio's own bind do: a restart may reuse the address at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|e| StartError::Io(format!("{key}: cannot listen on {addr}: {e}")))
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
