@@ -13,11 +13,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use timproxy::config::Config;
-use timproxy::federation::{DomainEntry, FederationHandle, FederationList, ListSource};
 use timproxy::inbound::forward::{Body, full};
-use timproxy::inbound::{self, InboundState};
 use timproxy::metrics::Metrics;
 use timproxy::shutdown;
+
+use super::support::start_inbound;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -86,7 +86,6 @@ struct Proxy {
 }
 
 async fn start_proxy(upstream: SocketAddr, tweak: impl FnOnce(&mut Config)) -> Proxy {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = Config::default();
     config.homeserver.url = format!("http://{upstream}").parse().unwrap();
     config.homeserver.server_name = "hs1.test".into();
@@ -94,32 +93,13 @@ async fn start_proxy(upstream: SocketAddr, tweak: impl FnOnce(&mut Config)) -> P
     config.inbound.max_body_bytes = MAX_BODY;
     config.inbound.header_read_timeout = Duration::from_secs(2);
     tweak(&mut config);
-    let entry = |domain: &str| DomainEntry {
-        domain: domain.into(),
-        is_insurance: false,
-        telematik_id: None,
-        ik: vec![],
-    };
-    let list = FederationList::new(
-        1,
-        time::OffsetDateTime::now_utc(),
-        false,
-        ListSource::File,
-        vec![entry("hs1.test"), entry("hs2.test")],
-    );
-    let federation = FederationHandle::with_list(Duration::from_secs(3600), list);
-    let metrics = Metrics::new();
-    let state = InboundState::new(&config, federation, metrics.clone()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (trigger, signal) = shutdown::channel();
-    let server = tokio::spawn(inbound::serve(listener, Arc::new(state), signal));
+    let inbound = start_inbound(config).await;
     Proxy {
-        addr,
+        addr: inbound.addr,
         upstream,
-        metrics,
-        _trigger: trigger,
-        server,
+        metrics: inbound.metrics,
+        _trigger: inbound.trigger,
+        server: inbound.server,
     }
 }
 

@@ -210,3 +210,47 @@ impl Drop for FaultyRelay {
         }
     }
 }
+
+/// An inbound listener on 127.0.0.1 served in this process with `config`, the federation list
+/// `hs1.test`, `hs2.test` and metrics of its own; for tests that talk to it over raw sockets.
+pub struct InboundUnderTest {
+    pub addr: std::net::SocketAddr,
+    pub metrics: std::sync::Arc<timproxy::metrics::Metrics>,
+    pub trigger: timproxy::shutdown::ShutdownTrigger,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn start_inbound(config: timproxy::config::Config) -> InboundUnderTest {
+    use timproxy::federation::{DomainEntry, FederationHandle, FederationList, ListSource};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let entry = |domain: &str| DomainEntry {
+        domain: domain.into(),
+        is_insurance: false,
+        telematik_id: None,
+        ik: vec![],
+    };
+    let list = FederationList::new(
+        1,
+        time::OffsetDateTime::now_utc(),
+        false,
+        ListSource::File,
+        vec![entry("hs1.test"), entry("hs2.test")],
+    );
+    let federation = FederationHandle::with_list(Duration::from_secs(3600), list);
+    let metrics = timproxy::metrics::Metrics::new();
+    let state = timproxy::inbound::InboundState::new(&config, federation, metrics.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, signal) = timproxy::shutdown::channel();
+    let server = tokio::spawn(timproxy::inbound::serve(
+        listener,
+        std::sync::Arc::new(state),
+        signal,
+    ));
+    InboundUnderTest {
+        addr,
+        metrics,
+        trigger,
+        server,
+    }
+}
