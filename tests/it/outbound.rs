@@ -297,6 +297,9 @@ async fn send(
     if let Some(auth) = auth {
         builder = builder.header("authorization", auth);
     }
+    // An HTTP/1 connection takes the next request only once it has finished the last one;
+    // sending before that fails with "connection was not ready".
+    sender.ready().await.unwrap();
     let response = sender
         .send_request(builder.body(Full::new(body)).unwrap())
         .await
@@ -546,6 +549,7 @@ async fn outbound_invites_and_event_fetches_are_reported() {
                 .header("useragent", r#"{"OS":"Linux"}"#)
                 .body(Full::new(body))
                 .unwrap();
+            sender.ready().await.unwrap();
             let response = sender.send_request(request).await.unwrap();
             let status = response.status();
             let body = response.into_body().collect().await.unwrap().to_bytes();
