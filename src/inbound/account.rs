@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request};
 use prometheus_client::metrics::counter::Counter;
 
+use super::answer::Answer;
 use super::classify::Addressed;
 use super::forward::Body;
-use super::{InboundState, LISTENER, upstream};
+use super::framing::length_field;
+use super::{InboundState, LISTENER};
 use crate::metrics::Metrics;
 use crate::rawdata::useragent::HEADER as USERAGENT_HEADER;
 
@@ -78,7 +80,7 @@ impl RequestFacts {
             started: time::OffsetDateTime::now_utc(),
             clock: Instant::now(),
             method: req.method().clone(),
-            size_in: upstream::content_length(req.headers(), req.extensions()),
+            size_in: length_field(req.headers()),
             useragent: req.headers().get(USERAGENT_HEADER).cloned(),
         })
     }
@@ -91,14 +93,14 @@ pub(super) fn account(
     facts: Option<RequestFacts>,
     notes: RequestNotes,
     forwarded: bool,
-    response: &Response<Body>,
+    answer: &Answer,
 ) {
-    let status = response.status().as_u16();
+    let status = answer.status().as_u16();
     state
         .request_counters
         .count(&state.metrics, endpoint.template, status);
     if let Some(facts) = facts {
-        let size_out = upstream::content_length(response.headers(), response.extensions());
+        let size_out = answer.content_length();
         facts.observer.observe(&ObservedRequest {
             endpoint_template: endpoint.template.to_owned(),
             method: facts.method,

@@ -16,18 +16,18 @@
 //!   an answer whose `Access-Control-Allow-Origin` appears twice, so a field the answer already
 //!   carries is left exactly as it is.
 //!
-//! Homeserver answers keep their fields as received ([`RawFields`]); the parser that read them
-//! noted which CORS fields are among them ([`field_bit`]), and missing ones are added to that
-//! block. Looking for them in the block again, and building field-map entries for them, was a
-//! tenth of the instructions of a proxied request (`benches/callgrind-inbound.sh`); the parser
-//! also leaves room for them in the block ([`MAX_ADDED_LEN`]), so adding them copies nothing.
+//! Homeserver answers keep their fields as received ([`RawFields`](super::answer::RawFields));
+//! the parser that read them noted which CORS fields are among them ([`field_bit`]), and
+//! missing ones are added to that block ([`Answer::append`]). Looking for them in the block
+//! again, and building field-map entries for them, was a tenth of the instructions of a
+//! proxied request (`benches/callgrind-inbound.sh`); the parser also leaves room for them in
+//! the block ([`MAX_ADDED_LEN`]), so adding them copies nothing.
 
-use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::answer::{Answer, Fields};
 use super::forward::{Body, empty};
-use super::upstream::RawFields;
 
 /// Endpoint label of preflights in metrics and raw-data reports.
 pub(crate) const PREFLIGHT_TEMPLATE: &str = "OPTIONS (CORS preflight)";
@@ -46,6 +46,16 @@ const FIELDS: [(&str, &str); 3] = [
         "X-Requested-With, Content-Type, Authorization, Date",
     ),
 ];
+/// [`FIELDS`] as a field map takes them, made at compile time.
+const ENTRIES: [(HeaderName, HeaderValue); 3] = {
+    const fn entry(i: usize) -> (HeaderName, HeaderValue) {
+        (
+            HeaderName::from_static(FIELDS[i].0),
+            HeaderValue::from_static(FIELDS[i].1),
+        )
+    }
+    [entry(0), entry(1), entry(2)]
+};
 /// Every bit of [`field_bit`] set.
 const ALL: u8 = (1 << FIELDS.len()) - 1;
 /// Bytes the field lines [`complete`] may add to a homeserver answer, at most (the answer
@@ -76,51 +86,27 @@ pub(crate) fn field_bit(name: &[u8]) -> u8 {
 pub(crate) fn preflight() -> Response<Body> {
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
-    insert_missing(&mut response, 0);
+    response.headers_mut().extend(ENTRIES);
     response
 }
 
-/// Add the CORS fields `response` does not carry yet: to the homeserver's fields as received
+/// Add the CORS fields `answer` does not carry yet: to the homeserver's fields as received
 /// when it has them, else to its field map.
-pub(crate) fn complete<B>(response: &mut Response<B>) {
-    if let Some(raw) = response.extensions_mut().get_mut::<RawFields>() {
-        if raw.cors_fields != ALL {
-            append_missing(&mut raw.block, raw.cors_fields);
-            raw.cors_fields = ALL;
-        }
+pub(crate) fn complete(answer: &mut Answer) {
+    let present = match answer.fields() {
+        Fields::Raw(raw) => raw.cors_fields(),
+        Fields::Map(headers) => ENTRIES
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| headers.contains_key(name))
+            .fold(0, |bits, (i, _)| bits | 1 << i),
+    };
+    if present == ALL {
         return;
     }
-    let mut present = 0;
-    for (i, (name, _)) in FIELDS.iter().enumerate() {
-        if response.headers().contains_key(*name) {
-            present |= 1 << i;
-        }
-    }
-    if present != ALL {
-        insert_missing(response, present);
-    }
-}
-
-fn insert_missing<B>(response: &mut Response<B>, present: u8) {
-    let headers = response.headers_mut();
-    for (i, (name, value)) in FIELDS.into_iter().enumerate() {
+    for (i, (name, value)) in ENTRIES.into_iter().enumerate() {
         if present & (1 << i) == 0 {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-    }
-}
-
-/// Append the field lines whose bits are not in `present` to `block`.
-fn append_missing(block: &mut BytesMut, present: u8) {
-    for (i, (name, value)) in FIELDS.iter().enumerate() {
-        if present & (1 << i) == 0 {
-            block.extend_from_slice(name.as_bytes());
-            block.extend_from_slice(b": ");
-            block.extend_from_slice(value.as_bytes());
-            block.extend_from_slice(b"\r\n");
+            answer.append(name, value);
         }
     }
 }
@@ -128,6 +114,7 @@ fn append_missing(block: &mut BytesMut, present: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbound::answer::RawFields;
     use http::header::{
         ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     };
@@ -138,32 +125,50 @@ mod tests {
         ACCESS_CONTROL_ALLOW_HEADERS,
     ];
 
-    /// How often `name` occurs among the answer's fields, raw block and map together.
-    fn field_count(response: &Response<()>, name: &HeaderName) -> usize {
-        let raw = response.extensions().get::<RawFields>().map_or(0, |raw| {
-            raw.block[..]
+    /// How often `name` occurs among the answer's fields, in whichever form they are.
+    fn field_count(answer: &Answer, name: &HeaderName) -> usize {
+        match answer.fields() {
+            Fields::Raw(raw) => raw
+                .block()
                 .split(|b| *b == b'\n')
                 .filter_map(|line| line.split(|b| *b == b':').next())
                 .filter(|field| field.eq_ignore_ascii_case(name.as_str().as_bytes()))
-                .count()
-        });
-        raw + response.headers().get_all(name).iter().count()
+                .count(),
+            Fields::Map(headers) => headers.get_all(name).iter().count(),
+        }
+    }
+
+    /// The fields as received of an answer, or a failed test.
+    fn raw_block(answer: &Answer) -> &[u8] {
+        match answer.fields() {
+            Fields::Raw(raw) => raw.block(),
+            Fields::Map(headers) => panic!("the fields were turned into a map: {headers:?}"),
+        }
     }
 
     /// An answer as the homeserver parser leaves it: fields in a block, CORS bits noted.
-    fn with_raw(block: &'static str) -> Response<()> {
+    fn with_raw(block: &'static str) -> Answer {
         let cors_fields = block
             .split("\r\n")
             .filter_map(|line| line.split(':').next())
             .fold(0, |bits, name| bits | field_bit(name.as_bytes()));
-        let mut response = Response::new(());
-        response.extensions_mut().insert(RawFields {
-            block: BytesMut::from(block),
-            content_length: None,
-            has_date: false,
-            cors_fields,
-        });
-        response
+        let (parts, body) = Response::new(empty()).into_parts();
+        Answer::relayed(
+            parts,
+            RawFields::new(block.into(), None, false, cors_fields),
+            body,
+        )
+    }
+
+    /// An answer the proxy made, with `fields`.
+    fn own(fields: &[(HeaderName, &'static str)]) -> Answer {
+        let mut response = Response::new(empty());
+        for (name, value) in fields {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        Answer::from(response)
     }
 
     #[test]
@@ -210,12 +215,9 @@ mod tests {
 
     #[test]
     fn own_answer_without_fields_gets_all_of_them() {
-        let mut response = Response::new(());
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            "application/json".parse().unwrap(),
-        );
-        complete(&mut response);
+        let mut answer = own(&[(http::header::CONTENT_TYPE, "application/json")]);
+        complete(&mut answer);
+        let response = answer.into_response();
         for (name, (_, value)) in NAMES.iter().zip(FIELDS) {
             assert_eq!(response.headers()[name], value, "{name}");
         }
@@ -227,58 +229,48 @@ mod tests {
         let block = "Content-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\n\
              Access-Control-Allow-Methods: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n\
              ACCESS-CONTROL-ALLOW-HEADERS: X-Requested-With\r\n";
-        let mut response = with_raw(block);
-        complete(&mut response);
-        assert!(response.headers().is_empty(), "{:?}", response.headers());
-        let raw = response.extensions().get::<RawFields>().unwrap();
+        let mut answer = with_raw(block);
+        complete(&mut answer);
         assert_eq!(
-            raw.block,
+            raw_block(&answer),
             block.as_bytes(),
             "the homeserver's fields changed"
         );
         for name in &NAMES {
-            assert_eq!(field_count(&response, name), 1, "{name}");
+            assert_eq!(field_count(&answer, name), 1, "{name}");
         }
     }
 
     #[test]
     fn missing_fields_are_added_beside_the_homeserver_ones() {
-        let mut response = with_raw(
+        let mut answer = with_raw(
             "Content-Type: application/json\r\naccess-control-allow-origin: https://app.example\r\n",
         );
-        complete(&mut response);
-        assert!(response.headers().is_empty(), "{:?}", response.headers());
+        complete(&mut answer);
         for name in &NAMES {
-            assert_eq!(field_count(&response, name), 1, "{name}");
+            assert_eq!(field_count(&answer, name), 1, "{name}");
         }
-        let raw = response.extensions().get::<RawFields>().unwrap();
-        let text = String::from_utf8(raw.block.to_vec()).unwrap();
+        let text = String::from_utf8(raw_block(&answer).to_vec()).unwrap();
         assert!(
             text.starts_with("Content-Type: application/json\r\naccess-control-allow-origin: https://app.example\r\n")
                 && text.ends_with("\r\n"),
             "{text}"
         );
         // Completed once, it stays as it is.
-        let before = raw.block.clone();
-        complete(&mut response);
-        assert_eq!(
-            response.extensions().get::<RawFields>().unwrap().block,
-            before
-        );
+        complete(&mut answer);
+        assert_eq!(raw_block(&answer), text.as_bytes());
         // A field name that only starts like a CORS one is not one.
-        let mut response = with_raw("access-control-allow-origin-x: *\r\n");
-        complete(&mut response);
-        assert_eq!(field_count(&response, &ACCESS_CONTROL_ALLOW_ORIGIN), 1);
+        let mut answer = with_raw("access-control-allow-origin-x: *\r\n");
+        complete(&mut answer);
+        assert_eq!(field_count(&answer, &ACCESS_CONTROL_ALLOW_ORIGIN), 1);
     }
 
     #[test]
     fn fields_already_in_the_map_are_kept() {
-        let mut response = Response::new(());
-        response.headers_mut().insert(
-            ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("https://app.example"),
-        );
-        complete(&mut response);
+        let mut answer = own(&[(ACCESS_CONTROL_ALLOW_ORIGIN, "https://app.example")]);
+        complete(&mut answer);
+        assert_eq!(field_count(&answer, &ACCESS_CONTROL_ALLOW_METHODS), 1);
+        let response = answer.into_response();
         assert_eq!(
             response
                 .headers()
@@ -287,6 +279,5 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![HeaderValue::from_static("https://app.example")]
         );
-        assert_eq!(field_count(&response, &ACCESS_CONTROL_ALLOW_METHODS), 1);
     }
 }

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::answer::Answer;
 use super::upstream::{UpstreamError, UpstreamPool};
 use crate::config::HomeserverConfig;
 use crate::error::MatrixError;
@@ -212,7 +213,7 @@ impl Forwarder {
         body: Body,
         peer: &Peer,
         deadline: &mut Deadline<'_>,
-    ) -> Result<Response<Body>, MatrixError> {
+    ) -> Result<Answer, MatrixError> {
         let forwarding = Forwarding::settle(&mut parts.headers, peer);
         // Appended while the head is encoded rather than inserted here: three insertions
         // (hashing, and growing the map) were a measurable share of a proxied request.

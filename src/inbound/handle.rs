@@ -22,6 +22,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 
 use super::account::{RequestFacts, RequestNotes, account};
+use super::answer::Answer;
 use super::classify::{Route, classify};
 use super::forward::{Body, Deadline, Peer};
 use super::respond::{filter_versions_response, respond, wants_versions_filter};
@@ -52,7 +53,7 @@ pub(crate) async fn handle(
     req: Request<Body>,
     peer: &Peer,
     mut deadline: Deadline<'_>,
-) -> Response<Body> {
+) -> Answer {
     let facts = RequestFacts::take(&state, &req);
     let method = req.method().clone();
     // 1. classify
@@ -99,7 +100,7 @@ pub(crate) async fn handle(
                 .forward(parts, body, peer, &mut deadline)
                 .await
         }
-        Decision::Answer(answer) => answer,
+        Decision::Answer(answer) => answer.map(Answer::from),
     };
     // The status a raw-data report gives is the homeserver's, never one the proxy made up.
     let forwarded = relayed && outcome.is_ok();

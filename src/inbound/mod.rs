@@ -17,6 +17,7 @@
 
 mod account;
 pub mod admin_api;
+mod answer;
 mod body;
 mod classify;
 pub mod client;
@@ -426,9 +427,8 @@ async fn serve_h2<I>(
             // HTTP/1 heads lose their hop-by-hop fields while they are parsed; h2 may still
             // carry `te`.
             crate::hop_by_hop::strip_hop_by_hop(req.headers_mut());
-            let mut response = handle(state, req, &peer, deadline).await;
-            upstream::materialize(&mut response);
-            Ok::<_, Infallible>(response)
+            let answer = handle(state, req, &peer, deadline).await;
+            Ok::<_, Infallible>(answer.into_response())
         });
         answer
     });

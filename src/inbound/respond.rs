@@ -9,9 +9,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
+use super::answer::Answer;
 use super::classify::Addressed;
-use super::forward::{Body, full};
-use super::{InboundState, cors, upstream};
+use super::forward::full;
+use super::{InboundState, cors};
 use crate::error::MatrixError;
 
 /// Phase 5: the answer as the client gets it. A rejection becomes Matrix error JSON and is
@@ -21,14 +22,14 @@ pub(super) fn respond(
     state: &InboundState,
     method: &Method,
     endpoint: Addressed<'_>,
-    outcome: Result<Response<Body>, MatrixError>,
-) -> Response<Body> {
-    let mut response = match outcome {
-        Ok(response) => response,
-        Err(err) => state.reject(&err, method, endpoint.template),
+    outcome: Result<Answer, MatrixError>,
+) -> Answer {
+    let mut answer = match outcome {
+        Ok(answer) => answer,
+        Err(err) => Answer::from(state.reject(&err, method, endpoint.template)),
     };
-    cors::complete(&mut response);
-    response
+    cors::complete(&mut answer);
+    answer
 }
 
 /// The homeserver's `/versions` answer loses the versions and features TIM does not allow
@@ -36,11 +37,11 @@ pub(super) fn respond(
 pub(super) fn wants_versions_filter(
     method: &Method,
     endpoint: Addressed<'_>,
-    response: &Response<Body>,
+    answer: &Answer,
 ) -> bool {
     *method == Method::GET
         && endpoint.template == "/_matrix/client/versions"
-        && response.status() == StatusCode::OK
+        && answer.status() == StatusCode::OK
 }
 
 /// The last `/versions` answer of the homeserver and its filtered form: the answer only
@@ -69,13 +70,11 @@ impl VersionsMemo {
 }
 
 pub(super) async fn filter_versions_response(
-    response: Response<Body>,
+    answer: Answer,
     limit: u64,
     memo: &VersionsMemo,
-) -> Result<Response<Body>, MatrixError> {
-    let mut response = response;
-    upstream::materialize(&mut response);
-    let (mut parts, mut body) = response.into_parts();
+) -> Result<Answer, MatrixError> {
+    let (mut parts, mut body) = answer.into_response().into_parts();
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -96,5 +95,5 @@ pub(super) async fn filter_versions_response(
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    Ok(Response::from_parts(parts, full(out)))
+    Ok(Answer::from(Response::from_parts(parts, full(out))))
 }

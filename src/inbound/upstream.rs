@@ -25,6 +25,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::answer::{Answer, RawFields};
 use super::forward::{Body, BoxError, full};
 use super::framing::{
     BodyError, FieldsSeen, Framing, length_field, poll_fill, push_content_length, push_field,
@@ -205,7 +206,7 @@ impl UpstreamPool {
     /// Send one request (`target` is the origin-form request target, byte for byte; `extra`
     /// fields follow the request's own) and return the answer. Bodies of answers up to
     /// [`BUFFERED_BODY_MAX`] are complete; larger ones stream from the connection. The answer's
-    /// fields come as [`RawFields`], without the hop-by-hop ones.
+    /// fields stay as received ([`RawFields`]), without the hop-by-hop ones.
     pub async fn send(
         &self,
         method: &Method,
@@ -213,7 +214,7 @@ impl UpstreamPool {
         headers: &HeaderMap,
         extra: &[Option<(HeaderName, HeaderValue)>],
         body: Body,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let declared = length_field(headers);
         let outgoing = if body.is_end_stream() {
             Outgoing::Kept(Bytes::new())
@@ -288,7 +289,7 @@ impl UpstreamPool {
         mut conn: Conn,
         request: &[u8],
         method: &Method,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         conn.io
             .write_all(request)
             .await
@@ -303,7 +304,7 @@ impl UpstreamPool {
         mut body: Body,
         chunked: bool,
         method: &Method,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         conn.io
             .write_all(head)
             .await
@@ -344,17 +345,13 @@ impl UpstreamPool {
     }
 
     /// Read the answer head (skipping interim 1xx answers) and set up its body.
-    async fn answer(
-        &self,
-        mut conn: Conn,
-        method: &Method,
-    ) -> Result<Response<Body>, UpstreamError> {
+    async fn answer(&self, mut conn: Conn, method: &Method) -> Result<Answer, UpstreamError> {
         let mut received_any = false;
-        let (parts, keep_alive, framing) = loop {
+        let head = loop {
             let parsed = parse_head(&mut conn.buf, method)?;
             if let Some(head) = parsed {
-                if head.0.status.is_informational() {
-                    if head.0.status == StatusCode::SWITCHING_PROTOCOLS {
+                if head.parts.status.is_informational() {
+                    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(UpstreamError::Invalid("unexpected protocol switch"));
                     }
                     continue;
@@ -380,6 +377,12 @@ impl UpstreamPool {
         // connection is back in the pool before the answer leaves. (Reading it through the
         // streaming body and a collector made this future, which every request moves around,
         // several hundred bytes larger.)
+        let Head {
+            parts,
+            raw,
+            keep_alive,
+            framing,
+        } = head;
         if let Framing::Length(n) = framing
             && n <= BUFFERED_BODY_MAX
         {
@@ -396,7 +399,7 @@ impl UpstreamPool {
             if keep_alive && conn.buf.is_empty() {
                 self.inner.put(conn);
             }
-            return Ok(Response::from_parts(parts, full(bytes)));
+            return Ok(Answer::relayed(parts, raw, full(bytes)));
         }
         let body = UpstreamBody {
             conn: Some(conn),
@@ -404,8 +407,9 @@ impl UpstreamPool {
             keep_alive,
             pool: self.inner.clone(),
         };
-        Ok(Response::from_parts(
+        Ok(Answer::relayed(
             parts,
+            raw,
             http_body_util::BodyExt::boxed_unsync(body),
         ))
     }
@@ -466,9 +470,16 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// A parsed answer head: the response parts (status, version, [`RawFields`]), whether the
-/// connection may be reused afterwards, and how the body is delimited.
-type Head = (http::response::Parts, bool, Framing);
+/// A parsed answer head.
+struct Head {
+    /// Status and version; no fields, they are in `raw`.
+    parts: http::response::Parts,
+    raw: RawFields,
+    /// Whether the connection may be reused after the body.
+    keep_alive: bool,
+    /// How the body is delimited.
+    framing: Framing,
+}
 
 /// Parse a complete response head off the front of `buf`. `None` (and `buf` untouched) when
 /// more bytes are needed.
@@ -544,64 +555,20 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    response.extensions_mut().insert(RawFields {
-        block,
-        content_length: seen
-            .content_length
-            .filter(|_| seen.codings.last_chunked.is_none()),
-        has_date: seen.date,
-        cors_fields: seen.cors_fields,
-    });
     let (parts, ()) = response.into_parts();
-    Ok(Some((parts, keep_alive, framing)))
-}
-
-/// The end-to-end fields of a homeserver answer as received (`name: value` lines, hop-by-hop
-/// ones removed), carried beside an empty `HeaderMap`.
-///
-/// Why: an HTTP/1 client gets them as they are (see `http1::response`); building a `HeaderMap`
-/// from them and encoding it again was a sixth of a proxied request's instructions. Code that
-/// reads or edits an answer's fields calls [`materialize`] first. The block is growable, so the
-/// fields the proxy adds (CORS) go in place, into room left for them.
-#[derive(Debug, Clone)]
-pub struct RawFields {
-    pub block: BytesMut,
-    pub content_length: Option<u64>,
-    pub has_date: bool,
-    /// Which CORS fields the block holds (bits of `cors::field_bit`), so completing an answer's
-    /// CORS fields reads no field line again.
-    pub cors_fields: u8,
-}
-
-/// The `Content-Length` a message declares, whether its fields are [`RawFields`] or in its map.
-pub fn content_length(headers: &HeaderMap, extensions: &http::Extensions) -> Option<u64> {
-    match extensions.get::<RawFields>() {
-        Some(raw) => raw.content_length,
-        None => length_field(headers),
-    }
-}
-
-/// Move an answer's [`RawFields`] into its `HeaderMap` (kept fields before them stay first).
-pub fn materialize<B>(response: &mut Response<B>) {
-    let Some(raw) = response.extensions_mut().remove::<RawFields>() else {
-        return;
-    };
-    let block = raw.block.freeze();
-    let headers = response.headers_mut();
-    for line in block.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let value = line[colon + 1..].trim_ascii();
-        // Both were validated when the head was parsed.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_maybe_shared(block.slice_ref(value)),
-        ) {
-            headers.append(name, value);
-        }
-    }
+    let raw = RawFields::new(
+        block,
+        seen.content_length
+            .filter(|_| seen.codings.last_chunked.is_none()),
+        seen.date,
+        seen.cors_fields,
+    );
+    Ok(Some(Head {
+        parts,
+        raw,
+        keep_alive,
+        framing,
+    }))
 }
 
 /// An answer body read from its connection; the connection goes back to the pool when the
@@ -680,6 +647,7 @@ impl HttpBody for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbound::answer::Fields;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
@@ -713,17 +681,26 @@ mod tests {
         method: Method,
         target: &str,
         body: Body,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         pool.send(&method, target, &HeaderMap::new(), &[], body)
             .await
     }
 
-    async fn send(pool: &UpstreamPool, method: Method, target: &str, body: Body) -> Response<Body> {
+    async fn send(pool: &UpstreamPool, method: Method, target: &str, body: Body) -> Answer {
         try_send(pool, method, target, body).await.unwrap()
     }
 
-    async fn body_of(response: Response<Body>) -> Bytes {
-        response.into_body().collect().await.unwrap().to_bytes()
+    async fn body_of(answer: Answer) -> Bytes {
+        let (_, _, body) = answer.into_wire();
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    /// The fields as received of an answer, or a failed test.
+    fn raw(answer: &Answer) -> &RawFields {
+        match answer.fields() {
+            Fields::Raw(raw) => raw,
+            Fields::Map(headers) => panic!("the fields were turned into a map: {headers:?}"),
+        }
     }
 
     #[tokio::test]
@@ -758,14 +735,11 @@ mod tests {
         let pool = pool(addr);
         let r = send(&pool, Method::POST, "/x", full("1")).await;
         assert_eq!(body_of(r).await, "abc");
-        let mut r = send(&pool, Method::HEAD, "/x", full(Bytes::new())).await;
-        assert_eq!(
-            r.extensions().get::<RawFields>().unwrap().content_length,
-            Some(1000)
-        );
-        materialize(&mut r);
+        let r = send(&pool, Method::HEAD, "/x", full(Bytes::new())).await;
+        assert_eq!(r.content_length(), Some(1000));
+        let r = r.into_response();
         assert_eq!(r.headers()["content-length"], "1000");
-        assert!(body_of(r).await.is_empty());
+        assert!(r.into_body().collect().await.unwrap().to_bytes().is_empty());
         server.await.unwrap();
     }
 
@@ -782,19 +756,18 @@ mod tests {
         .await;
         let pool = pool(addr);
         let mut r = send(&pool, Method::GET, "/a", full(Bytes::new())).await;
-        let raw = r.extensions().get::<RawFields>().unwrap();
-        assert_eq!(&raw.block[..], b"set-cookie: a\r\nset-cookie: b\r\n");
-        assert_eq!(raw.content_length, None);
-        materialize(&mut r);
-        let mut names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(raw(&r).block(), b"set-cookie: a\r\nset-cookie: b\r\n");
+        assert_eq!(r.content_length(), None);
+        let mut names: Vec<&str> = r.headers_mut().keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, vec!["set-cookie"]);
-        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        let cookies: Vec<_> = r.headers_mut().get_all("set-cookie").iter().collect();
         assert_eq!(cookies, vec!["a", "b"]);
         assert_eq!(body_of(r).await, "ok");
         // The chunked answer ended cleanly, so the same connection serves the next request.
-        let mut r = send(&pool, Method::GET, "/b", full(Bytes::new())).await;
-        materialize(&mut r);
+        let r = send(&pool, Method::GET, "/b", full(Bytes::new()))
+            .await
+            .into_response();
         assert_eq!(r.version(), Version::HTTP_10);
         assert_eq!(r.headers()["content-type"], "text/plain");
         drop(r);
@@ -813,15 +786,14 @@ mod tests {
         ])
         .await;
         let mut r = send(&pool(addr), Method::GET, "/", full(Bytes::new())).await;
-        let before = r.extensions().get::<RawFields>().unwrap().block.as_ptr();
+        let before = raw(&r).block().as_ptr();
         crate::inbound::cors::complete(&mut r);
-        let raw = r.extensions().get::<RawFields>().unwrap();
         assert_eq!(
-            raw.block.as_ptr(),
+            raw(&r).block().as_ptr(),
             before,
             "adding the CORS fields moved the block"
         );
-        let text = std::str::from_utf8(&raw.block).unwrap();
+        let text = std::str::from_utf8(raw(&r).block()).unwrap();
         assert!(
             text.starts_with("content-type: application/json\r\ncontent-length: 2\r\n")
                 && text.contains("access-control-allow-origin: *\r\n")
@@ -896,8 +868,9 @@ mod tests {
         });
         let (addr, _server) = serve_canned(vec![big.as_slice()]).await;
         let r = send(&pool(addr), Method::GET, "/", full(Bytes::new())).await;
-        assert_eq!(r.body().size_hint().exact(), Some(200_000));
-        assert_eq!(body_of(r).await.len(), 200_000);
+        let (_, _, body) = r.into_wire();
+        assert_eq!(body.size_hint().exact(), Some(200_000));
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 200_000);
 
         let (addr, _server) = serve_canned(vec![
             b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nshort",

@@ -190,7 +190,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         let _ = response::write(
             &mut self.io,
             &mut self.out,
-            forward::error_response(&err),
+            forward::error_response(&err).into(),
             reply,
         )
         .await;

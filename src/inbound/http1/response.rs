@@ -9,13 +9,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::{Response, StatusCode, Version, header};
+use http::{StatusCode, Version, header};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::inbound::forward::Body;
+use crate::inbound::answer::Answer;
 use crate::inbound::framing::{push_content_length, push_field};
-use crate::inbound::upstream::{RawFields, content_length};
 
 /// Body bytes gathered before a write; larger bodies go out in pieces of about this size.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -90,18 +89,18 @@ async fn within(limit: Duration, op: impl Future<Output = io::Result<()>>) -> io
     })
 }
 
-/// Write `response`; `Ok(true)` when the connection can carry another request.
+/// Write `answer`; `Ok(true)` when the connection can carry another request. A homeserver
+/// answer's fields as received are written as they are, without a field map.
 pub(crate) async fn write<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut Vec<u8>,
-    response: Response<Body>,
+    answer: Answer,
     reply: Reply,
 ) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
+    let declared = answer.content_length();
+    let (parts, raw, mut body) = answer.into_wire();
     let status = parts.status;
     let mut keep_alive = reply.keep_alive;
-    let raw = parts.extensions.get::<RawFields>();
-    let declared = content_length(&parts.headers, &parts.extensions);
     let bodiless = reply.head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -126,8 +125,8 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
     if let Some(raw) = raw {
-        out.extend_from_slice(&raw.block);
-        has_date = raw.has_date;
+        out.extend_from_slice(raw.block());
+        has_date = raw.has_date();
     }
     for (name, value) in &parts.headers {
         // Framing and persistence are this hop's to set.
@@ -240,13 +239,28 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inbound::forward::full;
+    use crate::inbound::answer::RawFields;
+    use crate::inbound::forward::{Body, full};
+    use http::Response;
 
-    async fn written(response: Response<Body>, reply: Reply) -> (String, bool) {
+    async fn written(answer: impl Into<Answer>, reply: Reply) -> (String, bool) {
         let mut wire = Vec::new();
         let mut out = Vec::new();
-        let keep = write(&mut wire, &mut out, response, reply).await.unwrap();
+        let keep = write(&mut wire, &mut out, answer.into(), reply)
+            .await
+            .unwrap();
         (String::from_utf8(wire).unwrap(), keep)
+    }
+
+    /// A homeserver answer with `block` as its fields as received.
+    fn relayed(block: &'static str, content_length: Option<u64>, body: Body) -> Answer {
+        let (parts, ()) = Response::new(()).into_parts();
+        let has_date = block.to_ascii_lowercase().contains("date:");
+        Answer::relayed(
+            parts,
+            RawFields::new(block.into(), content_length, has_date, 0),
+            body,
+        )
     }
 
     const KEEP_11: Reply = Reply {
@@ -320,19 +334,109 @@ mod tests {
 
     #[tokio::test]
     async fn raw_answer_fields_are_written_as_received() {
-        let mut response = Response::new(full("hello"));
-        response.extensions_mut().insert(RawFields {
-            block: "Content-Type: text/plain\r\nDate: Sat, 28 Nov 2026 10:00:00 GMT\r\nContent-Length: 5\r\n".into(),
-            content_length: Some(5),
-            has_date: true,
-            cors_fields: 0,
-        });
-        let (wire, keep) = written(response, KEEP_11).await;
+        let answer = relayed(
+            "Content-Type: text/plain\r\nDate: Sat, 28 Nov 2026 10:00:00 GMT\r\nContent-Length: 5\r\n",
+            Some(5),
+            full("hello"),
+        );
+        let (wire, keep) = written(answer, KEEP_11).await;
         assert!(keep);
         assert_eq!(
             wire,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Sat, 28 Nov 2026 10:00:00 GMT\r\nContent-Length: 5\r\n\r\nhello"
         );
+    }
+
+    /// The field lines of an HTTP/1 answer on the wire, without the date this hop adds.
+    fn wire_fields(wire: &str) -> Vec<String> {
+        let head = wire.split("\r\n\r\n").next().unwrap_or_default();
+        head.split("\r\n")
+            .skip(1)
+            .filter(|line| !line.starts_with("date: "))
+            .map(|line| line.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// The fields of an h2 answer as `name: value` lines, in the map's order.
+    fn map_fields(response: &Response<Body>) -> Vec<String> {
+        response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                format!("{name}: {}", value.to_str().unwrap()).to_ascii_lowercase()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn edits_through_the_answer_reach_http1_and_h2_alike() {
+        use http::header::{HeaderName, HeaderValue};
+        let homeserver = || {
+            relayed(
+                "Content-Type: text/plain\r\nX-Old: 1\r\nContent-Length: 5\r\n",
+                Some(5),
+                full("hello"),
+            )
+        };
+        let added = || {
+            (
+                HeaderName::from_static("x-added"),
+                HeaderValue::from_static("a"),
+            )
+        };
+        // An added field goes in place: HTTP/1 writes the block without a map being built.
+        let append = |answer: &mut Answer| {
+            let (name, value) = added();
+            answer.append(name, value);
+        };
+        let mut http1 = homeserver();
+        append(&mut http1);
+        assert!(matches!(
+            http1.fields(),
+            crate::inbound::answer::Fields::Raw(_)
+        ));
+        let mut h2 = homeserver();
+        append(&mut h2);
+        let (wire, _) = written(http1, KEEP_11).await;
+        let expected = [
+            "content-type: text/plain",
+            "x-old: 1",
+            "content-length: 5",
+            "x-added: a",
+        ];
+        assert_eq!(wire_fields(&wire), expected, "{wire}");
+        assert_eq!(map_fields(&h2.into_response()), expected);
+        // An edit of the field map sees every field, and both forms carry it.
+        let edit = |answer: &mut Answer| {
+            let headers = answer.headers_mut();
+            assert_eq!(headers["x-old"], "1");
+            headers.remove("x-old");
+            headers.insert("x-edited", HeaderValue::from_static("b"));
+        };
+        let mut http1 = homeserver();
+        append(&mut http1);
+        edit(&mut http1);
+        let mut h2 = homeserver();
+        append(&mut h2);
+        edit(&mut h2);
+        let (wire, _) = written(http1, KEEP_11).await;
+        let h2 = h2.into_response();
+        let mut on_wire = wire_fields(&wire);
+        let mut in_map = map_fields(&h2);
+        on_wire.sort();
+        in_map.sort();
+        assert_eq!(
+            on_wire,
+            [
+                "content-length: 5",
+                "content-type: text/plain",
+                "x-added: a",
+                "x-edited: b"
+            ],
+            "{wire}"
+        );
+        assert_eq!(in_map, on_wire);
+        assert!(wire.ends_with("\r\n\r\nhello"), "{wire}");
     }
 
     #[tokio::test]
@@ -366,14 +470,12 @@ mod tests {
             assert!(wire.ends_with("\r\n\r\nhello"), "{wire}");
         }
         // Raw homeserver fields announce the length the same way.
-        let mut response = Response::new(full("hello, and more"));
-        response.extensions_mut().insert(RawFields {
-            block: "Content-Length: 5\r\n".into(),
-            content_length: Some(5),
-            has_date: true,
-            cors_fields: 0,
-        });
-        let (wire, keep) = written(response, KEEP_11).await;
+        let answer = relayed(
+            "Content-Length: 5\r\nDate: Sat, 28 Nov 2026 10:00:00 GMT\r\n",
+            Some(5),
+            full("hello, and more"),
+        );
+        let (wire, keep) = written(answer, KEEP_11).await;
         assert!(!keep);
         assert!(wire.ends_with("\r\n\r\nhello"), "{wire}");
     }
@@ -390,7 +492,7 @@ mod tests {
         let response = Response::new(full(vec![b'x'; 256 * 1024]));
         let result = tokio::time::timeout(
             Duration::from_secs(30),
-            write(&mut server, &mut out, response, reply),
+            write(&mut server, &mut out, response.into(), reply),
         )
         .await
         .expect("the write timeout ends the write");
