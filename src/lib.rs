@@ -19,6 +19,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
+pub(crate) mod prefixed;
 pub mod rawdata;
 pub mod server;
 pub mod shutdown;

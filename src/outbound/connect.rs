@@ -3,13 +3,11 @@
 //! malformed requests get the reference's plain-text 400.
 
 use std::io;
-use std::pin::Pin;
 use std::str::FromStr;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::uri::Authority;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::MatrixError;
 
@@ -165,65 +163,6 @@ pub(crate) async fn write_matrix_error<IO: AsyncWrite + Unpin>(
     io.shutdown().await
 }
 
-/// A stream that first replays bytes read past the request head (a client that sends its
-/// ClientHello without waiting for the 200), then reads from the socket.
-pub(crate) struct Prefixed<IO> {
-    prefix: Bytes,
-    inner: IO,
-}
-
-impl<IO> Prefixed<IO> {
-    pub(crate) fn new(prefix: Bytes, inner: IO) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let chunk = self.prefix.split_to(n);
-            buf.put_slice(&chunk);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,13 +249,5 @@ mod tests {
             err.contains("too large") || err.contains("Unable to parse"),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn prefixed_replays_then_reads() {
-        let mut stream = Prefixed::new(Bytes::from_static(b"ab"), &b"cd"[..]);
-        let mut out = Vec::new();
-        stream.read_to_end(&mut out).await.unwrap();
-        assert_eq!(out, b"abcd");
     }
 }

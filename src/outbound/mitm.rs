@@ -13,10 +13,11 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::OutboundState;
-use super::connect::{ConnectTarget, Prefixed};
+use super::connect::ConnectTarget;
 use super::forward;
 use super::own::OwnUpstream;
 use crate::live::Live;
+use crate::prefixed::Prefixed;
 use crate::shutdown::Shutdown;
 use crate::tls::{Authority, TlsError};
 

@@ -580,7 +580,7 @@ async fn open_tunnel(mut stream: TcpStream, state: &Arc<OutboundState>) -> Optio
     if connect::write_established(&mut stream).await.is_err() {
         return None;
     }
-    let io = connect::Prefixed::new(rest, stream);
+    let io = crate::prefixed::Prefixed::new(rest, stream);
     match mitm::accept(io, &target, &state.authority).await {
         Ok(tls) => Some(Opened::Intercepted(Box::new(tls), target)),
         Err(error @ mitm::AcceptError::SniMismatch { .. }) => {

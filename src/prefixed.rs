@@ -1,5 +1,8 @@
-//! A connection with bytes already read from it put back in front, for handing a connection
-//! to another protocol's server after looking at its first bytes.
+//! A connection with bytes already read from it put back in front: both listeners read a
+//! head by hand and then hand the connection on with what they read past it. The inbound
+//! listener's HTTP/1 server passes a connection that opened with the HTTP/2 preface to the h2
+//! server; the outbound listener starts a tunnel on the bytes after the `CONNECT` head (a
+//! client that sends its ClientHello without waiting for the `200`).
 
 use std::io;
 use std::pin::Pin;
@@ -8,6 +11,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Reads `prefix` first, then `io`; writes go to `io`.
 pub(crate) struct Prefixed<I> {
     prefix: Bytes,
     io: I,
@@ -82,5 +86,16 @@ mod tests {
         let mut all = String::new();
         joined.read_to_string(&mut all).await.unwrap();
         assert_eq!(all, "hello world");
+    }
+
+    #[tokio::test]
+    async fn a_prefix_larger_than_the_read_buffer_comes_in_pieces() {
+        let mut joined = Prefixed::new(Bytes::from_static(b"abcdef"), &b"gh"[..]);
+        let mut piece = [0u8; 4];
+        assert_eq!(joined.read(&mut piece).await.unwrap(), 4);
+        assert_eq!(&piece, b"abcd");
+        let mut rest = Vec::new();
+        joined.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"efgh");
     }
 }
