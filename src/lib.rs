@@ -3,6 +3,7 @@
 //! A request's path reads top-down: listener → [`matrix::endpoints`] classification →
 //! [`policy`] (pure rules over parsed input and state snapshots) → forward → response.
 
+pub(crate) mod accept;
 pub mod admin;
 pub mod cleanup;
 pub mod cli;

@@ -37,24 +37,22 @@ pub mod whoami;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept;
 use crate::config::Config;
 use crate::error::{MatrixError, Side};
 use crate::federation::FederationHandle;
 use crate::live::Live;
 use crate::matrix::endpoints::{EndpointTable, TableError};
-use crate::metrics::{ListenerLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::prefixed::Prefixed;
 use crate::shutdown::Shutdown;
 use account::RequestCounters;
@@ -70,8 +68,6 @@ use whoami::WhoamiCache;
 pub const LISTENER: &str = "inbound";
 /// How long in-flight connections may finish after shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// At most one "connection limit reached" log line per this interval.
-const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Setting up the inbound listener failed.
 #[derive(Debug, thiserror::Error)]
@@ -227,111 +223,33 @@ impl InboundState {
 pub async fn serve(
     listener: TcpListener,
     state: impl Into<Live<InboundState>>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let live: Live<InboundState> = state.into();
     let state = live.load();
-    let limit = Arc::new(Semaphore::new(state.config.inbound.max_connections.max(1)));
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    let gauge = state
-        .metrics
-        .open_connections
-        .get_or_create(&ListenerLabels { listener: LISTENER })
-        .clone();
-    let max_connections = state.config.inbound.max_connections.max(1);
-    let limit_reached = state
-        .metrics
-        .connection_limit_reached
-        .get_or_create(&ListenerLabels { listener: LISTENER })
-        .clone();
-    let mut limit_logged: Option<Instant> = None;
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::Closed) => break,
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                // Every slot is taken: new connections now wait unanswered in the kernel's
-                // accept backlog. Operators must see that, but a saturated listener must not
-                // flood the log either — one line per minute, the counter has every time.
-                limit_reached.inc();
-                if limit_logged.is_none_or(|at| at.elapsed() >= LIMIT_LOG_INTERVAL) {
-                    limit_logged = Some(Instant::now());
-                    tracing::warn!(
-                        max_connections,
-                        "inbound connection limit reached (inbound.max_connections); new connections wait until one closes"
-                    );
-                }
-                tokio::select! {
-                    permit = limit.clone().acquire_owned() => match permit {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    _ = shutdown.wait() => break,
-                }
-            }
-        };
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "inbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.wait() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        tasks.spawn(connection_task(
-            live.clone(),
-            stream,
-            remote,
-            drain_rx.clone(),
-            gauge.clone(),
-            permit,
-        ));
-    }
-    drop(listener);
-    let _ = drain_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
+    let spec = accept::Listener {
+        name: LISTENER,
+        metrics: &state.metrics,
+        max_connections: Some(state.config.inbound.max_connections),
+    };
+    accept::serve_connections(
+        listener,
+        spec,
+        shutdown,
+        || DRAIN_TIMEOUT,
+        |stream, remote, drain| serve_connection(live.clone(), stream, remote, drain),
+    )
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            remaining = tasks.len(),
-            "inbound drain timed out; closing connections"
-        );
-        tasks.abort_all();
-    }
     Ok(())
 }
 
-/// One connection's task, counted in the open-connections gauge and holding a
-/// `max_connections` slot until it ends. Its size is what every idle connection costs beyond
-/// its socket (a test keeps it small).
-async fn connection_task(
-    live: Live<InboundState>,
-    stream: tokio::net::TcpStream,
-    remote: SocketAddr,
-    drain: watch::Receiver<bool>,
-    gauge: Gauge,
-    permit: OwnedSemaphorePermit,
-) {
-    gauge.inc();
-    serve_connection(live, stream, remote, drain).await;
-    gauge.dec();
-    drop(permit);
-}
-
+/// One connection, from its first byte to its close. Its future is what every idle
+/// connection costs beyond its socket (a test keeps it small).
 async fn serve_connection(
     live: Live<InboundState>,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
-    drain: watch::Receiver<bool>,
+    drain: Shutdown,
 ) {
     let tls = live.load().tls.clone();
     match tls {
@@ -348,12 +266,8 @@ async fn serve_connection(
 
 /// HTTP/1.x, then HTTP/2 if the client turns out to speak it with prior knowledge (the bytes
 /// read so far are put back in front).
-async fn serve_http<I>(
-    live: Live<InboundState>,
-    io: I,
-    peer: Arc<Peer>,
-    drain: watch::Receiver<bool>,
-) where
+async fn serve_http<I>(live: Live<InboundState>, io: I, peer: Arc<Peer>, drain: Shutdown)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     if let Some((io, read)) = http1::serve(io, &live, &peer, drain.clone()).await {
@@ -374,7 +288,7 @@ async fn serve_tls(
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
-    drain: watch::Receiver<bool>,
+    drain: Shutdown,
 ) {
     let header_timeout = live.load().config.inbound.header_read_timeout;
     let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
@@ -398,12 +312,8 @@ type H2Answer =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// HTTP/2 (by ALPN, or with prior knowledge on a connection [`http1::serve`] handed over).
-async fn serve_h2<I>(
-    live: Live<InboundState>,
-    io: I,
-    peer: Arc<Peer>,
-    mut drain: watch::Receiver<bool>,
-) where
+async fn serve_h2<I>(live: Live<InboundState>, io: I, peer: Arc<Peer>, mut drain: Shutdown)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -433,7 +343,7 @@ async fn serve_h2<I>(
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    if *drain.borrow() {
+    if drain.is_triggered() {
         conn.as_mut().graceful_shutdown();
     }
     let first_deadline = tokio::time::timeout(header_timeout, first_request.notified());
@@ -447,7 +357,7 @@ async fn serve_h2<I>(
                 }
                 return;
             }
-            _ = drain.changed() => {
+            () = drain.wait() => {
                 conn.as_mut().graceful_shutdown();
                 break;
             }
@@ -469,9 +379,9 @@ async fn serve_h2<I>(
 mod tests {
     use super::*;
 
-    /// The size of the future an `async fn` of six arguments returns, without calling it.
-    fn future_size<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
-        std::mem::size_of::<F>()
+    /// The size of the task future of a connection served by `serve`, without calling it.
+    fn task_size<A, B, C, D, F: Future<Output = ()>>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        accept::task_size::<F>()
     }
 
     /// An idle HTTP/1 connection's memory is its task (this future plus tokio's task header),
@@ -479,12 +389,12 @@ mod tests {
     /// (`benches/memory.sh`). A request's state (the handler's future alone is several KiB) is
     /// boxed while it runs; TLS, h2, a refusal and the lingering close are boxed too, so the
     /// task keeps only the connection's own fields and the waits between requests. This test
-    /// runs unoptimised, where the future measured 1,376 bytes (optimised builds lay futures out
+    /// runs unoptimised, where the future measured 1,272 bytes (optimised builds lay futures out
     /// tighter); 1.5 KiB leaves room for a field or two, and anything that moves a request's
     /// state back into the connection fails it.
     #[test]
     fn connection_task_stays_small() {
-        let size = future_size(connection_task);
+        let size = task_size(serve_connection);
         eprintln!("connection task future: {size} bytes");
         assert!(size <= 1536, "connection task future is {size} bytes");
     }

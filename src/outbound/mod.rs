@@ -31,14 +31,14 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
+use crate::accept;
 use crate::config::Config;
 use crate::error::{MatrixError, Side};
 use crate::federation::{FederationHandle, Membership, list::domain_of};
 use crate::inbound::RequestObserver;
 use crate::live::Live;
-use crate::metrics::{ListenerLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::tls::Authority;
 
@@ -423,50 +423,27 @@ fn upstream_roots(extra: &[PathBuf]) -> Result<RootCertStore, OutboundError> {
 pub async fn serve(
     listener: TcpListener,
     state: impl Into<Live<OutboundState>>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let live: Live<OutboundState> = state.into();
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(handle_connection(stream, peer, live.clone(), shutdown.clone()));
-                }
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays up.
-                    tracing::warn!(%error, "outbound: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    let drained = tokio::time::timeout(live.load().drain_timeout, async {
-        while connections.join_next().await.is_some() {}
-    })
+    let metrics = live.load().metrics.clone();
+    let spec = accept::Listener {
+        name: LISTENER,
+        metrics: &metrics,
+        max_connections: None,
+    };
+    accept::serve_connections(
+        listener,
+        spec,
+        shutdown,
+        || live.load().drain_timeout,
+        |stream, peer, drain| handle_connection(stream, peer, live.clone(), drain),
+    )
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            open = connections.len(),
-            "outbound: drain timeout reached, closing remaining tunnels"
-        );
-        connections.abort_all();
-    }
     Ok(())
 }
 
-/// Decrements the open-connection gauge when a connection ends, however it ends.
-struct OpenGuard(prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
+/// One tunnel, from the CONNECT to its close; `shutdown` fires when the listener drains.
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -474,14 +451,6 @@ async fn handle_connection(
     shutdown: Shutdown,
 ) {
     let state = live.load();
-    let gauge = state
-        .metrics
-        .open_connections
-        .get_or_create(&ListenerLabels { listener: LISTENER })
-        .clone();
-    gauge.inc();
-    let _guard = OpenGuard(gauge);
-    let _ = stream.set_nodelay(true);
     let mut stopping = shutdown.clone();
     let opened = tokio::select! {
         opened = tokio::time::timeout(state.handshake_timeout, open_tunnel(stream, &state)) => opened,

@@ -29,7 +29,6 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::InboundState;
@@ -37,6 +36,7 @@ use super::forward::{self, Deadline, Peer};
 use super::framing::{self, Framing};
 use super::upstream::BUFFERED_BODY_MAX;
 use crate::live::Live;
+use crate::shutdown::Shutdown;
 use body::FeedEnd;
 use request::{Parsed, Refused, RequestHead};
 use response::Reply;
@@ -93,8 +93,8 @@ struct Connection<'c, I> {
     /// Loaded once per request: each request runs on the configuration current when its head
     /// arrived.
     state: &'c Live<InboundState>,
-    drain: watch::Receiver<bool>,
-    /// Completes when the listener drains. Made once per connection: a `changed()` future per
+    drain: Shutdown,
+    /// Completes when the listener drains. Made once per connection: a `wait()` future per
     /// wait registered and unregistered a waiter on every request.
     drained: Pin<Box<dyn Future<Output = ()> + Send>>,
     draining: bool,
@@ -311,7 +311,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 (response, fed.unwrap_or(FeedEnd::Abandoned))
             }
         };
-        if self.drain.has_changed().unwrap_or(true) {
+        if self.drain.is_triggered() {
             self.draining = true;
         }
         let reply = Reply {
@@ -335,7 +335,7 @@ pub(crate) async fn serve<I>(
     io: I,
     state: &Live<InboundState>,
     peer: &Peer,
-    drain: watch::Receiver<bool>,
+    drain: Shutdown,
 ) -> Option<(I, Bytes)>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -345,12 +345,9 @@ where
         let inbound = &loaded.config.inbound;
         (inbound.header_read_timeout, inbound.write_timeout)
     };
-    let draining = *drain.borrow();
+    let draining = drain.is_triggered();
     let mut signal = drain.clone();
-    let drained = Box::pin(async move {
-        // A closed channel (the listener is gone) counts as a drain too.
-        let _ = signal.changed().await;
-    });
+    let drained = Box::pin(async move { signal.wait().await });
     let mut conn = Connection {
         io,
         // Allocated when the first bytes arrive (see `read_more`).
