@@ -5,12 +5,17 @@
 //! says which [`Side`] failed and, where there is one, the underlying cause: a 502 in the log
 //! reads "upstream: homeserver unreachable: cannot connect: Connection refused", not just 502.
 //! The cause is for the log only; the client gets `errcode` and `error`.
+//!
+//! Every listener that answers a [`MatrixError`] counts and logs it with
+//! [`MatrixError::record`], under one policy.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
+
+use crate::metrics::Metrics;
 
 /// An error and its sources as one line (`a: b: c`). Library errors (`reqwest`, `hyper`) hide
 /// the telling part (connection refused, …) in their sources; a source whose text the line
@@ -204,6 +209,45 @@ impl MatrixError {
         Self::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", error, rule)
     }
 
+    /// Count this error in `timproxy_rejections_total` by listener and rule, and log it once.
+    ///
+    /// The policy, the same on every listener: the line always names the listener, the rule
+    /// id, the side that failed, method, endpoint, status and the cause when there is one. A
+    /// refusal of the downstream client (`info`, "request rejected") leaves out its message,
+    /// which may name users, rooms or servers; the rule id says which rule refused. A failure
+    /// upstream or in the proxy itself (`warn`, "request failed") carries its message, which is
+    /// the proxy's own account of what went wrong. Messages and causes are the proxy's texts
+    /// and transport errors, never request fields, so no token, password or key reaches the
+    /// log.
+    pub fn record(&self, metrics: &Metrics, listener: &'static str, method: &str, endpoint: &str) {
+        metrics.reject(listener, self.rule);
+        let status = self.status.as_u16();
+        let cause = self.cause.is_some().then(|| self.cause_chain());
+        match self.side {
+            Side::Downstream => tracing::info!(
+                listener,
+                rule = self.rule,
+                side = %self.side,
+                method,
+                endpoint,
+                status,
+                cause,
+                "request rejected"
+            ),
+            Side::Upstream | Side::Internal => tracing::warn!(
+                listener,
+                rule = self.rule,
+                side = %self.side,
+                method,
+                endpoint,
+                status,
+                error = %self.error,
+                cause,
+                "request failed"
+            ),
+        }
+    }
+
     /// The JSON body bytes.
     pub fn body(&self) -> Bytes {
         let body = serde_json::json!({ "errcode": self.errcode, "error": self.error });
@@ -303,5 +347,73 @@ mod tests {
             body,
             serde_json::json!({"errcode":"M_UNKNOWN","error":"homeserver unreachable"})
         );
+    }
+
+    /// Log lines written while `record` runs, as JSON lines.
+    fn recorded(error: &MatrixError, metrics: &Metrics) -> String {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            error.record(
+                metrics,
+                "inbound",
+                "PUT",
+                "/_matrix/client/v3/rooms/{roomId}/invite",
+            );
+        });
+        let bytes = log.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rejections_are_counted_and_logged_by_rule_and_side_and_refusals_without_their_message() {
+        let metrics = Metrics::new();
+        let refused =
+            MatrixError::forbidden("@alice:hs1.test may not invite @bob:hs2.test", "A_25046");
+        let line = recorded(&refused, &metrics);
+        let fields: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        let fields = &fields["fields"];
+        assert_eq!(fields["message"], "request rejected", "{line}");
+        assert_eq!(fields["listener"], "inbound", "{line}");
+        assert_eq!(fields["rule"], "A_25046", "{line}");
+        assert_eq!(fields["side"], "downstream", "{line}");
+        assert_eq!(fields["status"], 403, "{line}");
+        assert!(!line.contains("alice") && !line.contains("bob"), "{line}");
+
+        let failed = MatrixError::bad_gateway("homeserver unreachable", "upstream-error")
+            .caused_by("connection refused");
+        let line = recorded(&failed, &metrics);
+        let fields: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        let fields = &fields["fields"];
+        assert_eq!(fields["message"], "request failed", "{line}");
+        assert_eq!(fields["side"], "upstream", "{line}");
+        assert_eq!(fields["error"], "homeserver unreachable", "{line}");
+        assert_eq!(fields["cause"], "connection refused", "{line}");
+
+        let counted = metrics.encode();
+        for rule in ["A_25046", "upstream-error"] {
+            assert!(
+                counted.contains(&format!(
+                    r#"rejections_total{{listener="inbound",rule="{rule}",mode="enforce"}} 1"#
+                )),
+                "{counted}"
+            );
+        }
     }
 }

@@ -48,7 +48,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accept;
 use crate::config::Config;
-use crate::error::{MatrixError, Side};
+use crate::error::MatrixError;
 use crate::federation::FederationHandle;
 use crate::live::Live;
 use crate::matrix::endpoints::{EndpointTable, TableError};
@@ -177,38 +177,14 @@ impl InboundState {
         self.observer.read().ok().and_then(|o| o.clone())
     }
 
-    /// Count and log a rejection: rule, side, method, template, status, and for failures of the
-    /// homeserver or the proxy their message and cause. A client's rejection is logged without
-    /// its message, which may name users or rooms; never IDs or tokens.
+    /// Count and log a rejection ([`MatrixError::record`]) and answer it as Matrix error JSON.
     pub(crate) fn reject(
         &self,
         err: &MatrixError,
         method: &Method,
         template: &str,
     ) -> Response<Body> {
-        self.metrics.reject(LISTENER, err.rule);
-        let status = err.status.as_u16();
-        match err.side {
-            Side::Downstream => tracing::info!(
-                rule = err.rule,
-                side = %err.side,
-                method = %method,
-                endpoint = template,
-                status,
-                cause = err.cause.is_some().then(|| err.cause_chain()),
-                "request rejected"
-            ),
-            Side::Upstream | Side::Internal => tracing::warn!(
-                rule = err.rule,
-                side = %err.side,
-                method = %method,
-                endpoint = template,
-                status,
-                error = %err.error,
-                cause = err.cause.is_some().then(|| err.cause_chain()),
-                "request failed"
-            ),
-        }
+        err.record(&self.metrics, LISTENER, method.as_str(), template);
         forward::error_response(err)
     }
 }

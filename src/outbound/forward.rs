@@ -93,7 +93,7 @@ pub(crate) async fn handle(
     let response = match outcome {
         Ok(response) => response,
         Err(error) => {
-            state.rejected(&error, method.as_str(), label);
+            error.record(&state.metrics, LISTENER, method.as_str(), label);
             error_response(&error)
         }
     };

@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept;
 use crate::config::Config;
-use crate::error::{MatrixError, Side};
+use crate::error::MatrixError;
 use crate::federation::{FederationHandle, Membership, list::domain_of};
 use crate::inbound::RequestObserver;
 use crate::live::Live;
@@ -297,37 +297,6 @@ impl OutboundState {
             Membership::Unavailable(reason) => Err(list_unavailable(&reason)),
         }
     }
-
-    /// Count and log a rejection by its rule id, with the side that failed and why.
-    pub(crate) fn rejected(&self, error: &MatrixError, method: &str, endpoint: &str) {
-        self.metrics.reject(LISTENER, error.rule);
-        let status = error.status.as_u16();
-        let cause = error.cause.is_some().then(|| error.cause_chain());
-        match error.side {
-            Side::Downstream => tracing::info!(
-                listener = LISTENER,
-                rule = error.rule,
-                side = %error.side,
-                method,
-                endpoint,
-                status,
-                cause,
-                "request rejected: {}",
-                error.error
-            ),
-            Side::Upstream | Side::Internal => tracing::warn!(
-                listener = LISTENER,
-                rule = error.rule,
-                side = %error.side,
-                method,
-                endpoint,
-                status,
-                cause,
-                "request failed: {}",
-                error.error
-            ),
-        }
-    }
 }
 
 /// How an allowed CONNECT is served.
@@ -501,14 +470,15 @@ async fn open_tunnel(mut stream: TcpStream, state: &Arc<OutboundState>) -> Optio
                 HeadError::NoDestination => rules::CONNECT_NO_DESTINATION,
                 _ => rules::CONNECT_PARSE,
             };
-            state.metrics.reject(LISTENER, rule);
-            tracing::info!(
-                listener = LISTENER,
+            // Answered in the reference's plain text, counted and logged like every refusal.
+            let refusal = MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNRECOGNIZED",
+                error.to_string(),
                 rule,
-                status = 400,
-                "request rejected: {error}"
             );
-            let _ = connect::write_plain_400(&mut stream, &error.to_string()).await;
+            refusal.record(&state.metrics, LISTENER, "-", "proxy-request");
+            let _ = connect::write_plain_400(&mut stream, &refusal.error).await;
             return None;
         }
     };
@@ -521,7 +491,7 @@ async fn open_tunnel(mut stream: TcpStream, state: &Arc<OutboundState>) -> Optio
                 "this proxy only tunnels HTTPS: send CONNECT host:port (plain-HTTP forwarding is not supported)",
                 rules::PLAIN_HTTP,
             );
-            state.rejected(&error, &method, "proxy-request");
+            error.record(&state.metrics, LISTENER, &method, "proxy-request");
             let _ = connect::write_matrix_error(&mut stream, &error).await;
             return None;
         }
@@ -536,7 +506,7 @@ async fn open_tunnel(mut stream: TcpStream, state: &Arc<OutboundState>) -> Optio
             });
         }
         Err(error) => {
-            state.rejected(&error, "CONNECT", "CONNECT");
+            error.record(&state.metrics, LISTENER, "CONNECT", "CONNECT");
             state
                 .metrics
                 .request(LISTENER, "CONNECT", error.status.as_u16());

@@ -156,7 +156,7 @@ fn dial_error(error: &DialError, target: &ConnectTarget) -> MatrixError {
 }
 
 async fn refuse(client: &mut TcpStream, error: &MatrixError, state: &OutboundState) {
-    state.rejected(error, "CONNECT", LABEL);
+    error.record(&state.metrics, LISTENER, "CONNECT", LABEL);
     state
         .metrics
         .request(LISTENER, LABEL, error.status.as_u16());
