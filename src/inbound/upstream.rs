@@ -819,6 +819,17 @@ mod tests {
         }
     }
 
+    /// Wait (bounded) until the homeserver's close of the pooled connection has arrived, so the
+    /// next request finds a closed connection in the pool.
+    async fn closed_by_the_homeserver(pool: &UpstreamPool) {
+        let conn = pool.inner.take().expect("a pooled connection");
+        tokio::time::timeout(Duration::from_secs(10), conn.io.readable())
+            .await
+            .expect("the homeserver closes the connection")
+            .unwrap();
+        pool.inner.put(conn);
+    }
+
     #[tokio::test]
     async fn a_closed_pooled_connection_is_replaced_transparently() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -849,10 +860,10 @@ mod tests {
         let pool = pool(addr);
         let r = send(&pool, Method::GET, "/", full(Bytes::new())).await;
         assert_eq!(body_of(r).await, "1");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        closed_by_the_homeserver(&pool).await;
         let r = send(&pool, Method::GET, "/", full(Bytes::new())).await;
         assert_eq!(body_of(r).await, "2");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        closed_by_the_homeserver(&pool).await;
         let r = send(&pool, Method::POST, "/once", full("{}")).await;
         assert_eq!(body_of(r).await, "3");
         server.await.unwrap();

@@ -713,7 +713,17 @@ async fn confirmations_reach_the_store_so_reading_replicas_do_not_expire() {
     a.fetch_once().await.unwrap();
     assert_eq!(store.rows().len(), 1);
 
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Until a quarter of max_age has passed since the stored fetch, by the clock the refresher
+    // reads.
+    let stored_at = store.rows()[0].fetched_at;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while time::OffsetDateTime::now_utc() - stored_at <= config.federation.max_age / 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         a.fetch_once().await.unwrap(),
         FetchOutcome::NotModified {

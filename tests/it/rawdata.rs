@@ -96,6 +96,16 @@ fn report(config: &Config, i: u64) -> RawDataReport {
     )
 }
 
+/// Reports the pipeline counted with `outcome` (`timproxy_outbox_reports_total`).
+fn outcome_count(metrics: &Metrics, outcome: &str) -> u64 {
+    let prefix = format!("timproxy_outbox_reports_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn wait_until<F: Fn() -> bool>(what: &str, timeout: Duration, done: F) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !done() {
@@ -192,20 +202,31 @@ async fn every_report_arrives_once_across_a_collector_outage() {
         for i in 0..50 {
             pipeline.report(i);
         }
-        // Kill the collector mid-burst; reports keep coming while it is down.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Kill the collector mid-burst, once reports reach it; reports keep coming while it
+        // is down.
+        wait_until(
+            "the first reports at the collector",
+            Duration::from_secs(10),
+            || !received.lock().unwrap().is_empty(),
+        )
+        .await;
         collector.stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), collector.task)
             .await
             .unwrap()
             .unwrap();
+        let failed_before = outcome_count(&pipeline.metrics, "failed");
         for i in 50..120 {
             pipeline.report(i);
-            if i % 10 == 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The collector comes back once the sender has found it down twice (a retry after a
+        // failed delivery).
+        wait_until(
+            "two failed deliveries while the collector is down",
+            Duration::from_secs(10),
+            || outcome_count(&pipeline.metrics, "failed") >= failed_before + 2,
+        )
+        .await;
         let (_, collector) = start_collector(addr, received.clone()).await;
         for i in 120..TOTAL {
             pipeline.report(i);
@@ -320,19 +341,30 @@ async fn every_report_arrives_across_a_postgres_restart() {
         for i in 0..50 {
             pipeline.report(i);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The database goes away mid-run, once reports reach the collector.
+        wait_until(
+            "the first reports at the collector",
+            Duration::from_secs(10),
+            || !received.lock().unwrap().is_empty(),
+        )
+        .await;
         relay.cut();
         assert!(
             store.ping().await.is_err(),
             "the store still answers while PostgreSQL is down"
         );
-        // Reports keep coming while the database is away.
+        // Reports keep coming while the database is away; it comes back once the store has
+        // been refused a few more times (the writer and the sender retrying).
+        let refused_before = relay.refused();
         for i in 50..120 {
             pipeline.report(i);
-            if i % 10 == 0 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
         }
+        wait_until(
+            "reconnections refused while PostgreSQL is down",
+            Duration::from_secs(30),
+            || relay.refused() >= refused_before + 3,
+        )
+        .await;
         relay.restore();
         for i in 120..TOTAL {
             pipeline.report(i);

@@ -44,6 +44,7 @@ async fn start_fake(listener: TcpListener, mode: Arc<AtomicU8>) -> JoinHandle<()
                     let mode = mode.load(Ordering::SeqCst);
                     async move {
                         if mode == SLOW {
+                            // Inherent: the slowness is what the tests of this mode are about.
                             tokio::time::sleep(Duration::from_secs(10)).await;
                         }
                         let body = if req.uri().path() == "/_matrix/client/v3/account/whoami" {
@@ -231,8 +232,9 @@ async fn exchange(addr: SocketAddr, bytes: Vec<u8>) -> Answer {
     let writer = tokio::spawn(async move {
         let _ = write.write_all(&bytes).await;
         let _ = write.flush().await;
-        // Keep the write half open so a half-close is not mistaken for the server's close.
-        tokio::time::sleep(WAIT).await;
+        // Keep the write half open (until the answer is read and this task aborted) so a
+        // half-close is not mistaken for the server's close.
+        std::future::pending::<()>().await;
         drop(write);
     });
     let answer = read_answer(&mut read, WAIT).await;

@@ -158,6 +158,8 @@ pub fn loopback_config(dir: &Path, extra: &str) -> std::path::PathBuf {
 pub struct FaultyRelay {
     pub addr: std::net::SocketAddr,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections refused while cut.
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pipes: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -168,11 +170,13 @@ impl FaultyRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let pipes = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
-        let (flag, set) = (down.clone(), pipes.clone());
+        let (flag, count, set) = (down.clone(), refused.clone(), pipes.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if flag.load(Ordering::SeqCst) {
+                    count.fetch_add(1, Ordering::SeqCst);
                     drop(client);
                     continue;
                 }
@@ -186,6 +190,7 @@ impl FaultyRelay {
         FaultyRelay {
             addr,
             down,
+            refused,
             pipes,
             accept,
         }
@@ -195,6 +200,11 @@ impl FaultyRelay {
     pub fn cut(&self) {
         self.down.store(true, std::sync::atomic::Ordering::SeqCst);
         self.pipes.lock().unwrap().abort_all();
+    }
+
+    /// How many connections were refused while cut.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn restore(&self) {
