@@ -3,6 +3,8 @@
 //! that host's leaf, then serve the decrypted HTTP/1.1 (or h2 when the client offered it)
 //! with keep-alive.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::server::conn::{http1, http2};
@@ -111,29 +113,22 @@ pub(crate) async fn serve_tunnel(
         let connection = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => result,
-            _ = shutdown.wait() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        }
+        until_drained(
+            connection,
+            &mut shutdown,
+            http2::Connection::graceful_shutdown,
+        )
+        .await
     } else {
-        let server = async {
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .serve_connection(io, service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.wait() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
-        };
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .serve_connection(io, service);
+        let server = until_drained(
+            connection,
+            &mut shutdown,
+            http1::Connection::graceful_shutdown,
+        );
         let driver = async {
             if let Some(driver) = driver {
                 driver.run().await;
@@ -145,6 +140,26 @@ pub(crate) async fn serve_tunnel(
     };
     if let Err(error) = result {
         tracing::debug!(%error, "outbound: tunnel connection ended with an error");
+    }
+}
+
+/// Run a hyper server connection to its end; once `shutdown` fires, it finishes its in-flight
+/// requests (`graceful_shutdown`, of whichever protocol it speaks) and closes.
+async fn until_drained<C>(
+    connection: C,
+    shutdown: &mut Shutdown,
+    graceful_shutdown: fn(Pin<&mut C>),
+) -> C::Output
+where
+    C: Future,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.wait() => {
+            graceful_shutdown(connection.as_mut());
+            connection.await
+        }
     }
 }
 
