@@ -162,6 +162,17 @@ impl<'a> Sink<'a> {
         self.diagnostics
     }
 
+    /// The findings `check` makes in a file at `path`, as text (for the kind checkers' tests).
+    #[cfg(test)]
+    pub(crate) fn findings(path: &str, check: impl FnOnce(&mut Sink<'_>)) -> Vec<String> {
+        let mut sink = Sink::new(path);
+        check(&mut sink);
+        sink.into_diagnostics()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// Findings in the order of the file (those without a position first).
     pub fn sort_by_position(&mut self) {
         self.diagnostics

@@ -116,12 +116,7 @@ mod tests {
     use super::*;
 
     fn run(text: &str) -> Vec<String> {
-        let mut sink = Sink::new("c.yaml");
-        check(text, &mut sink);
-        sink.into_diagnostics()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        Sink::findings("c.yaml", |sink| check(text, sink))
     }
 
     #[test]

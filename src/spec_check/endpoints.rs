@@ -367,12 +367,7 @@ mod tests {
 
     fn run(text: &str, f: fn(&Checker, &str, &mut Sink<'_>)) -> Vec<String> {
         let checker = Checker::new(Options::default()).unwrap();
-        let mut sink = Sink::new("t");
-        f(&checker, text, &mut sink);
-        sink.into_diagnostics()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        Sink::findings("t", |sink| f(&checker, text, sink))
     }
 
     #[test]

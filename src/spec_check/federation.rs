@@ -192,12 +192,7 @@ mod tests {
     use super::*;
 
     fn run(text: &str) -> Vec<String> {
-        let mut sink = Sink::new("f");
-        check(text, &mut sink);
-        sink.into_diagnostics()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        Sink::findings("f", |sink| check(text, sink))
     }
 
     #[test]
