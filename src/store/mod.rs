@@ -17,8 +17,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 
 use crate::config::DatabaseConfig;
 
@@ -93,6 +93,24 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// A pool of at most `max_connections` connections to the database `opts` name, whichever
+/// backend it is.
+async fn open_pool<DB: sqlx::Database>(
+    opts: <DB::Connection as sqlx::Connection>::Options,
+    max_connections: u32,
+    display_url: &str,
+) -> Result<sqlx::Pool<DB>, StoreError> {
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(opts)
+        .await
+        .map_err(|e| StoreError::Unreachable {
+            url: display_url.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
 impl Store {
     /// Open the database named in the configuration.
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
@@ -124,16 +142,7 @@ impl Store {
                     reason: e.to_string(),
                 })?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(opts)
-                .await
-                .map_err(|e| StoreError::Unreachable {
-                    url: display_url.clone(),
-                    reason: e.to_string(),
-                })?;
-            Backend::Sqlite(pool)
+            Backend::Sqlite(open_pool(opts, max_connections, &display_url).await?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Notices (e.g. "relation … already exists, skipping" from idempotent DDL) are
             // noise in our logs; warnings and errors still arrive.
@@ -143,16 +152,7 @@ impl Store {
                     reason: e.to_string(),
                 })?
                 .options([("client_min_messages", "warning")]);
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(opts)
-                .await
-                .map_err(|e| StoreError::Unreachable {
-                    url: display_url.clone(),
-                    reason: e.to_string(),
-                })?;
-            Backend::Postgres(pool)
+            Backend::Postgres(open_pool(opts, max_connections, &display_url).await?)
         } else {
             return Err(StoreError::UnsupportedUrl { url: display_url });
         };
