@@ -263,6 +263,14 @@ mod tests {
         )
     }
 
+    /// A body of these pieces, of unknown length.
+    fn stream(parts: Vec<&'static str>) -> Body {
+        let frames = parts
+            .into_iter()
+            .map(|p| Ok::<_, crate::inbound::forward::BoxError>(http_body::Frame::data(p.into())));
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
     const KEEP_11: Reply = Reply {
         head_request: false,
         version: Version::HTTP_11,
@@ -288,12 +296,6 @@ mod tests {
 
     #[tokio::test]
     async fn streams_without_length_are_chunked_or_closed() {
-        let stream = |parts: Vec<&'static str>| {
-            let frames = parts.into_iter().map(|p| {
-                Ok::<_, crate::inbound::forward::BoxError>(http_body::Frame::data(p.into()))
-            });
-            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
-        };
         let (wire, keep) = written(Response::new(stream(vec!["ab", "", "cde"])), KEEP_11).await;
         assert!(keep);
         assert!(wire.contains("transfer-encoding: chunked\r\n"), "{wire}");
@@ -451,12 +453,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_longer_than_announced_is_cut_and_the_connection_closed() {
-        let stream = |parts: Vec<&'static str>| {
-            let frames = parts.into_iter().map(|p| {
-                Ok::<_, crate::inbound::forward::BoxError>(http_body::Frame::data(p.into()))
-            });
-            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
-        };
         for parts in [
             vec!["hello", "HTTP/1.1 200 OK"],
             vec!["helloHTTP/1.1 200 OK"],
