@@ -349,8 +349,8 @@ mod tests {
         );
     }
 
-    /// Log lines written while `record` runs, as JSON lines.
-    fn recorded(error: &MatrixError, metrics: &Metrics) -> String {
+    /// The log line `record` writes, as text and its JSON fields.
+    fn recorded(error: &MatrixError, metrics: &Metrics) -> (String, serde_json::Value) {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -365,8 +365,9 @@ mod tests {
                 "/_matrix/client/v3/rooms/{roomId}/invite",
             );
         });
-        let bytes = log.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        let line = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        (line, parsed["fields"].clone())
     }
 
     struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -386,9 +387,7 @@ mod tests {
         let metrics = Metrics::new();
         let refused =
             MatrixError::forbidden("@alice:hs1.test may not invite @bob:hs2.test", "A_25046");
-        let line = recorded(&refused, &metrics);
-        let fields: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        let fields = &fields["fields"];
+        let (line, fields) = recorded(&refused, &metrics);
         assert_eq!(fields["message"], "request rejected", "{line}");
         assert_eq!(fields["listener"], "inbound", "{line}");
         assert_eq!(fields["rule"], "A_25046", "{line}");
@@ -398,9 +397,7 @@ mod tests {
 
         let failed = MatrixError::bad_gateway("homeserver unreachable", "upstream-error")
             .caused_by("connection refused");
-        let line = recorded(&failed, &metrics);
-        let fields: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        let fields = &fields["fields"];
+        let (line, fields) = recorded(&failed, &metrics);
         assert_eq!(fields["message"], "request failed", "{line}");
         assert_eq!(fields["side"], "upstream", "{line}");
         assert_eq!(fields["error"], "homeserver unreachable", "{line}");
