@@ -206,7 +206,7 @@ impl UpstreamPool {
     /// Send one request (`target` is the origin-form request target, byte for byte; `extra`
     /// fields follow the request's own) and return the answer. Bodies of answers up to
     /// [`BUFFERED_BODY_MAX`] are complete; larger ones stream from the connection. The answer's
-    /// fields stay as received ([`RawFields`]), without the hop-by-hop ones.
+    /// fields stay as received (`RawFields`), without the hop-by-hop ones.
     pub async fn send(
         &self,
         method: &Method,
