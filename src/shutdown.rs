@@ -1,29 +1,48 @@
 //! A clonable shutdown signal: listeners stop accepting when it fires and drain in-flight
 //! requests for a bounded time.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 #[derive(Clone, Debug)]
 pub struct Shutdown {
     rx: watch::Receiver<bool>,
+    /// Woken whenever the signal may have fired, for the waiters of [`Shutdown::fired`].
+    wake: Arc<Notify>,
 }
 
 /// The sending side, owned by `serve`.
 #[derive(Debug)]
 pub struct ShutdownTrigger {
     tx: Arc<watch::Sender<bool>>,
+    wake: Arc<Notify>,
 }
 
 pub fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger { tx: Arc::new(tx) }, Shutdown { rx })
+    let wake = Arc::new(Notify::new());
+    (
+        ShutdownTrigger {
+            tx: Arc::new(tx),
+            wake: wake.clone(),
+        },
+        Shutdown { rx, wake },
+    )
 }
 
 impl ShutdownTrigger {
     pub fn trigger(&self) {
         let _ = self.tx.send(true);
+        self.wake.notify_waiters();
+    }
+}
+
+impl Drop for ShutdownTrigger {
+    /// A dropped trigger counts as fired ([`Shutdown::wait`]); its waiters look again.
+    fn drop(&mut self) {
+        self.wake.notify_waiters();
     }
 }
 
@@ -32,7 +51,10 @@ impl Shutdown {
     pub fn never() -> Self {
         let (tx, rx) = watch::channel(false);
         std::mem::forget(tx);
-        Self { rx }
+        Self {
+            rx,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// A signal that fires when this one does, or earlier through the returned trigger: a
@@ -41,11 +63,13 @@ impl Shutdown {
     pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
         let (trigger, signal) = channel();
         let tx = trigger.tx.clone();
+        let wake = trigger.wake.clone();
         let mut parent = self.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = parent.wait() => {
                     let _ = tx.send(true);
+                    wake.notify_waiters();
                 }
                 // The child fired or every receiver is gone: nothing left to forward.
                 () = tx.closed() => {}
@@ -63,6 +87,25 @@ impl Shutdown {
         while !*self.rx.borrow_and_update() {
             if self.rx.changed().await.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// Resolves as [`Shutdown::wait`] does, from a future that owns what it needs and is less
+    /// than half the size of `wait`'s: for waiters that live as long as an idle connection.
+    pub fn fired(&self) -> impl Future<Output = ()> + Send + 'static {
+        let rx = self.rx.clone();
+        let wake = self.wake.clone();
+        async move {
+            loop {
+                let woken = wake.clone().notified_owned();
+                let mut woken = std::pin::pin!(woken);
+                // Registered before looking, so a trigger in between is not missed.
+                woken.as_mut().enable();
+                if *rx.borrow() || rx.has_changed().is_err() {
+                    return;
+                }
+                woken.await;
             }
         }
     }
@@ -84,5 +127,32 @@ mod tests {
         parent_trigger.trigger();
         with_parent.wait().await;
         assert!(with_parent.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn fired_resolves_on_trigger_on_a_dropped_trigger_and_with_a_parent() {
+        let (trigger, signal) = channel();
+        let mut fired = std::pin::pin!(signal.fired());
+        assert!(futures_util::poll!(fired.as_mut()).is_pending());
+        trigger.trigger();
+        fired.await;
+
+        let (trigger, signal) = channel();
+        let mut fired = std::pin::pin!(signal.fired());
+        assert!(futures_util::poll!(fired.as_mut()).is_pending());
+        drop(trigger);
+        fired.await;
+
+        let (parent_trigger, parent) = channel();
+        let (_kept, child) = parent.child();
+        let mut fired = std::pin::pin!(child.fired());
+        assert!(futures_util::poll!(fired.as_mut()).is_pending());
+        parent_trigger.trigger();
+        fired.await;
+
+        // Already fired when the waiter is made.
+        let (trigger, signal) = channel();
+        trigger.trigger();
+        signal.fired().await;
     }
 }

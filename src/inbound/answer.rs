@@ -71,7 +71,7 @@ impl RawFields {
         self.block.extend_from_slice(b": ");
         self.block.extend_from_slice(value.as_bytes());
         self.block.extend_from_slice(b"\r\n");
-        self.cors_fields |= super::cors::field_bit(name.as_str().as_bytes());
+        self.cors_fields |= super::cors::name_bit(name);
         self.has_date |= *name == header::DATE;
     }
 

@@ -70,6 +70,15 @@ pub(crate) const MAX_ADDED_LEN: usize = {
     len
 };
 
+/// The bit of a CORS field name already in a [`HeaderName`] (always lower case, so compared
+/// byte for byte), `0` for any other name.
+pub(crate) fn name_bit(name: &HeaderName) -> u8 {
+    FIELDS
+        .iter()
+        .position(|(field, _)| name.as_str() == *field)
+        .map_or(0, |i| 1 << i)
+}
+
 /// The bit of a CORS field name (any case), `0` for any other name. Called for every field of
 /// every homeserver answer, so it compares lengths first.
 pub(crate) fn field_bit(name: &[u8]) -> u8 {

@@ -79,9 +79,21 @@ impl Peer {
             addr,
             tls,
             trusted,
-            forwarded_for: HeaderValue::try_from(addr.ip().to_string()).ok(),
+            forwarded_for: forwarded_for(addr.ip()),
         }
     }
+}
+
+/// The peer's address as an `X-Forwarded-For` value, in one allocation of its exact length:
+/// it lives as long as the connection, idle or not.
+fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // The longest IPv6 text form is 45 bytes.
+    let mut text = [0u8; 64];
+    let mut cursor = &mut text[..];
+    write!(cursor, "{ip}").ok()?;
+    let len = 64 - cursor.len();
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text[..len])).ok()
 }
 
 /// What a request's own forwarding fields leave for the homeserver (see [`Peer::trusted`]).
@@ -282,5 +294,21 @@ impl Forwarder {
                 self.timeout.as_secs()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_address_is_the_peers_text_form() {
+        let v4: std::net::IpAddr = "192.168.100.200".parse().unwrap();
+        assert_eq!(forwarded_for(v4).unwrap(), "192.168.100.200");
+        // The longest text form an IPv6 address has (45 bytes).
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(forwarded_for(v6).unwrap(), v6.to_string().as_str());
     }
 }

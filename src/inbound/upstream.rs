@@ -45,6 +45,9 @@ const _: () = assert!(MAX_HEADERS <= u128::BITS as usize);
 const ROOM_FOR_ADDED_FIELDS: usize = super::cors::MAX_ADDED_LEN;
 /// Read granularity.
 const READ_CHUNK: usize = 16 * 1024;
+/// Initial room for a request head sent upstream: a client's fields plus the forwarding ones
+/// this hop adds fit without growing the buffer.
+const HEAD_CAPACITY: usize = 1024;
 
 /// Why an exchange with the homeserver failed.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +233,12 @@ impl UpstreamPool {
                 None => Outgoing::Chunked(body),
             }
         };
-        let mut head = Vec::with_capacity(512);
+        // Head and a kept body go out in one write, from one allocation.
+        let kept = match &outgoing {
+            Outgoing::Kept(bytes) => bytes.len(),
+            _ => 0,
+        };
+        let mut head = Vec::with_capacity(HEAD_CAPACITY + kept);
         encode_head(
             &mut head, method, target, headers, extra, &outgoing, declared,
         );

@@ -2013,7 +2013,6 @@ async fn drain_closes_idle_connections_and_still_answers_a_started_request() {
     )
     .await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && !closed, "{text}");
-    let began = std::time::Instant::now();
     h.trigger.trigger();
     let mut rest = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut rest))
@@ -2029,12 +2028,13 @@ async fn drain_closes_idle_connections_and_still_answers_a_started_request() {
             .await
             .is_ok_and(|r| r.unwrap_or(0) == 0);
     assert!(closed, "connection left open after the drain");
+    // Bounded below the listener's own DRAIN_TIMEOUT (10 s): the drain ended because every
+    // connection closed, not because it gave up on them.
     tokio::time::timeout(Duration::from_secs(5), h.server)
         .await
         .expect("listener still draining")
         .unwrap()
         .unwrap();
-    assert!(began.elapsed() < Duration::from_secs(5));
 }
 
 /// A listener with `inbound.tls` (a self-signed certificate for `localhost`), and a client

@@ -26,6 +26,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -45,6 +46,8 @@ use response::Reply;
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Read granularity, and the size of the buffer a connection holds while a request is read.
 const READ_CHUNK: usize = 8 * 1024;
+/// The least room the first read of a request allocates (see [`poll_read_unbuffered`]).
+const FIRST_READ_ROOM: usize = 2 * 1024;
 /// How long a connection closed with input unread goes on reading (and dropping) it.
 const LINGER: Duration = Duration::from_secs(2);
 /// How much it reads at most meanwhile.
@@ -80,7 +83,10 @@ fn poll_read_unbuffered<I: AsyncRead + Unpin>(
     let mut read = ReadBuf::uninit(&mut stack);
     ready!(Pin::new(io).poll_read(cx, &mut read))?;
     let filled = read.filled();
-    buf.reserve(READ_CHUNK);
+    // Sized to what arrived: a request head is usually a few hundred bytes, and a buffer of
+    // READ_CHUNK per request in flight stays resident in the allocator after a burst of them.
+    // A larger request grows it as it is read (`framing::poll_fill`).
+    buf.reserve(filled.len().max(FIRST_READ_ROOM));
     buf.extend_from_slice(filled);
     Poll::Ready(Ok(filled.len()))
 }
@@ -158,6 +164,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 return Err(None);
             }
         }
+    }
+
+    /// The next request head; a malformed one is answered and the connection closed, as is a
+    /// connection with no further request.
+    async fn open_next(&mut self, idle_deadline: Instant, header_timeout: Duration) -> Opened {
+        // The ending is made inside the match and awaited after it, so that the head matched
+        // on is not kept beside it.
+        let ending = match self.next_head(idle_deadline, header_timeout).await {
+            Ok(Ok(head)) => return Opened::Request(head),
+            Err(Some(preface)) => return Opened::H2(preface),
+            // Boxed: rare, and its answer would otherwise take a slot in every connection.
+            Ok(Err(refused)) => Either::Left(Box::pin(self.reject(refused))),
+            Err(None) => Either::Right(self.close(false)),
+        };
+        ending.await;
+        Opened::Closed
     }
 
     async fn reject(&mut self, refused: Refused) {
@@ -331,14 +353,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
 
 /// Serve HTTP/1.x on `io` until the client or the server closes the connection. Returns the
 /// connection and the bytes read so far when the client turns out to speak HTTP/2.
-pub(crate) async fn serve<I>(
+///
+/// A plain function returning the connection's loop: an `async fn` would keep its arguments
+/// beside the [`Connection`] made of them for as long as the connection lives, and this
+/// future is most of what an idle connection costs.
+pub(crate) fn serve<'c, I>(
     io: I,
-    state: &Live<InboundState>,
-    peer: &Peer,
+    state: &'c Live<InboundState>,
+    peer: &'c Peer,
     drain: Shutdown,
-) -> Option<(I, Bytes)>
+) -> impl Future<Output = Option<(I, Bytes)>> + 'c
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin + 'c,
 {
     let (header_timeout, write_timeout) = {
         let loaded = state.load();
@@ -346,8 +372,7 @@ where
         (inbound.header_read_timeout, inbound.write_timeout)
     };
     let draining = drain.is_triggered();
-    let mut signal = drain.clone();
-    let drained = Box::pin(async move { signal.wait().await });
+    let drained = Box::pin(drain.fired());
     let mut conn = Connection {
         io,
         // Allocated when the first bytes arrive (see `read_more`).
@@ -360,38 +385,49 @@ where
         timer: Box::pin(tokio::time::sleep(header_timeout)),
         write_timeout,
     };
-    let mut idle_deadline = conn.timer.deadline();
-    loop {
-        let head = match conn.next_head(idle_deadline, header_timeout).await {
-            Ok(Ok(head)) => head,
-            Ok(Err(err)) => {
-                // Boxed: rare, and its answer would otherwise take a slot in every connection.
-                Box::pin(conn.reject(err)).await;
-                return None;
+    async move {
+        let mut idle_deadline = conn.timer.deadline();
+        loop {
+            // No await in these arms: a value matched on stays in the connection's future for
+            // every await of its match, and a request head is a quarter KiB.
+            let head = match conn.open_next(idle_deadline, header_timeout).await {
+                Opened::Request(head) => head,
+                Opened::H2(preface) => return Some((conn.io, preface)),
+                Opened::Closed => return None,
+            };
+            // Boxed: a request's state (the handler's future, a streamed body's feed, the
+            // answer being written) is several KiB, and an idle connection should not carry a
+            // slot for it. One allocation per request costs less than that slot on every idle
+            // connection. The slot is allocated before the future is made, so that it is built
+            // in place rather than on the stack and copied.
+            let exchange = Box::write(Box::new_uninit(), conn.exchange(head, peer, header_timeout));
+            match Box::into_pin(exchange).await {
+                Ok(Next::KeepAlive) => {}
+                Ok(Next::Close { unread_input }) => {
+                    conn.close(unread_input).await;
+                    return None;
+                }
+                Err(_) => {
+                    conn.close(false).await;
+                    return None;
+                }
             }
-            Err(Some(preface)) => return Some((conn.io, preface)),
-            Err(None) => {
-                conn.close(false).await;
-                return None;
-            }
-        };
-        // Boxed: a request's state (the handler's future, a streamed body's feed, the answer
-        // being written) is several KiB, and an idle connection should not carry a slot for it.
-        // One allocation per request costs less than that slot on every idle connection.
-        match Box::pin(conn.exchange(head, peer, header_timeout)).await {
-            Ok(Next::KeepAlive) => {}
-            Ok(Next::Close { unread_input }) => {
-                conn.close(unread_input).await;
-                return None;
-            }
-            Err(_) => {
-                conn.close(false).await;
-                return None;
-            }
+            conn.release_buffers();
+            idle_deadline = Instant::now() + KEEP_ALIVE_TIMEOUT;
         }
-        conn.release_buffers();
-        idle_deadline = Instant::now() + KEEP_ALIVE_TIMEOUT;
     }
+}
+
+/// How a connection's wait for its next request ended.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the head goes straight into the request's boxed exchange; boxing it as well would cost an allocation per request"
+)]
+enum Opened {
+    Request(RequestHead),
+    /// The client speaks HTTP/2 with prior knowledge; these bytes of it were read.
+    H2(Bytes),
+    Closed,
 }
 
 /// What becomes of the connection after an answer.
@@ -428,9 +464,11 @@ mod tests {
             got += n;
         }
         assert_eq!(&buf[..], &head[..]);
+        // Room for the rest of a larger request, but not a whole read chunk per request.
         assert!(
-            buf.capacity() >= READ_CHUNK,
-            "later reads need room to continue"
+            (FIRST_READ_ROOM..READ_CHUNK).contains(&buf.capacity()),
+            "first read allocated {} bytes",
+            buf.capacity()
         );
 
         drop(client);

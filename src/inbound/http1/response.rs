@@ -18,6 +18,11 @@ use crate::inbound::framing::{push_content_length, push_field};
 
 /// Body bytes gathered before a write; larger bodies go out in pieces of about this size.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Room reserved for an answer's status line and the fields this hop adds (`date`,
+/// `content-length`, `connection`, `transfer-encoding`).
+const HEAD_ROOM: usize = 160;
+/// Room reserved per field kept in the answer's map (a typical name and value).
+const FIELD_ROOM: usize = 64;
 
 /// What the answer must respect from its request.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +123,19 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
         Delimit::Close
     };
     out.clear();
+    // One allocation for the head and a small body: an idle connection holds no buffer (see
+    // `Connection::release_buffers`), and growing one by doubling from empty was four
+    // reallocations and copies per answer.
+    let body_in_batch = match delimit {
+        Delimit::Length(n) if n < WRITE_BATCH as u64 => usize::try_from(n).unwrap_or(0),
+        _ => 0,
+    };
+    out.reserve(
+        HEAD_ROOM
+            + raw.as_ref().map_or(0, |raw| raw.block().len())
+            + parts.headers.len() * FIELD_ROOM
+            + body_in_batch,
+    );
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
