@@ -224,6 +224,14 @@ impl<'a> Params<'a> {
             i += 1;
             let mut value = String::new();
             loop {
+                // A run of plain bytes at once (the header is ASCII, checked by `parse`, so
+                // every byte offset is a char boundary); a signature is ~90 of them.
+                let run = bytes[i..]
+                    .iter()
+                    .position(|b| matches!(b, b'"' | b',' | b'\\'))
+                    .map_or(bytes.len(), |n| i + n);
+                value.push_str(&self.text[i..run]);
+                i = run;
                 match bytes.get(i) {
                     None => return Err(XMatrixError::Ambiguous("unterminated quoted value")),
                     Some(b'"') => {
@@ -244,6 +252,7 @@ impl<'a> Params<'a> {
                         }
                         None => return Err(XMatrixError::Ambiguous("unterminated quoted value")),
                     },
+                    // Not reached: the run above took every other byte.
                     Some(&b) => {
                         value.push(char::from(b));
                         i += 1;
