@@ -16,16 +16,25 @@ pub struct Shutdown {
 /// The sending side, owned by `serve`.
 #[derive(Debug)]
 pub struct ShutdownTrigger {
-    tx: Arc<watch::Sender<bool>>,
+    /// `None` only while the trigger is dropped (see its `Drop`).
+    tx: Option<Arc<watch::Sender<bool>>>,
     wake: Arc<Notify>,
 }
 
 pub fn channel() -> (ShutdownTrigger, Shutdown) {
+    let (_, trigger, signal) = channel_with_sender();
+    (trigger, signal)
+}
+
+/// A channel, and its sender for a forwarder that must not count as the trigger.
+fn channel_with_sender() -> (Arc<watch::Sender<bool>>, ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
     let wake = Arc::new(Notify::new());
     (
+        tx.clone(),
         ShutdownTrigger {
-            tx: Arc::new(tx),
+            tx: Some(tx),
             wake: wake.clone(),
         },
         Shutdown { rx, wake },
@@ -34,14 +43,19 @@ pub fn channel() -> (ShutdownTrigger, Shutdown) {
 
 impl ShutdownTrigger {
     pub fn trigger(&self) {
-        let _ = self.tx.send(true);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(true);
+        }
         self.wake.notify_waiters();
     }
 }
 
 impl Drop for ShutdownTrigger {
-    /// A dropped trigger counts as fired ([`Shutdown::wait`]); its waiters look again.
+    /// A dropped trigger counts as fired ([`Shutdown::wait`]) once no sender is left; its
+    /// waiters look again. The sender goes first, so that a waiter woken on another thread
+    /// cannot find it still alive and go back to sleep for good.
     fn drop(&mut self) {
+        drop(self.tx.take());
         self.wake.notify_waiters();
     }
 }
@@ -61,13 +75,12 @@ impl Shutdown {
     /// background job that a configuration reload replaces stops on its own trigger, and with
     /// everything else on shutdown. Needs a Tokio runtime.
     pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
-        let (trigger, signal) = channel();
-        let tx = trigger.tx.clone();
+        let (tx, trigger, signal) = channel_with_sender();
         let wake = trigger.wake.clone();
-        let mut parent = self.clone();
+        let parent = self.fired();
         tokio::spawn(async move {
             tokio::select! {
-                () = parent.wait() => {
+                () = parent => {
                     let _ = tx.send(true);
                     wake.notify_waiters();
                 }
@@ -84,15 +97,12 @@ impl Shutdown {
 
     /// Resolves once shutdown was requested (or the trigger was dropped).
     pub async fn wait(&mut self) {
-        while !*self.rx.borrow_and_update() {
-            if self.rx.changed().await.is_err() {
-                return;
-            }
-        }
+        self.fired().await;
     }
 
-    /// Resolves as [`Shutdown::wait`] does, from a future that owns what it needs and is less
-    /// than half the size of `wait`'s: for waiters that live as long as an idle connection.
+    /// Resolves as [`Shutdown::wait`] does, from a future that owns what it needs: for
+    /// waiters that live as long as an idle connection (a `Notify` registration is less than
+    /// half the size of a `watch` change future, and each idle connection holds one).
     pub fn fired(&self) -> impl Future<Output = ()> + Send + 'static {
         let rx = self.rx.clone();
         let wake = self.wake.clone();
