@@ -7,7 +7,7 @@ use clap::Parser;
 /// mimalloc instead of the system allocator: a proxy allocates and frees small buffers and
 /// header maps on every request, and glibc malloc showed up as ~6 % of the inbound profile.
 /// The `system-allocator` feature leaves it out, for heap profilers that see only the system
-/// allocator (valgrind's dhat and massif; `benches/heap-idle.sh`).
+/// allocator (valgrind's dhat and massif; see BENCHMARKS.md).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -90,9 +90,10 @@ fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
     use std::io::Write;
     // The longest IPv6 text form is 45 bytes.
     let mut text = [0u8; 64];
+    let room = text.len();
     let mut cursor = &mut text[..];
     write!(cursor, "{ip}").ok()?;
-    let len = 64 - cursor.len();
+    let len = room - cursor.len();
     HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text[..len])).ok()
 }
 

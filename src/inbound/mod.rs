@@ -246,7 +246,7 @@ fn serve_connection(
             Peer::new(remote, true, trusted),
             drain,
         ))),
-        None => Either::Right(serve_plain(
+        None => Either::Right(serve_http1(
             live,
             stream,
             Peer::new(remote, false, trusted),
@@ -255,48 +255,38 @@ fn serve_connection(
     }
 }
 
-/// A plain connection: HTTP/1.x, then HTTP/2 if the client turns out to speak it with prior
-/// knowledge.
+/// HTTP/1.x on a plain or TLS connection, then HTTP/2 if the client turns out to speak it with
+/// prior knowledge (the bytes read so far are put back in front).
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn would keep its arguments twice, for every idle connection"
 )]
-fn serve_plain(
+fn serve_http1<I>(
     live: Live<InboundState>,
-    stream: tokio::net::TcpStream,
+    io: I,
     peer: Peer,
     drain: Shutdown,
-) -> impl Future<Output = ()> + Send + 'static {
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     async move {
-        let handed_over = http1::serve(stream, &live, &peer, drain.clone()).await;
+        let handed_over = http1::serve(io, &live, &peer, drain.clone()).await;
         // Made by consuming what was handed over, so that nothing of it stays in this future.
-        let h2 = handed_over
-            .map(|(io, read)| Box::pin(serve_h2_handed_over(live, io, read, peer, drain)));
+        // Boxed: hyper's h2 connection is large, and HTTP/1 connections should not carry a
+        // slot for it.
+        let h2 = handed_over.map(|(io, read)| {
+            Box::pin(serve_h2(
+                live,
+                TokioIo::new(Prefixed::new(read, io)),
+                Arc::new(peer),
+                drain,
+            ))
+        });
         if let Some(h2) = h2 {
             h2.await;
         }
     }
-}
-
-/// HTTP/2 on a connection whose client turned out to speak it with prior knowledge (`read`,
-/// the bytes read so far, are put back in front). Boxed by its callers: hyper's h2 connection
-/// is large, and HTTP/1 connections should not carry a slot for it.
-async fn serve_h2_handed_over<I>(
-    live: Live<InboundState>,
-    io: I,
-    read: bytes::Bytes,
-    peer: Peer,
-    drain: Shutdown,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    serve_h2(
-        live,
-        TokioIo::new(Prefixed::new(read, io)),
-        Arc::new(peer),
-        drain,
-    )
-    .await;
 }
 
 /// A TLS connection: the handshake, then h2 by ALPN or HTTP/1.x (and h2 with prior
@@ -319,8 +309,8 @@ async fn serve_tls(
     };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(live, TokioIo::new(tls), Arc::new(peer), drain).await;
-    } else if let Some((io, read)) = http1::serve(tls, &live, &peer, drain.clone()).await {
-        Box::pin(serve_h2_handed_over(live, io, read, peer, drain)).await;
+    } else {
+        serve_http1(live, tls, peer, drain).await;
     }
 }
 
