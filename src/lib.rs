@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod federation;
+pub(crate) mod framing;
 pub mod hop_by_hop;
 pub mod inbound;
 pub mod info_api;

@@ -16,8 +16,8 @@ use prometheus_client::metrics::counter::Counter;
 use super::answer::Answer;
 use super::classify::Addressed;
 use super::forward::Body;
-use super::framing::length_field;
 use super::{InboundState, LISTENER};
+use crate::framing::length_field;
 use crate::metrics::Metrics;
 use crate::rawdata::useragent::HEADER as USERAGENT_HEADER;
 

@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::forward::Body;
-use super::framing::length_field;
+use crate::framing::length_field;
 
 /// The end-to-end fields of a homeserver answer as received: `name: value` lines, each ending
 /// in CRLF, the hop-by-hop ones removed while the head was parsed (`super::upstream`).

@@ -27,8 +27,9 @@ use tokio::net::TcpStream;
 
 use super::answer::{Answer, RawFields};
 use super::forward::{Body, BoxError, full};
-use super::framing::{
-    BodyError, FieldsSeen, Framing, length_field, poll_fill, push_content_length, push_field,
+use crate::framing::{
+    BodyError, FieldsSeen, Framing, is_idempotent, length_field, poll_fill, push_content_length,
+    push_field,
 };
 
 /// Request bodies up to this size are read before sending, so a request can be retried on a
@@ -428,14 +429,6 @@ impl Conn {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         poll_fill(&mut self.io, &mut self.buf, READ_CHUNK, cx)
     }
-}
-
-/// Methods a client may repeat without changing the outcome (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
 }
 
 /// Request line and header fields (`extra` after the request's own), with the body framing

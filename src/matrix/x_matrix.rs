@@ -35,6 +35,8 @@
 //!
 //! Unknown parameters are allowed (the spec says to ignore them; Synapse does).
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
@@ -53,6 +55,28 @@ pub struct XMatrix {
     pub destination: Option<String>,
     pub key: String,
     pub sig: String,
+}
+
+/// [`XMatrix`] borrowing from the header it was read from: a value is copied only when it had
+/// escapes to undo. The outbound proxy reads every federation request's header only for its
+/// destination, and four owned copies per request were most of the parsing's cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XMatrixRef<'a> {
+    pub origin: Cow<'a, str>,
+    pub destination: Option<Cow<'a, str>>,
+    pub key: Cow<'a, str>,
+    pub sig: Cow<'a, str>,
+}
+
+impl XMatrixRef<'_> {
+    pub fn into_owned(self) -> XMatrix {
+        XMatrix {
+            origin: self.origin.into_owned(),
+            destination: self.destination.map(Cow::into_owned),
+            key: self.key.into_owned(),
+            sig: self.sig.into_owned(),
+        }
+    }
 }
 
 /// Why a request carries no usable X-Matrix authorization.
@@ -74,10 +98,10 @@ pub enum XMatrixError {
     Malformed(&'static str),
 }
 
-impl XMatrix {
+impl<'a> XMatrixRef<'a> {
     /// The X-Matrix authorization of a request, from all its `Authorization` fields.
     /// `Ok(None)` when there is no `Authorization` field at all.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<XMatrix>, XMatrixError> {
+    pub fn from_headers(headers: &'a HeaderMap) -> Result<Option<Self>, XMatrixError> {
         let mut fields = headers.get_all(AUTHORIZATION).iter();
         let Some(field) = fields.next() else {
             return Ok(None);
@@ -95,7 +119,7 @@ impl XMatrix {
     }
 
     /// Parse one `Authorization` field value strictly (see the module documentation).
-    pub fn parse(value: &str) -> Result<Self, XMatrixError> {
+    pub fn parse(value: &'a str) -> Result<Self, XMatrixError> {
         // Twisted strips spaces and tabs around a field value before Synapse sees it.
         let value = value.trim_matches([' ', '\t']);
         if !value.is_ascii() || value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
@@ -119,18 +143,17 @@ impl XMatrix {
                 "X-Matrix must be followed by a space",
             ));
         }
-        let mut out = XMatrix::default();
-        let (mut origin, mut key, mut sig) = (None, None, None);
-        let mut seen: Vec<&str> = Vec::with_capacity(4);
-        for param in Params::new(params) {
+        let (mut origin, mut destination, mut key, mut sig) = (None, None, None, None);
+        let mut seen: [&str; MAX_PARAMS] = [""; MAX_PARAMS];
+        for (count, param) in Params::new(params).enumerate() {
             let (name, value) = param?;
-            if seen.len() == MAX_PARAMS {
+            if count == MAX_PARAMS {
                 return Err(XMatrixError::Ambiguous("too many parameters"));
             }
-            if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            if seen[..count].iter().any(|s| s.eq_ignore_ascii_case(name)) {
                 return Err(XMatrixError::Ambiguous("a parameter is repeated"));
             }
-            seen.push(name);
+            seen[count] = name;
             let slot = if name.eq_ignore_ascii_case("origin") {
                 &mut origin
             } else if name.eq_ignore_ascii_case("key") {
@@ -138,25 +161,41 @@ impl XMatrix {
             } else if name.eq_ignore_ascii_case("sig") {
                 &mut sig
             } else if name.eq_ignore_ascii_case("destination") {
-                &mut out.destination
+                &mut destination
             } else {
                 continue;
             };
             *slot = Some(value);
         }
-        out.origin = origin
+        let origin = origin
             .filter(|o| !o.is_empty())
             .ok_or(XMatrixError::MissingOrigin)?;
-        if validate_server_name(&out.origin).is_err() {
+        if validate_server_name(&origin).is_err() {
             return Err(XMatrixError::Malformed("origin is not a valid server name"));
         }
-        out.key = key
-            .filter(|k| !k.is_empty())
-            .ok_or(XMatrixError::Malformed("X-Matrix header lacks key"))?;
-        out.sig = sig
-            .filter(|s| !s.is_empty())
-            .ok_or(XMatrixError::Malformed("X-Matrix header lacks sig"))?;
-        Ok(out)
+        Ok(XMatrixRef {
+            origin,
+            destination,
+            key: key
+                .filter(|k| !k.is_empty())
+                .ok_or(XMatrixError::Malformed("X-Matrix header lacks key"))?,
+            sig: sig
+                .filter(|s| !s.is_empty())
+                .ok_or(XMatrixError::Malformed("X-Matrix header lacks sig"))?,
+        })
+    }
+}
+
+impl XMatrix {
+    /// The X-Matrix authorization of a request, from all its `Authorization` fields.
+    /// `Ok(None)` when there is no `Authorization` field at all.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<XMatrix>, XMatrixError> {
+        XMatrixRef::from_headers(headers).map(|x| x.map(XMatrixRef::into_owned))
+    }
+
+    /// Parse one `Authorization` field value strictly (see the module documentation).
+    pub fn parse(value: &str) -> Result<Self, XMatrixError> {
+        XMatrixRef::parse(value).map(XMatrixRef::into_owned)
     }
 
     /// Render with every value quoted (tests and fakes).
@@ -204,7 +243,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn next_param(&mut self) -> Result<(&'a str, String), XMatrixError> {
+    fn next_param(&mut self) -> Result<(&'a str, Cow<'a, str>), XMatrixError> {
         let bytes = self.text.as_bytes();
         let start = self.at;
         let mut i = start;
@@ -222,7 +261,8 @@ impl<'a> Params<'a> {
         i += 1;
         let value = if bytes.get(i) == Some(&b'"') {
             i += 1;
-            let mut value = String::new();
+            // Borrowed until an escape has to be undone.
+            let mut value = Cow::Borrowed("");
             loop {
                 // A run of plain bytes at once (the header is ASCII, checked by `parse`, so
                 // every byte offset is a char boundary); a signature is ~90 of them.
@@ -230,7 +270,12 @@ impl<'a> Params<'a> {
                     .iter()
                     .position(|b| matches!(b, b'"' | b',' | b'\\'))
                     .map_or(bytes.len(), |n| i + n);
-                value.push_str(&self.text[i..run]);
+                let plain = &self.text[i..run];
+                if value.is_empty() {
+                    value = Cow::Borrowed(plain);
+                } else {
+                    value.to_mut().push_str(plain);
+                }
                 i = run;
                 match bytes.get(i) {
                     None => return Err(XMatrixError::Ambiguous("unterminated quoted value")),
@@ -247,14 +292,14 @@ impl<'a> Params<'a> {
                             return Err(XMatrixError::Ambiguous("comma inside a quoted value"));
                         }
                         Some(&escaped) => {
-                            value.push(char::from(escaped));
+                            value.to_mut().push(char::from(escaped));
                             i += 2;
                         }
                         None => return Err(XMatrixError::Ambiguous("unterminated quoted value")),
                     },
                     // Not reached: the run above took every other byte.
                     Some(&b) => {
-                        value.push(char::from(b));
+                        value.to_mut().push(char::from(b));
                         i += 1;
                     }
                 }
@@ -273,7 +318,7 @@ impl<'a> Params<'a> {
                     "empty or malformed parameter value",
                 ));
             }
-            self.text[start..i].to_owned()
+            Cow::Borrowed(&self.text[start..i])
         };
         while matches!(bytes.get(i), Some(b' ' | b'\t')) {
             i += 1;
@@ -301,7 +346,7 @@ impl<'a> Params<'a> {
 }
 
 impl<'a> Iterator for Params<'a> {
-    type Item = Result<(&'a str, String), XMatrixError>;
+    type Item = Result<(&'a str, Cow<'a, str>), XMatrixError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

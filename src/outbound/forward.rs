@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::connect::ConnectTarget;
-use super::own::{OwnUpstream, SendError};
+use super::own::{OwnUpstream, Relayed, SendError, absolute};
 use super::route::{self, ROUTE_KINDS, Route, XMatrix};
 use super::upstream::DialError;
 use super::{LISTENER, OutboundState, error_response, rules};
@@ -25,12 +25,12 @@ use crate::metrics::{ListenerLabels, Metrics};
 use crate::policy::event_domains::{self, Decision, EventBody};
 use crate::rawdata::{self, Direction};
 
-/// Response bodies: the upstream body streamed through, or the proxy's own error JSON.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
-pub type ProxyResponse = Response<ProxyBody>;
+/// Response bodies: the upstream body relayed, or the proxy's own error JSON.
+pub(crate) type ProxyBody = Either<Relayed, Full<Bytes>>;
+pub(crate) type ProxyResponse = Response<ProxyBody>;
 /// Request bodies sent upstream: streamed from the tunnel, or read whole because their events
 /// were checked.
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// What every request in one tunnel shares.
 pub struct Tunnel {
@@ -50,7 +50,7 @@ impl Tunnel {
         &self,
         state: &OutboundState,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, MatrixError> {
+    ) -> Result<Response<Relayed>, MatrixError> {
         let authority = self.target.authority.as_str();
         match &self.own {
             Some(own) => own
@@ -59,8 +59,9 @@ impl Tunnel {
                 .map_err(|error| send_error(error, authority)),
             None => state
                 .client
-                .request(request)
+                .request(absolute(request, &self.target.authority))
                 .await
+                .map(|response| response.map(Either::Left))
                 .map_err(|error| upstream_error(error, authority)),
         }
     }
@@ -254,7 +255,7 @@ async fn check(
 
 /// The X-Matrix destination as the receiving Synapse reads it; a header it could read
 /// differently is refused (401) on every route.
-fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix, MatrixError> {
+fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix<'_>, MatrixError> {
     route::x_matrix_destination(headers).map_err(|why| {
         MatrixError::unauthorized(
             format!("ambiguous X-Matrix authorization ({why}): the receiver could read another destination"),
@@ -361,22 +362,17 @@ async fn forward(
     if let Some(host) = host {
         parts.headers.insert(HOST, host);
     }
-    // The request target is kept byte for byte: X-Matrix signatures cover the raw URI.
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTPS)
-        .authority(tunnel.target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| {
-            MatrixError::bad_gateway("cannot build upstream URI", rules::UPSTREAM)
-                .from_internal()
-                .caused_by(e)
-        })?;
+    // The request target is kept byte for byte: X-Matrix signatures cover the raw URI. It
+    // goes on in origin form; the senders that need the absolute form add the authority.
+    if parts.uri.authority().is_some() {
+        parts.uri = Uri::from(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+    }
     parts.version = Version::HTTP_11;
     let started = Instant::now();
     let sent = tokio::time::timeout(
@@ -399,7 +395,10 @@ async fn forward(
         )),
         Ok(Err(error)) => Err(error),
         Ok(Ok(mut response)) => {
-            strip_hop_by_hop(response.headers_mut());
+            // The tunnel's own HTTP/1.1 exchange drops them while it reads the head.
+            if matches!(response.body(), Either::Left(_)) {
+                strip_hop_by_hop(response.headers_mut());
+            }
             Ok(response.map(Either::Left))
         }
     }
@@ -411,6 +410,11 @@ fn send_error(error: SendError, authority: &str) -> MatrixError {
     match error {
         SendError::Dial(dial) => dial_error(&dial, authority).caused_by(dial),
         SendError::Http(error) => MatrixError::bad_gateway(
+            format!("request to {authority} failed: {error}"),
+            rules::UPSTREAM,
+        )
+        .caused_by(error),
+        SendError::Exchange(error) => MatrixError::bad_gateway(
             format!("request to {authority} failed: {error}"),
             rules::UPSTREAM,
         )

@@ -100,8 +100,8 @@ pub(crate) async fn serve_tunnel(
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     // HTTP/1.1 tunnels carry one request at a time: they get an upstream connection of their
-    // own, polled by this task beside the client side.
-    let (own, driver) = OwnUpstream::new(&target.authority).filter(|_| !h2).unzip();
+    // own, which each request uses from this task.
+    let own = OwnUpstream::new(&target.authority).filter(|_| !h2);
     let tunnel = Arc::new(forward::Tunnel::new(target, own));
     let service = service_fn(move |request| {
         let tunnel = tunnel.clone();
@@ -124,19 +124,12 @@ pub(crate) async fn serve_tunnel(
             .timer(TokioTimer::new())
             .keep_alive(true)
             .serve_connection(io, service);
-        let server = until_drained(
+        until_drained(
             connection,
             &mut shutdown,
             http1::Connection::graceful_shutdown,
-        );
-        let driver = async {
-            if let Some(driver) = driver {
-                driver.run().await;
-            }
-        };
-        // The server side ends first (it owns the tunnel and so its upstream sender); the
-        // driver then hands the upstream connection on and ends.
-        tokio::join!(server, driver).0
+        )
+        .await
     };
     if let Err(error) = result {
         tracing::debug!(%error, "outbound: tunnel connection ended with an error");

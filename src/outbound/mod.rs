@@ -7,9 +7,12 @@
 //! else, including the `outbound.sso_hosts`, is intercepted: `200` → [`mitm`] answers the TLS handshake with a leaf for the CONNECT
 //! host from [`crate::tls::Authority`] (any other SNI is refused) → inner HTTP/1.1 or h2
 //! requests → [`forward`] checks each request's destination ([`route`]) and relays it over a
-//! pooled, verified TLS connection to the CONNECT target ([`upstream`]).
+//! verified TLS connection to the CONNECT target ([`upstream`]): an HTTP/1.1 tunnel's own
+//! connection, which its requests write and read themselves (`exchange`), or, for h2
+//! tunnels, the pooled client.
 
 pub mod connect;
+mod exchange;
 pub mod forward;
 pub mod mitm;
 mod own;

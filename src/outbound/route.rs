@@ -1,6 +1,8 @@
 //! What a request inside a tunnel is, as far as the destination checks care (TIM-PROXY §5):
 //! pure functions over the path and headers, so every case is unit-tested without sockets.
 
+use std::borrow::Cow;
+
 use crate::matrix::x_matrix::{self, XMatrixError};
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
@@ -101,12 +103,13 @@ fn media_server_name(path: &str) -> Option<String> {
 
 /// What the `Authorization` header says about the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum XMatrix {
+pub(crate) enum XMatrix<'a> {
     /// No `Authorization: X-Matrix …` header.
     Absent,
     /// An X-Matrix header without a `destination` parameter.
     NoDestination,
-    Destination(String),
+    /// Borrowed from the header unless it had escapes.
+    Destination(Cow<'a, str>),
 }
 
 /// Read the `destination` parameter of the request's X-Matrix authorization exactly as the
@@ -114,8 +117,8 @@ pub(crate) enum XMatrix {
 /// the receiver could read another destination (several `Authorization` fields, quoted
 /// commas, repeated parameters, another spelling of the scheme, …): such a request must not
 /// leave, whatever its route.
-pub(crate) fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix, &'static str> {
-    match x_matrix::XMatrix::from_headers(headers) {
+pub(crate) fn x_matrix_destination(headers: &HeaderMap) -> Result<XMatrix<'_>, &'static str> {
+    match x_matrix::XMatrixRef::from_headers(headers) {
         Ok(None) | Err(XMatrixError::Scheme) => Ok(XMatrix::Absent),
         Ok(Some(x)) => Ok(x
             .destination
@@ -159,7 +162,7 @@ mod tests {
         for (header, expected) in cases {
             assert_eq!(
                 x_matrix_destination(&headers(&[header])),
-                Ok(XMatrix::Destination(expected.to_owned())),
+                Ok(XMatrix::Destination(expected.into())),
                 "{header}"
             );
         }

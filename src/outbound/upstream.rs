@@ -426,7 +426,8 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// A TLS connection to the remote homeserver, as the hyper client sees it.
+/// A TLS connection to the remote homeserver: for the hyper client (pooled, h2), or the
+/// tunnel's own HTTP/1.1 exchanges.
 pub(crate) struct UpstreamStream {
     io: TokioIo<TlsStream<TcpStream>>,
     h2: bool,
@@ -440,9 +441,14 @@ impl UpstreamStream {
         self.h2
     }
 
+    /// The TLS stream, for the tunnel's own HTTP/1.1 exchanges ([`super::exchange`]).
+    pub(crate) fn tls(&mut self) -> &mut TlsStream<TcpStream> {
+        self.io.inner_mut()
+    }
+
     /// Whether an idle connection can still carry a request: nothing arrived since its last
     /// answer (no FIN, no close_notify, no stray bytes). Reads without waiting.
-    fn still_open(&mut self) -> bool {
+    pub(crate) fn still_open(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);

@@ -1369,3 +1369,334 @@ async fn an_upstream_closing_after_an_answer_gets_a_new_connection_for_the_next_
     })
     .await;
 }
+
+/// A TLS origin that answers each request with the raw bytes `answer` gives for its method
+/// and path, and closes the connection afterwards when it says so. It keeps every request
+/// head and body as received, and counts connections accepted and closed.
+struct Scripted {
+    port: u16,
+    received: Received,
+    connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+/// Each request head and body as received.
+type Received = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+type Script = fn(&str, &str) -> (Vec<u8>, bool);
+type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+async fn spawn_scripted(origin_ca: &GeneratedCa, answer: Script) -> Scripted {
+    let authority = CertificateAuthority::from_generated(origin_ca).unwrap();
+    let leaf = mint(
+        &authority,
+        &[SubjectName::parse("hs2.test").unwrap()],
+        Duration::from_secs(3600),
+        LeafUsage::ServerAndClient,
+    )
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(timproxy::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.cert_der.clone()], leaf.key_der())
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let scripted = Scripted {
+        port: listener.local_addr().unwrap().port(),
+        received: Arc::default(),
+        connections: Arc::default(),
+        closed: Arc::default(),
+    };
+    let (received, connections, closed) = (
+        scripted.received.clone(),
+        scripted.connections.clone(),
+        scripted.closed.clone(),
+    );
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, received, closed) = (acceptor.clone(), received.clone(), closed.clone());
+            connections.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let mut buf = Vec::new();
+                    while let Some((head, body)) = read_request(&mut tls, &mut buf).await {
+                        let mut line = head.split(' ');
+                        let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+                        let (bytes, close) = answer(method, path);
+                        received.lock().unwrap().push((head.clone(), body));
+                        if tls.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                        if close {
+                            // close_notify: over TLS it is what ends a close-delimited body.
+                            let _ = tls.shutdown().await;
+                            break;
+                        }
+                    }
+                }
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    scripted
+}
+
+/// One request off `tls`: its head as text, and its body as sent (chunk framing included).
+async fn read_request(
+    tls: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    buf: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tls.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf.drain(..end).collect()).unwrap();
+    let lower = head.to_ascii_lowercase();
+    let complete = |buf: &[u8]| {
+        if lower.contains("transfer-encoding: chunked") {
+            buf.ends_with(b"0\r\n\r\n").then_some(buf.len())
+        } else {
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+            (buf.len() >= length).then_some(length)
+        }
+    };
+    loop {
+        if let Some(len) = complete(buf) {
+            return Some((head, buf.drain(..len).collect()));
+        }
+        let n = tls.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Status, fields and body of an answer read to its end.
+async fn exchange(
+    sender: &mut hyper::client::conn::http1::SendRequest<AnyBody>,
+    request: Request<AnyBody>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    sender.ready().await.unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// A request without a body.
+fn bodiless(method: &str, target: &str, path: &str) -> Request<AnyBody> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", target)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
+}
+
+/// Answers by the last segment of a key path (`/_matrix/key/v2/chunked`, …): key requests
+/// pass the destination rules without X-Matrix.
+fn answer_by_path(_method: &str, path: &str) -> (Vec<u8>, bool) {
+    let large = "x".repeat(200_000);
+    let answer = match path.strip_prefix("/_matrix/key/v2").unwrap_or(path) {
+        "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nX-End: 2\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_owned(),
+        "/interim" => "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned(),
+        "/head" => "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n".to_owned(),
+        "/large" => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{large}", large.len()),
+        "/eof" => return (b"HTTP/1.1 200 OK\r\n\r\nto the end".to_vec(), true),
+        // Kept alive by its fields, then closed by the origin while idle.
+        "/idle-close" => return (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nidle".to_vec(), true),
+        _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_owned(),
+    };
+    (answer.into_bytes(), false)
+}
+
+#[tokio::test]
+async fn chunked_interim_head_large_and_close_delimited_answers_are_relayed() {
+    bounded(async {
+        let f = fixture().await;
+        let origin = spawn_scripted(&f.origin_ca, answer_by_path).await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", origin.port);
+        let tls = tunnel(&proxy, &target, "hs2.test", &[]).await;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+
+        let (status, fields, body) = exchange(
+            &mut sender,
+            bodiless("GET", &target, "/_matrix/key/v2/chunked"),
+        )
+        .await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello world"[..]));
+        assert_eq!(fields["x-end"], "2");
+        assert!(
+            fields.get("x-hop").is_none(),
+            "a field Connection names is hop-by-hop"
+        );
+
+        let (status, _, body) = exchange(
+            &mut sender,
+            bodiless("GET", &target, "/_matrix/key/v2/interim"),
+        )
+        .await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+
+        let (status, fields, body) = exchange(
+            &mut sender,
+            bodiless("HEAD", &target, "/_matrix/key/v2/head"),
+        )
+        .await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 0));
+        assert_eq!(fields["content-length"], "10");
+
+        let (status, _, body) = exchange(
+            &mut sender,
+            bodiless("GET", &target, "/_matrix/key/v2/large"),
+        )
+        .await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 200_000));
+        assert!(body.iter().all(|&b| b == b'x'));
+        // Every answer so far ended where its framing said: one upstream connection.
+        assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
+
+        let (status, _, body) =
+            exchange(&mut sender, bodiless("GET", &target, "/_matrix/key/v2/eof")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"to the end"[..]));
+        let (status, _, _) = exchange(
+            &mut sender,
+            bodiless("GET", &target, "/_matrix/key/v2/other"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            origin.connections.load(Ordering::SeqCst),
+            2,
+            "an answer delimited by the close leaves nothing to reuse"
+        );
+        let heads: Vec<String> = origin
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect();
+        assert!(
+            heads[2].starts_with("HEAD /_matrix/key/v2/head HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+        assert!(
+            heads
+                .iter()
+                .all(|h| h.to_ascii_lowercase().contains(&format!("host: {target}")))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_upstream_connection_closed_while_idle_is_replaced() {
+    bounded(async {
+        let f = fixture().await;
+        let origin = spawn_scripted(&f.origin_ca, answer_by_path).await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", origin.port);
+        let tls = tunnel(&proxy, &target, "hs2.test", &[]).await;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let path = "/_matrix/federation/v1/get_missing_events/%21r%3Ahs2.test";
+        let post = |body: &'static [u8]| {
+            Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("host", &target)
+                .header("authorization", x_matrix(&target))
+                .body(Full::new(Bytes::from_static(body)).boxed())
+                .unwrap()
+        };
+        for (round, request) in [
+            bodiless("GET", &target, "/_matrix/key/v2/other"),
+            post(b"{}"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (status, _, body) = exchange(
+                &mut sender,
+                bodiless("GET", &target, "/_matrix/key/v2/idle-close"),
+            )
+            .await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"idle"[..]));
+            // The origin closed the connection the proxy keeps; the FIN has arrived.
+            while origin.closed.load(Ordering::SeqCst) < round + 1 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            // An idempotent request is sent again on a new connection when the old one turns
+            // out closed; any other is only given a connection checked to be open.
+            let (status, _, _) = exchange(&mut sender, request).await;
+            assert_eq!(status, StatusCode::OK, "round {round}");
+        }
+        assert_eq!(origin.connections.load(Ordering::SeqCst), 3);
+        let received = origin.received.lock().unwrap();
+        let (head, body) = received.last().unwrap();
+        assert!(head.starts_with(
+            "POST /_matrix/federation/v1/get_missing_events/%21r%3Ahs2.test HTTP/1.1\r\n"
+        ));
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 2\r\n"),
+            "{head}"
+        );
+        assert_eq!(body, b"{}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_bodies_of_unknown_length_go_upstream_chunked() {
+    bounded(async {
+        let f = fixture().await;
+        let origin = spawn_scripted(&f.origin_ca, answer_by_path).await;
+        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+        let target = format!("hs2.test:{}", origin.port);
+        let tls = tunnel(&proxy, &target, "hs2.test", &[]).await;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let frames = futures_util::stream::iter([&b"first,"[..], &b"second"[..]].map(|d| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(d)))
+        }));
+        let request = Request::builder()
+            .method("POST")
+            .uri("/_matrix/federation/v1/get_missing_events/%21r%3Ahs2.test")
+            .header("host", &target)
+            .header("authorization", x_matrix(&target))
+            .body(http_body_util::StreamBody::new(frames).boxed())
+            .unwrap();
+        let (status, _, _) = exchange(&mut sender, request).await;
+        assert_eq!(status, StatusCode::OK);
+        let received = origin.received.lock().unwrap();
+        let (head, body) = received.last().unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        let decoded: Vec<u8> = String::from_utf8(body.clone())
+            .unwrap()
+            .split("\r\n")
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .filter(|pair| pair.len() == 2)
+            .flat_map(|pair| pair[1].bytes().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(decoded, b"first,second");
+    })
+    .await;
+}

@@ -11,8 +11,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::framing::{BodyError, Framing};
 use crate::inbound::forward::BoxError;
-use crate::inbound::framing::{BodyError, Framing};
 
 /// The handler's end of a streamed request body.
 pub(crate) struct StreamedBody {

@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use super::InboundState;
 use super::forward::{self, Deadline, Peer};
-use super::framing::{self, Framing};
 use super::upstream::BUFFERED_BODY_MAX;
+use crate::framing::{self, Framing};
 use crate::live::Live;
 use crate::shutdown::Shutdown;
 use body::FeedEnd;

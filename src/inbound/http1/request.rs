@@ -5,7 +5,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::error::MatrixError;
-use crate::inbound::framing::{FieldsSeen, Framing, Refusal};
+use crate::framing::{FieldsSeen, Framing, Refusal};
 
 /// Largest request head accepted (request line and fields); beyond it the client gets 431.
 /// Federation requests carry long `X-Matrix` fields, so this is generous.

@@ -13,8 +13,8 @@ use http::{StatusCode, Version, header};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::framing::{push_content_length, push_field};
 use crate::inbound::answer::Answer;
-use crate::inbound::framing::{push_content_length, push_field};
 
 /// Body bytes gathered before a write; larger bodies go out in pieces of about this size.
 const WRITE_BATCH: usize = 64 * 1024;

@@ -1,10 +1,11 @@
-//! HTTP/1.1 message framing (RFC 9112 §6) for both ends of the inbound path: client requests
-//! read by [`super::http1`] and homeserver answers read by [`super::upstream`].
+//! HTTP/1.1 message framing (RFC 9112 §6) wherever timproxy speaks HTTP/1.1 itself: client
+//! requests read by the inbound HTTP/1.1 server, homeserver answers read by the inbound upstream
+//! client, and remote answers read inside intercepted tunnels ([`crate::outbound`]).
 //!
 //! One pass over a head's fields decides framing and persistence and drops the hop-by-hop
 //! fields; the body decoder works on a connection's read buffer, and [`Framing::poll_next`]
-//! reads more when it runs dry. The field writers at the end serve both heads this proxy
-//! encodes: requests to the homeserver and answers to clients.
+//! reads more when it runs dry. The field writers at the end serve every head this proxy
+//! encodes: requests upstream and answers to clients.
 
 use std::io;
 use std::pin::Pin;
@@ -154,7 +155,7 @@ impl FieldsSeen {
             self.date = true;
             return Ok(true);
         }
-        self.cors_fields |= super::cors::field_bit(name);
+        self.cors_fields |= crate::inbound::cors::field_bit(name);
         Ok(!crate::hop_by_hop::is_hop_by_hop_name(name))
     }
 
@@ -489,6 +490,15 @@ pub(crate) fn poll_fill<I: AsyncRead + Unpin>(
         buf.reserve(chunk);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Methods a client may repeat without changing the outcome (RFC 9110 §9.2.2): what a proxy
+/// may send again when a kept-alive connection turns out to be closed.
+pub(crate) fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// The `Content-Length` a field map declares, if it is well formed.

@@ -1,0 +1,499 @@
+//! HTTP/1.1 on a tunnel's own upstream connection, written and read by the request that uses
+//! it.
+//!
+//! Why not hyper's client connection: it is a second state machine beside the tunnel's
+//! server, reached through a channel, and answering through a oneshot; every request crossed
+//! both, and its answer head was parsed into a field map, then copied. Here the request's
+//! own future writes the request, reads the answer head and hands the body on; an answer of
+//! known length up to [`KEPT_BODY_MAX`] is read whole, so the connection is idle again before
+//! the answer leaves (measured in `benches/callgrind-outbound.sh`, see BENCHMARKS.md).
+//!
+//! Scope is what a tunnel's HTTP/1.1 upstream needs: one request at a time, bodies framed by
+//! `Content-Length`, chunked or connection close ([`crate::framing`], shared with the inbound
+//! listener), interim 1xx answers skipped. h2 upstreams stay with hyper ([`super::own`]).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+
+use super::forward::UpstreamBody;
+use super::upstream::UpstreamStream;
+use crate::framing::{
+    BodyError, FieldsSeen, Framing, is_idempotent, length_field, poll_fill, push_content_length,
+    push_field,
+};
+use crate::inbound::forward::BoxError;
+
+/// Request bodies up to this size are read before sending (so the request can be sent again
+/// on a new connection); answers of known length up to this size are read before the head
+/// is passed on.
+const KEPT_BODY_MAX: u64 = 64 * 1024;
+/// Largest answer head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most answer header fields accepted (at most 128: one bit per field).
+const MAX_HEADERS: usize = 128;
+const _: () = assert!(MAX_HEADERS <= u128::BITS as usize);
+/// Read granularity.
+const READ_CHUNK: usize = 16 * 1024;
+/// Initial room for a request head: a homeserver's federation request fits.
+const HEAD_CAPACITY: usize = 1024;
+
+/// Why an exchange on the upstream connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    #[error("sending the request failed: {0}")]
+    Write(io::Error),
+    #[error("reading the answer failed: {0}")]
+    Read(io::Error),
+    #[error("connection closed before an answer")]
+    Closed,
+    #[error("invalid answer: {0}")]
+    Invalid(&'static str),
+    #[error("reading the request body from the tunnel failed: {0}")]
+    RequestBody(BoxError),
+}
+
+impl ExchangeError {
+    /// Failures that mean a kept-alive connection was already dead before this request.
+    pub(crate) fn stale_connection(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::Write(_) | ExchangeError::Read(_) | ExchangeError::Closed
+        )
+    }
+}
+
+/// An HTTP/1.1 upstream connection and what was read from it but not used yet.
+pub(crate) struct Conn {
+    /// Boxed: the TLS state is over a kilobyte, and the connection moves with every request
+    /// (into the request's future, back to the tunnel) while the box is allocated once per
+    /// connection.
+    io: Box<UpstreamStream>,
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub(crate) fn new(io: UpstreamStream) -> Self {
+        Self {
+            io: Box::new(io),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether the idle connection can carry another request (see
+    /// [`UpstreamStream::still_open`]).
+    pub(crate) fn still_open(&mut self) -> bool {
+        self.buf.is_empty() && self.io.still_open()
+    }
+
+    /// The connection, for the connector's idle list, if nothing is left unread.
+    pub(crate) fn into_idle(self) -> Option<UpstreamStream> {
+        self.buf.is_empty().then_some(*self.io)
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        poll_fill(self.io.tls(), &mut self.buf, READ_CHUNK, cx)
+    }
+}
+
+/// Where a connection goes when the answer body that holds it has been read to its end.
+pub(crate) type Home = Box<dyn FnOnce(Conn) + Send>;
+
+/// A request ready to be written: its head (with the body, when kept) and a streamed body.
+pub(crate) struct Prepared {
+    method: Method,
+    /// Request line, fields, and a kept body.
+    bytes: Vec<u8>,
+    /// A body too large to keep, or of unknown length (then sent chunked).
+    streamed: Option<(UpstreamBody, bool)>,
+}
+
+impl Prepared {
+    /// Encode `request` (origin-form target) for `authority`; bodies up to
+    /// [`KEPT_BODY_MAX`] are read first.
+    pub(crate) async fn new(
+        request: Request<UpstreamBody>,
+        authority: &str,
+    ) -> Result<Self, ExchangeError> {
+        let (parts, body) = request.into_parts();
+        let declared = length_field(&parts.headers);
+        let (kept, streamed) = if body.is_end_stream() {
+            (Bytes::new(), None)
+        } else {
+            match body.size_hint().exact() {
+                Some(n) if n <= KEPT_BODY_MAX => (
+                    body.collect()
+                        .await
+                        .map_err(ExchangeError::RequestBody)?
+                        .to_bytes(),
+                    None,
+                ),
+                Some(n) => (Bytes::new(), Some((body, Some(n)))),
+                None => (Bytes::new(), Some((body, None))),
+            }
+        };
+        let mut bytes = Vec::with_capacity(HEAD_CAPACITY + kept.len());
+        bytes.extend_from_slice(parts.method.as_str().as_bytes());
+        bytes.push(b' ');
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        bytes.extend_from_slice(target.as_bytes());
+        bytes.extend_from_slice(b" HTTP/1.1\r\n");
+        encode_fields(&mut bytes, &parts.headers, authority);
+        match &streamed {
+            None if !kept.is_empty() || declared.is_some() => {
+                push_content_length(&mut bytes, kept.len() as u64);
+            }
+            None => {}
+            Some((_, Some(n))) => push_content_length(&mut bytes, *n),
+            Some((_, None)) => bytes.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(&kept);
+        Ok(Self {
+            method: parts.method,
+            bytes,
+            streamed: streamed.map(|(body, n)| (body, n.is_none())),
+        })
+    }
+
+    /// Whether it may be sent again after a kept-alive connection turned out to be closed:
+    /// its body is kept, and the method allows it, or the failure shows nothing was sent.
+    pub(crate) fn retry_after(&self, error: &ExchangeError) -> bool {
+        self.streamed.is_none()
+            && error.stale_connection()
+            && (is_idempotent(&self.method) || matches!(error, ExchangeError::Write(_)))
+    }
+
+    /// Whether a kept-alive connection must be checked before use: only a request that may
+    /// be sent again can find out by trying.
+    pub(crate) fn needs_open_connection(&self) -> bool {
+        self.streamed.is_some() || !is_idempotent(&self.method)
+    }
+}
+
+/// The request's fields, framing left out (this hop sets it) and `Expect` too (the tunnel's
+/// server answered it); `Host` from the authority when the request has none.
+fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap, authority: &str) {
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+        {
+            continue;
+        }
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !headers.contains_key(header::HOST) {
+        push_field(out, b"host", authority.as_bytes());
+    }
+}
+
+/// Write `request` on `conn` and read the answer head. The connection comes back with an
+/// answer whose body was read whole; otherwise the body takes it and sends it `home` when it
+/// has been read to its end.
+pub(crate) async fn exchange(
+    mut conn: Conn,
+    request: &mut Prepared,
+    home: impl FnOnce() -> Home,
+) -> Result<(Response<AnswerBody>, Option<Conn>), ExchangeError> {
+    let tls = conn.io.tls();
+    tls.write_all(&request.bytes)
+        .await
+        .map_err(ExchangeError::Write)?;
+    if let Some((body, chunked)) = request.streamed.take() {
+        Box::pin(send_body(tls, body, chunked)).await?;
+    }
+    tls.flush().await.map_err(ExchangeError::Write)?;
+    let head = read_head(&mut conn, &request.method).await?;
+    let Head {
+        response,
+        keep_alive,
+        framing,
+    } = head;
+    if let Framing::Length(n) = framing
+        && n <= KEPT_BODY_MAX
+    {
+        let len = usize::try_from(n).unwrap_or(usize::MAX);
+        while conn.buf.len() < len {
+            let read = std::future::poll_fn(|cx| conn.poll_fill(cx))
+                .await
+                .map_err(ExchangeError::Read)?;
+            if read == 0 {
+                return Err(ExchangeError::Invalid("answer body cut off"));
+            }
+        }
+        let bytes = conn.buf.split_to(len).freeze();
+        let idle = (keep_alive && conn.buf.is_empty()).then_some(conn);
+        return Ok((response.map(|()| AnswerBody::whole(bytes)), idle));
+    }
+    let body = AnswerBody {
+        state: State::Streaming {
+            conn,
+            framing,
+            home: keep_alive.then(home),
+        },
+    };
+    Ok((response.map(|()| body), None))
+}
+
+/// Stream a request body that was too large to keep (or of unknown length, `chunked`).
+async fn send_body(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    mut body: UpstreamBody,
+    chunked: bool,
+) -> Result<(), ExchangeError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ExchangeError::RequestBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let mut out = Vec::with_capacity(data.len() + 20);
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        out.extend_from_slice(&data);
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        tls.write_all(&out).await.map_err(ExchangeError::Write)?;
+    }
+    if chunked {
+        tls.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(ExchangeError::Write)?;
+    }
+    Ok(())
+}
+
+/// A parsed answer head.
+struct Head {
+    /// Status, version and the fields to pass on.
+    response: Response<()>,
+    /// Whether the connection may be reused after the body.
+    keep_alive: bool,
+    framing: Framing,
+}
+
+/// Read the answer head, skipping interim 1xx answers.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<Head, ExchangeError> {
+    let mut received_any = false;
+    loop {
+        if let Some(head) = parse_head(&mut conn.buf, method)? {
+            if head.response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(ExchangeError::Invalid("unexpected protocol switch"));
+            }
+            if head.response.status().is_informational() {
+                continue;
+            }
+            return Ok(head);
+        }
+        if conn.buf.len() >= MAX_HEAD {
+            return Err(ExchangeError::Invalid("answer head too large"));
+        }
+        let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
+            .await
+            .map_err(ExchangeError::Read)?;
+        if n == 0 {
+            return Err(if received_any {
+                ExchangeError::Invalid("answer cut off")
+            } else {
+                ExchangeError::Closed
+            });
+        }
+        received_any = true;
+    }
+}
+
+/// The length of the head at the front of `buf` (through the empty line that ends it), once
+/// it is all there. A bare LF ends lines too, as the parser allows.
+fn head_len(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(n) = buf[from..].iter().position(|&b| b == b'\n') {
+        let end = from + n + 1;
+        match buf.get(end..) {
+            Some([b'\n', ..]) => return Some(end + 1),
+            Some([b'\r', b'\n', ..]) => return Some(end + 2),
+            _ => from = end,
+        }
+    }
+    None
+}
+
+/// Parse a complete answer head off the front of `buf`; `None` (and `buf` untouched) when
+/// more bytes are needed. One pass over the fields decides framing and persistence and drops
+/// the hop-by-hop ones; the values kept share the head's bytes instead of being copied.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
+    let Some(len) = head_len(buf) else {
+        return Ok(None);
+    };
+    let head = buf.split_to(len).freeze();
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        &head,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ExchangeError::Invalid("too many header fields"));
+        }
+        _ => return Err(ExchangeError::Invalid("malformed answer head")),
+    }
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ExchangeError::Invalid("invalid status code"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut seen = FieldsSeen::default();
+    // The fields to pass on, one bit per field.
+    let mut kept: u128 = 0;
+    for (i, field) in parsed.headers.iter().enumerate() {
+        if seen
+            .note(field.name.as_bytes(), field.value)
+            .map_err(ExchangeError::Invalid)?
+        {
+            kept |= 1 << i;
+        }
+    }
+    let framing = seen.response_framing(method, status);
+    // A body that runs to the close leaves nothing to reuse.
+    let keep_alive = seen.keep_alive(version) && framing != Framing::Eof;
+    let mut headers = HeaderMap::with_capacity(kept.count_ones() as usize);
+    for (i, field) in parsed.headers.iter().enumerate() {
+        let name = field.name.as_bytes();
+        if kept & (1 << i) == 0 || seen.dropped_later(name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| ExchangeError::Invalid("invalid header field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
+            .map_err(|_| ExchangeError::Invalid("invalid header field value"))?;
+        headers.append(name, value);
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Some(Head {
+        response,
+        keep_alive,
+        framing,
+    }))
+}
+
+/// An answer body from the tunnel's own upstream connection.
+pub(crate) struct AnswerBody {
+    state: State,
+}
+
+enum State {
+    /// Read whole with the head; `None` once handed on.
+    Whole(Option<Bytes>),
+    /// Read from the connection as the tunnel's client takes it.
+    Streaming {
+        conn: Conn,
+        framing: Framing,
+        /// Where the connection goes at the body's end; `None`: it closes.
+        home: Option<Home>,
+    },
+    Done,
+}
+
+impl AnswerBody {
+    fn whole(bytes: Bytes) -> Self {
+        Self {
+            state: State::Whole((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    /// The body has been read to its end: the connection goes home if it may be reused.
+    fn finish(&mut self) {
+        if let State::Streaming { conn, home, .. } = std::mem::replace(&mut self.state, State::Done)
+            && let Some(home) = home
+            && conn.buf.is_empty()
+        {
+            home(conn);
+        }
+    }
+}
+
+impl HttpBody for AnswerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let (conn, framing) = match &mut this.state {
+            State::Whole(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            State::Done => return Poll::Ready(None),
+            State::Streaming { conn, framing, .. } => (conn, framing),
+        };
+        let Conn { io, buf } = conn;
+        match ready!(framing.poll_next(io.tls(), buf, READ_CHUNK, cx)) {
+            Ok(Some(data)) => {
+                // A length-delimited body is over with its last byte, and its reader asks no
+                // more once `is_end_stream` says so: the connection goes home now.
+                if framing.is_end() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Ok(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Err(error) => {
+                this.state = State::Done;
+                let error: BoxError = match error {
+                    BodyError::Io(e) => Box::new(e),
+                    BodyError::CutOff => Box::new(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the remote closed the connection inside the answer body",
+                    )),
+                    BodyError::Invalid(reason) => {
+                        Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
+                    }
+                };
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            State::Whole(bytes) => bytes.is_none(),
+            State::Streaming { framing, .. } => framing.is_end(),
+            State::Done => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            State::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            State::Streaming { framing, .. } => framing
+                .exact_len()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            State::Done => SizeHint::with_exact(0),
+        }
+    }
+}
