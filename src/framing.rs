@@ -14,7 +14,11 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
-use tokio::io::AsyncRead;
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::inbound::forward::BoxError;
 
 /// Most chunk-extension bytes accepted in one body, over all its chunk-size lines. Extensions
 /// carry nothing this proxy or the homeserver uses, and no body limit counts them: without a
@@ -476,6 +480,79 @@ pub(crate) enum BodyError {
     CutOff,
     /// The framing was broken.
     Invalid(&'static str),
+}
+
+impl BodyError {
+    /// As the error of a relayed body; `cut_off` tells who closed the connection inside it.
+    pub(crate) fn into_relayed(self, cut_off: &'static str) -> BoxError {
+        match self {
+            BodyError::Io(e) => Box::new(e),
+            BodyError::CutOff => Box::new(io::Error::new(io::ErrorKind::UnexpectedEof, cut_off)),
+            BodyError::Invalid(reason) => {
+                Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
+            }
+        }
+    }
+}
+
+/// Read more of `io` into `buf` until it holds `len` bytes; `false` when the peer closed the
+/// connection first.
+pub(crate) async fn fill_to<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    len: usize,
+    chunk: usize,
+) -> io::Result<bool> {
+    while buf.len() < len {
+        if std::future::poll_fn(|cx| poll_fill(io, buf, chunk, cx)).await? == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Why a streamed request body did not get through.
+#[derive(Debug)]
+pub(crate) enum WriteBodyError {
+    /// Reading the body from its client failed.
+    Body(BoxError),
+    Write(io::Error),
+}
+
+/// Write `body` to `io` as it comes, one write per piece, chunk-framed when `chunked`; its
+/// trailers are not forwarded.
+pub(crate) async fn write_body<W, B>(
+    io: &mut W,
+    body: &mut B,
+    chunked: bool,
+) -> Result<(), WriteBodyError>
+where
+    W: AsyncWrite + Unpin,
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+{
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(WriteBodyError::Body)?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let mut piece = Vec::with_capacity(data.len() + 20);
+        if chunked {
+            piece.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        piece.extend_from_slice(&data);
+        if chunked {
+            piece.extend_from_slice(b"\r\n");
+        }
+        io.write_all(&piece).await.map_err(WriteBodyError::Write)?;
+    }
+    if chunked {
+        io.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(WriteBodyError::Write)?;
+    }
+    Ok(())
 }
 
 /// Read more of `io` into `buf`, keeping room for at least half a `chunk`; `Ok(0)` at end of

@@ -28,8 +28,8 @@ use tokio::net::TcpStream;
 use super::answer::{Answer, RawFields};
 use super::forward::{Body, BoxError, full};
 use crate::framing::{
-    BodyError, FieldsSeen, Framing, is_idempotent, length_field, poll_fill, push_content_length,
-    push_field,
+    FieldsSeen, Framing, WriteBodyError, fill_to, is_idempotent, length_field, poll_fill,
+    push_content_length, push_field, write_body,
 };
 
 /// Request bodies up to this size are read before sending, so a request can be retried on a
@@ -318,38 +318,12 @@ impl UpstreamPool {
             .write_all(head)
             .await
             .map_err(UpstreamError::Write)?;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(UpstreamError::RequestBody)?;
-            let Ok(mut data) = frame.into_data() else {
-                continue; // trailers are not forwarded
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                let size = format!("{:x}\r\n", data.len());
-                conn.io
-                    .write_all(size.as_bytes())
-                    .await
-                    .map_err(UpstreamError::Write)?;
-            }
-            conn.io
-                .write_all_buf(&mut data)
-                .await
-                .map_err(UpstreamError::Write)?;
-            if chunked {
-                conn.io
-                    .write_all(b"\r\n")
-                    .await
-                    .map_err(UpstreamError::Write)?;
-            }
-        }
-        if chunked {
-            conn.io
-                .write_all(b"0\r\n\r\n")
-                .await
-                .map_err(UpstreamError::Write)?;
-        }
+        write_body(&mut conn.io, &mut body, chunked)
+            .await
+            .map_err(|e| match e {
+                WriteBodyError::Body(e) => UpstreamError::RequestBody(e),
+                WriteBodyError::Write(e) => UpstreamError::Write(e),
+            })?;
         self.answer(conn, method).await
     }
 
@@ -396,13 +370,11 @@ impl UpstreamPool {
             && n <= BUFFERED_BODY_MAX
         {
             let len = usize::try_from(n).unwrap_or(usize::MAX);
-            while conn.buf.len() < len {
-                let read = std::future::poll_fn(|cx| conn.poll_fill(cx))
-                    .await
-                    .map_err(UpstreamError::Read)?;
-                if read == 0 {
-                    return Err(UpstreamError::Invalid("answer body cut off"));
-                }
+            if !fill_to(&mut conn.io, &mut conn.buf, len, READ_CHUNK)
+                .await
+                .map_err(UpstreamError::Read)?
+            {
+                return Err(UpstreamError::Invalid("answer body cut off"));
             }
             let bytes = conn.buf.split_to(len).freeze();
             if keep_alive && conn.buf.is_empty() {
@@ -609,7 +581,14 @@ impl HttpBody for UpstreamBody {
             this.framing
                 .poll_next(&mut conn.io, &mut conn.buf, READ_CHUNK, cx)
         ) {
-            Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Ok(Some(data)) => {
+                // A length-delimited body is over with its last byte, and a reader that goes
+                // by `is_end_stream` (hyper's h2 server) asks no more: back to the pool now.
+                if this.framing.is_end() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
             Ok(None) => {
                 this.finish();
                 Poll::Ready(None)
@@ -617,16 +596,7 @@ impl HttpBody for UpstreamBody {
             Err(e) => {
                 this.conn = None;
                 this.framing = Framing::Done;
-                let e: BoxError = match e {
-                    BodyError::Io(e) => Box::new(e),
-                    BodyError::CutOff => Box::new(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "homeserver closed the connection inside the answer body",
-                    )),
-                    BodyError::Invalid(reason) => {
-                        Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
-                    }
-                };
+                let e = e.into_relayed("homeserver closed the connection inside the answer body");
                 Poll::Ready(Some(Err(e)))
             }
         }
@@ -868,6 +838,46 @@ mod tests {
         let r = send(&pool, Method::POST, "/once", full("{}")).await;
         assert_eq!(body_of(r).await, "3");
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_read_to_its_length_gives_its_connection_back() {
+        static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let big = BIG.get_or_init(|| {
+            let mut v = b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n".to_vec();
+            v.extend(std::iter::repeat_n(b'x', 200_000));
+            v
+        });
+        let (addr, _server) = serve_canned(vec![
+            big.as_slice(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2",
+        ])
+        .await;
+        let pool = pool(addr);
+        let (_, _, mut body) = send(&pool, Method::GET, "/", full(Bytes::new()))
+            .await
+            .into_wire();
+        // As hyper's h2 server reads: until `is_end_stream`, never to the end.
+        let mut len = 0;
+        while !body.is_end_stream() {
+            len += body
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()
+                .len();
+        }
+        assert_eq!(len, 200_000);
+        // The fake accepts one connection only: a second one would wait for ever.
+        let second = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(&pool, Method::GET, "/", full(Bytes::new())),
+        )
+        .await
+        .expect("the answer's connection did not go back to the pool");
+        assert_eq!(body_of(second).await, "2");
     }
 
     #[tokio::test]

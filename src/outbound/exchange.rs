@@ -26,8 +26,8 @@ use tokio::io::AsyncWriteExt;
 use super::forward::UpstreamBody;
 use super::upstream::UpstreamStream;
 use crate::framing::{
-    BodyError, FieldsSeen, Framing, is_idempotent, length_field, poll_fill, push_content_length,
-    push_field,
+    FieldsSeen, Framing, WriteBodyError, fill_to, is_idempotent, length_field, poll_fill,
+    push_content_length, push_field, write_body,
 };
 use crate::inbound::forward::BoxError;
 
@@ -207,8 +207,13 @@ pub(crate) async fn exchange(
     tls.write_all(&request.bytes)
         .await
         .map_err(ExchangeError::Write)?;
-    if let Some((body, chunked)) = request.streamed.take() {
-        Box::pin(send_body(tls, body, chunked)).await?;
+    if let Some((mut body, chunked)) = request.streamed.take() {
+        Box::pin(write_body(tls, &mut body, chunked))
+            .await
+            .map_err(|e| match e {
+                WriteBodyError::Body(e) => ExchangeError::RequestBody(e),
+                WriteBodyError::Write(e) => ExchangeError::Write(e),
+            })?;
     }
     tls.flush().await.map_err(ExchangeError::Write)?;
     let head = read_head(&mut conn, &request.method).await?;
@@ -221,13 +226,12 @@ pub(crate) async fn exchange(
         && n <= KEPT_BODY_MAX
     {
         let len = usize::try_from(n).unwrap_or(usize::MAX);
-        while conn.buf.len() < len {
-            let read = std::future::poll_fn(|cx| conn.poll_fill(cx))
-                .await
-                .map_err(ExchangeError::Read)?;
-            if read == 0 {
-                return Err(ExchangeError::Invalid("answer body cut off"));
-            }
+        let Conn { io, buf } = &mut conn;
+        if !fill_to(io.tls(), buf, len, READ_CHUNK)
+            .await
+            .map_err(ExchangeError::Read)?
+        {
+            return Err(ExchangeError::Invalid("answer body cut off"));
         }
         let bytes = conn.buf.split_to(len).freeze();
         let idle = (keep_alive && conn.buf.is_empty()).then_some(conn);
@@ -241,38 +245,6 @@ pub(crate) async fn exchange(
         },
     };
     Ok((response.map(|()| body), None))
-}
-
-/// Stream a request body that was too large to keep (or of unknown length, `chunked`).
-async fn send_body(
-    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    mut body: UpstreamBody,
-    chunked: bool,
-) -> Result<(), ExchangeError> {
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(ExchangeError::RequestBody)?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not forwarded
-        };
-        if data.is_empty() {
-            continue;
-        }
-        let mut out = Vec::with_capacity(data.len() + 20);
-        if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        }
-        out.extend_from_slice(&data);
-        if chunked {
-            out.extend_from_slice(b"\r\n");
-        }
-        tls.write_all(&out).await.map_err(ExchangeError::Write)?;
-    }
-    if chunked {
-        tls.write_all(b"0\r\n\r\n")
-            .await
-            .map_err(ExchangeError::Write)?;
-    }
-    Ok(())
 }
 
 /// A parsed answer head.
@@ -462,16 +434,8 @@ impl HttpBody for AnswerBody {
             }
             Err(error) => {
                 this.state = State::Done;
-                let error: BoxError = match error {
-                    BodyError::Io(e) => Box::new(e),
-                    BodyError::CutOff => Box::new(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the remote closed the connection inside the answer body",
-                    )),
-                    BodyError::Invalid(reason) => {
-                        Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
-                    }
-                };
+                let error =
+                    error.into_relayed("the remote closed the connection inside the answer body");
                 Poll::Ready(Some(Err(error)))
             }
         }
