@@ -111,8 +111,10 @@ pub(crate) struct Prepared {
     method: Method,
     /// Request line, fields, and a kept body.
     bytes: Vec<u8>,
-    /// A body too large to keep, or of unknown length (then sent chunked).
+    /// A body too large to keep, or of unknown length (then sent chunked); taken when sent.
     streamed: Option<(UpstreamBody, bool)>,
+    /// Whether the whole request is in `bytes`, so that it can be written again.
+    replayable: bool,
 }
 
 impl Prepared {
@@ -159,6 +161,7 @@ impl Prepared {
         Ok(Self {
             method: parts.method,
             bytes,
+            replayable: streamed.is_none(),
             streamed: streamed.map(|(body, n)| (body, n.is_none())),
         })
     }
@@ -166,7 +169,7 @@ impl Prepared {
     /// Whether it may be sent again after a kept-alive connection turned out to be closed:
     /// its body is kept, and the method allows it, or the failure shows nothing was sent.
     pub(crate) fn retry_after(&self, error: &ExchangeError) -> bool {
-        self.streamed.is_none()
+        self.replayable
             && error.stale_connection()
             && (is_idempotent(&self.method) || matches!(error, ExchangeError::Write(_)))
     }
@@ -174,7 +177,7 @@ impl Prepared {
     /// Whether a kept-alive connection must be checked before use: only a request that may
     /// be sent again can find out by trying.
     pub(crate) fn needs_open_connection(&self) -> bool {
-        self.streamed.is_some() || !is_idempotent(&self.method)
+        !self.replayable || !is_idempotent(&self.method)
     }
 }
 
@@ -459,5 +462,87 @@ impl HttpBody for AnswerBody {
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
             State::Done => SizeHint::with_exact(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Either, Full};
+
+    async fn prepared(method: Method, body_len: usize) -> Prepared {
+        let request = Request::builder()
+            .method(method)
+            .uri("/_matrix/federation/v1/send/1")
+            .body(Either::Right(Full::new(Bytes::from(vec![b'x'; body_len]))))
+            .unwrap();
+        Prepared::new(request, "hs2.test:8448").await.unwrap()
+    }
+
+    fn closed() -> ExchangeError {
+        ExchangeError::Closed
+    }
+
+    fn write_failed() -> ExchangeError {
+        ExchangeError::Write(io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+
+    #[tokio::test]
+    async fn only_requests_kept_whole_are_sent_again() {
+        let get = prepared(Method::GET, 0).await;
+        assert!(get.retry_after(&closed()));
+        assert!(!get.needs_open_connection());
+        assert!(!get.retry_after(&ExchangeError::Invalid("answer cut off")));
+
+        // Not idempotent: again only when it provably never left.
+        let post = prepared(Method::POST, 10).await;
+        assert!(!post.retry_after(&closed()));
+        assert!(post.retry_after(&write_failed()));
+        assert!(post.needs_open_connection());
+        assert!(
+            post.bytes
+                .ends_with(b"content-length: 10\r\n\r\nxxxxxxxxxx")
+        );
+
+        // Streamed: its body is gone once sent, whatever the method.
+        let mut put = prepared(Method::PUT, 100_000).await;
+        assert!(put.needs_open_connection());
+        assert!(put.streamed.take().is_some());
+        assert!(!put.retry_after(&closed()));
+        assert!(!put.retry_after(&write_failed()));
+    }
+
+    #[test]
+    fn a_head_ends_at_its_empty_line_whatever_the_line_ends() {
+        assert_eq!(head_len(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), Some(25));
+        assert_eq!(head_len(b"HTTP/1.1 200 OK\nA: b\n\nbody"), Some(22));
+        assert_eq!(head_len(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(head_len(b""), None);
+    }
+
+    #[test]
+    fn answer_fields_are_kept_as_sent_without_the_hop_by_hop_ones() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nX-Kept: a b\r\n\r\n{}"[..],
+        );
+        let head = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(&buf[..], b"{}");
+        assert!(head.keep_alive);
+        assert_eq!(head.framing, Framing::Length(2));
+        let fields = head.response.headers();
+        assert_eq!(fields["x-kept"], "a b");
+        assert_eq!(fields["content-length"], "2");
+        for gone in ["connection", "x-hop", "keep-alive"] {
+            assert!(fields.get(gone).is_none(), "{gone}");
+        }
+        let sent = &b"HTTP/1.1 200 OK\r\nContent-"[..];
+        let mut partial = BytesMut::from(sent);
+        assert!(parse_head(&mut partial, &Method::GET).unwrap().is_none());
+        assert_eq!(&partial[..], sent, "an incomplete head stays in the buffer");
+        let mut broken = BytesMut::from(&b"HTTP/1.1 2x0 OK\r\n\r\n"[..]);
+        assert!(matches!(
+            parse_head(&mut broken, &Method::GET),
+            Err(ExchangeError::Invalid(_))
+        ));
     }
 }
