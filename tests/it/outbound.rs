@@ -1516,18 +1516,29 @@ fn answer_by_path(_method: &str, path: &str) -> (Vec<u8>, bool) {
     (answer.into_bytes(), false)
 }
 
+/// The scripted origin, the proxy, the tunnel's target and an HTTP/1.1 client in the tunnel.
+async fn scripted_tunnel() -> (
+    Scripted,
+    Proxy,
+    String,
+    hyper::client::conn::http1::SendRequest<AnyBody>,
+) {
+    let f = fixture().await;
+    let origin = spawn_scripted(&f.origin_ca, answer_by_path).await;
+    let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
+    let target = format!("hs2.test:{}", origin.port);
+    let tls = tunnel(&proxy, &target, "hs2.test", &[]).await;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    (origin, proxy, target, sender)
+}
+
 #[tokio::test]
 async fn chunked_interim_head_large_and_close_delimited_answers_are_relayed() {
     bounded(async {
-        let f = fixture().await;
-        let origin = spawn_scripted(&f.origin_ca, answer_by_path).await;
-        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
-        let target = format!("hs2.test:{}", origin.port);
-        let tls = tunnel(&proxy, &target, "hs2.test", &[]).await;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let (origin, _proxy, target, mut sender) = scripted_tunnel().await;
 
         let (status, fields, body) = exchange(
             &mut sender,
@@ -1603,15 +1614,7 @@ async fn chunked_interim_head_large_and_close_delimited_answers_are_relayed() {
 #[tokio::test]
 async fn a_kept_alive_upstream_connection_closed_while_idle_is_replaced() {
     bounded(async {
-        let f = fixture().await;
-        let origin = spawn_scripted(&f.origin_ca, answer_by_path).await;
-        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
-        let target = format!("hs2.test:{}", origin.port);
-        let tls = tunnel(&proxy, &target, "hs2.test", &[]).await;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let (origin, _proxy, target, mut sender) = scripted_tunnel().await;
         let path = "/_matrix/federation/v1/get_missing_events/%21r%3Ahs2.test";
         let post = |body: &'static [u8]| {
             Request::builder()
@@ -1662,15 +1665,7 @@ async fn a_kept_alive_upstream_connection_closed_while_idle_is_replaced() {
 #[tokio::test]
 async fn request_bodies_of_unknown_length_go_upstream_chunked() {
     bounded(async {
-        let f = fixture().await;
-        let origin = spawn_scripted(&f.origin_ca, answer_by_path).await;
-        let proxy = spawn_proxy(&f.origin_ca, &[], |_| {}).await;
-        let target = format!("hs2.test:{}", origin.port);
-        let tls = tunnel(&proxy, &target, "hs2.test", &[]).await;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let (origin, _proxy, target, mut sender) = scripted_tunnel().await;
         let frames = futures_util::stream::iter([&b"first,"[..], &b"second"[..]].map(|d| {
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(d)))
         }));
