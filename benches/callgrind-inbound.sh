@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per proxied request of `timproxy serve` (inbound), counted by callgrind: the bench
 # origin from benches/compare, 2000 warm-up requests of the mix.lua rotation over one keep-alive
-# connection, counters zeroed, then 4000 counted requests. Runs the proxy on CPU 0 (one CPU: a
-# single-threaded runtime). Instruction counts do not drift with the VM's speed.
+# connection, counters zeroed, then 4000 counted requests. Runs the proxy on CPU 0 (with its two
+# worker threads). Instruction counts do not drift with the VM's speed.
 #   bash benches/callgrind-inbound.sh [path/to/timproxy] [port]     (KEEP=file keeps the profile)
 # The count needs only symbols, which the release binary keeps. To read a kept profile by source
 # line, build `cargo build --profile profiling` (release plus line tables) and pass

@@ -51,17 +51,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// One worker thread per CPU the process may use (cgroup quotas and affinity count). With a
-/// single CPU a current-thread runtime does the same work without the work-stealing
-/// scheduler's cross-thread bookkeeping (measured: ~8 % less CPU per proxied request).
-/// `TOKIO_WORKER_THREADS` overrides the count.
+/// The work-stealing runtime with one worker thread per CPU the process may use (cgroup
+/// quotas and affinity count), and never fewer than two.
+///
+/// Why two even on one CPU: a lone thread goes idle between events, and when it then sends
+/// to a homeserver on the same host, the kernel's wake-up placement (a synchronous wake-up
+/// from a CPU running only the sender) moves the homeserver onto the proxy's CPU, where the
+/// two compete while the other CPU idles. With a second worker the CPU is seldom left to the
+/// sender alone, as with nginx's two workers. Measured on a 2-CPU VM with the proxy pinned to
+/// one CPU (`benches/compare/inbound.sh`): a current-thread runtime reached 0.67–0.77× nginx's
+/// requests per second, two workers 0.91–1.02× at about 3 % more CPU per request
+/// (BENCHMARKS.md, 2026-12-06 fourth session). `TOKIO_WORKER_THREADS` overrides the count.
 fn runtime_builder() -> tokio::runtime::Builder {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    if cpus == 1 && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(cpus.max(2));
     }
+    builder
 }
 
 fn report(err: CliError) -> ExitCode {
