@@ -511,12 +511,94 @@ pub(crate) async fn fill_to<I: AsyncRead + Unpin>(
     Ok(true)
 }
 
-/// Why a streamed request body did not get through.
-#[derive(Debug)]
-pub(crate) enum WriteBodyError {
-    /// Reading the body from its client failed.
-    Body(BoxError),
+/// Largest answer head accepted from an upstream server.
+pub(crate) const MAX_ANSWER_HEAD: usize = 64 * 1024;
+/// Most answer header fields accepted (at most 128: the head parsers keep one bit per field).
+pub(crate) const MAX_ANSWER_FIELDS: usize = 128;
+const _: () = assert!(MAX_ANSWER_FIELDS <= u128::BITS as usize);
+/// Read granularity on upstream connections.
+pub(crate) const UPSTREAM_READ_CHUNK: usize = 16 * 1024;
+
+/// Why an HTTP/1.1 exchange on an upstream connection (the homeserver's, or a remote
+/// server's inside a tunnel) failed once the connection was there.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    #[error("sending the request failed: {0}")]
     Write(io::Error),
+    #[error("reading the answer failed: {0}")]
+    Read(io::Error),
+    #[error("connection closed before an answer")]
+    Closed,
+    #[error("invalid answer: {0}")]
+    Invalid(&'static str),
+    #[error("reading the request body failed: {0}")]
+    RequestBody(BoxError),
+}
+
+impl ExchangeError {
+    /// Failures that mean a kept-alive connection was already dead before this request.
+    pub(crate) fn stale_connection(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::Write(_) | ExchangeError::Read(_) | ExchangeError::Closed
+        )
+    }
+}
+
+/// Read an answer head from `io` into `buf`: `parse` takes a complete head off the front of
+/// `buf` (`None` while more bytes are needed), `status` tells its status. Interim 1xx
+/// answers are skipped; a protocol switch is refused, as nothing here asked for one.
+pub(crate) async fn read_answer_head<I, H>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Option<H>, ExchangeError>,
+    status: impl Fn(&H) -> StatusCode,
+) -> Result<H, ExchangeError>
+where
+    I: AsyncRead + Unpin,
+{
+    let mut received_any = false;
+    loop {
+        if let Some(head) = parse(buf)? {
+            let status = status(&head);
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(ExchangeError::Invalid("unexpected protocol switch"));
+            }
+            if status.is_informational() {
+                continue;
+            }
+            return Ok(head);
+        }
+        if buf.len() >= MAX_ANSWER_HEAD {
+            return Err(ExchangeError::Invalid("answer head too large"));
+        }
+        let n = std::future::poll_fn(|cx| poll_fill(io, buf, UPSTREAM_READ_CHUNK, cx))
+            .await
+            .map_err(ExchangeError::Read)?;
+        if n == 0 {
+            return Err(if received_any {
+                ExchangeError::Invalid("answer cut off")
+            } else {
+                ExchangeError::Closed
+            });
+        }
+        received_any = true;
+    }
+}
+
+/// The status and version of a parsed answer head.
+pub(crate) fn answer_status(
+    parsed: &httparse::Response<'_, '_>,
+) -> Result<(StatusCode, Version), ExchangeError> {
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ExchangeError::Invalid("invalid status code"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    Ok((status, version))
 }
 
 /// Write `body` to `io` as it comes, one write per piece, chunk-framed when `chunked`; its
@@ -525,13 +607,13 @@ pub(crate) async fn write_body<W, B>(
     io: &mut W,
     body: &mut B,
     chunked: bool,
-) -> Result<(), WriteBodyError>
+) -> Result<(), ExchangeError>
 where
     W: AsyncWrite + Unpin,
     B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
 {
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(WriteBodyError::Body)?.into_data() else {
+        let Ok(data) = frame.map_err(ExchangeError::RequestBody)?.into_data() else {
             continue;
         };
         if data.is_empty() {
@@ -545,12 +627,12 @@ where
         if chunked {
             piece.extend_from_slice(b"\r\n");
         }
-        io.write_all(&piece).await.map_err(WriteBodyError::Write)?;
+        io.write_all(&piece).await.map_err(ExchangeError::Write)?;
     }
     if chunked {
         io.write_all(b"0\r\n\r\n")
             .await
-            .map_err(WriteBodyError::Write)?;
+            .map_err(ExchangeError::Write)?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use super::answer::Answer;
 use super::upstream::{UpstreamError, UpstreamPool};
 use crate::config::HomeserverConfig;
 use crate::error::MatrixError;
+use crate::framing::ExchangeError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of everything the listener sends and forwards.
@@ -280,7 +281,7 @@ impl Forwarder {
         };
         match answer {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(UpstreamError::RequestBody(e))) => {
+            Ok(Err(UpstreamError::Exchange(ExchangeError::RequestBody(e)))) => {
                 Err(MatrixError::bad_json("could not read request body", "body-read").caused_by(e))
             }
             Ok(Err(e)) => Err(

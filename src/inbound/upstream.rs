@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Version};
+use http::{Method, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
@@ -28,54 +28,37 @@ use tokio::net::TcpStream;
 use super::answer::{Answer, RawFields};
 use super::forward::{Body, BoxError, full};
 use crate::framing::{
-    FieldsSeen, Framing, WriteBodyError, fill_to, is_idempotent, length_field, poll_fill,
-    push_content_length, push_field, write_body,
+    ExchangeError, FieldsSeen, Framing, MAX_ANSWER_FIELDS, UPSTREAM_READ_CHUNK, answer_status,
+    fill_to, is_idempotent, length_field, push_content_length, push_field, read_answer_head,
+    write_body,
 };
 
 /// Request bodies up to this size are read before sending, so a request can be retried on a
 /// new connection; answers up to this size are read before the head is passed on, so head and
 /// body reach the client in one write.
 pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
-/// Largest response head accepted from the homeserver.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most response header fields accepted (at most 128: the parser keeps one bit per field).
-const MAX_HEADERS: usize = 128;
-const _: () = assert!(MAX_HEADERS <= u128::BITS as usize);
 /// Room left in an answer's [`RawFields`] block for the fields every answer gets: the CORS
 /// fields ([`super::cors`]), when the homeserver sent none of them.
 const ROOM_FOR_ADDED_FIELDS: usize = super::cors::MAX_ADDED_LEN;
-/// Read granularity.
-const READ_CHUNK: usize = 16 * 1024;
 /// Initial room for a request head sent upstream: a client's fields plus the forwarding ones
 /// this hop adds fit without growing the buffer.
 const HEAD_CAPACITY: usize = 1024;
 
 /// Why an exchange with the homeserver failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("cannot connect: {0}")]
     Connect(io::Error),
     #[error("connecting timed out")]
     ConnectTimeout,
-    #[error("sending the request failed: {0}")]
-    Write(io::Error),
-    #[error("reading the answer failed: {0}")]
-    Read(io::Error),
-    #[error("connection closed before an answer")]
-    Closed,
-    #[error("invalid answer: {0}")]
-    Invalid(&'static str),
-    #[error("reading the request body failed: {0}")]
-    RequestBody(BoxError),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
 }
 
 impl UpstreamError {
     /// Failures that mean a pooled connection was already dead before this request.
     fn stale_connection(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Write(_) | UpstreamError::Read(_) | UpstreamError::Closed
-        )
+        matches!(self, UpstreamError::Exchange(e) if e.stale_connection())
     }
 }
 
@@ -160,14 +143,14 @@ impl PoolInner {
         let _ = io.set_nodelay(true);
         Ok(Conn {
             io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::with_capacity(UPSTREAM_READ_CHUNK),
         })
     }
 }
 
 /// Keep-alive connections to the homeserver; cheap to clone.
 #[derive(Clone)]
-pub struct UpstreamPool {
+pub(crate) struct UpstreamPool {
     inner: Arc<PoolInner>,
 }
 
@@ -190,7 +173,7 @@ enum Outgoing {
 }
 
 impl UpstreamPool {
-    pub fn new(
+    pub(crate) fn new(
         addr: String,
         max_idle: usize,
         idle_timeout: Duration,
@@ -211,7 +194,7 @@ impl UpstreamPool {
     /// fields follow the request's own) and return the answer. Bodies of answers up to
     /// [`BUFFERED_BODY_MAX`] are complete; larger ones stream from the connection. The answer's
     /// fields stay as received (`RawFields`), without the hop-by-hop ones.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: &Method,
         target: &str,
@@ -227,7 +210,7 @@ impl UpstreamPool {
                 Some(n) if n <= BUFFERED_BODY_MAX => Outgoing::Kept(
                     body.collect()
                         .await
-                        .map_err(UpstreamError::RequestBody)?
+                        .map_err(ExchangeError::RequestBody)?
                         .to_bytes(),
                 ),
                 Some(n) => Outgoing::Sized(body, n),
@@ -264,7 +247,11 @@ impl UpstreamPool {
                 match self.exchange_kept(conn, &head, method).await {
                     Err(e)
                         if reused
-                            && (idempotent || matches!(e, UpstreamError::Write(_)))
+                            && (idempotent
+                                || matches!(
+                                    e,
+                                    UpstreamError::Exchange(ExchangeError::Write(_))
+                                ))
                             && e.stale_connection() =>
                     {
                         tracing::debug!(error = %e, "pooled homeserver connection was closed; retrying on a new one");
@@ -302,7 +289,7 @@ impl UpstreamPool {
         conn.io
             .write_all(request)
             .await
-            .map_err(UpstreamError::Write)?;
+            .map_err(ExchangeError::Write)?;
         self.answer(conn, method).await
     }
 
@@ -317,45 +304,20 @@ impl UpstreamPool {
         conn.io
             .write_all(head)
             .await
-            .map_err(UpstreamError::Write)?;
-        write_body(&mut conn.io, &mut body, chunked)
-            .await
-            .map_err(|e| match e {
-                WriteBodyError::Body(e) => UpstreamError::RequestBody(e),
-                WriteBodyError::Write(e) => UpstreamError::Write(e),
-            })?;
+            .map_err(ExchangeError::Write)?;
+        write_body(&mut conn.io, &mut body, chunked).await?;
         self.answer(conn, method).await
     }
 
     /// Read the answer head (skipping interim 1xx answers) and set up its body.
     async fn answer(&self, mut conn: Conn, method: &Method) -> Result<Answer, UpstreamError> {
-        let mut received_any = false;
-        let head = loop {
-            let parsed = parse_head(&mut conn.buf, method)?;
-            if let Some(head) = parsed {
-                if head.parts.status.is_informational() {
-                    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(UpstreamError::Invalid("unexpected protocol switch"));
-                    }
-                    continue;
-                }
-                break head;
-            }
-            if conn.buf.len() >= MAX_HEAD {
-                return Err(UpstreamError::Invalid("answer head too large"));
-            }
-            let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
-                .await
-                .map_err(UpstreamError::Read)?;
-            if n == 0 {
-                return Err(if received_any {
-                    UpstreamError::Invalid("answer cut off")
-                } else {
-                    UpstreamError::Closed
-                });
-            }
-            received_any = true;
-        };
+        let head = read_answer_head(
+            &mut conn.io,
+            &mut conn.buf,
+            |buf| parse_head(buf, method),
+            |head| head.parts.status,
+        )
+        .await?;
         // A small body of known length is read right here, into the same buffer, so the
         // connection is back in the pool before the answer leaves. (Reading it through the
         // streaming body and a collector made this future, which every request moves around,
@@ -370,11 +332,11 @@ impl UpstreamPool {
             && n <= BUFFERED_BODY_MAX
         {
             let len = usize::try_from(n).unwrap_or(usize::MAX);
-            if !fill_to(&mut conn.io, &mut conn.buf, len, READ_CHUNK)
+            if !fill_to(&mut conn.io, &mut conn.buf, len, UPSTREAM_READ_CHUNK)
                 .await
-                .map_err(UpstreamError::Read)?
+                .map_err(ExchangeError::Read)?
             {
-                return Err(UpstreamError::Invalid("answer body cut off"));
+                return Err(ExchangeError::Invalid("answer body cut off").into());
             }
             let bytes = conn.buf.split_to(len).freeze();
             if keep_alive && conn.buf.is_empty() {
@@ -393,13 +355,6 @@ impl UpstreamPool {
             raw,
             http_body_util::BodyExt::boxed_unsync(body),
         ))
-    }
-}
-
-impl Conn {
-    /// Read more into the buffer; `Ok(0)` at end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        poll_fill(&mut self.io, &mut self.buf, READ_CHUNK, cx)
     }
 }
 
@@ -462,13 +417,13 @@ struct Head {
 /// copied as they are into one block. Separate lookups afterwards (framing, `Connection`
 /// tokens, the hop-by-hop filter) each hashed their names again and were a tenth of the
 /// instructions of a proxied request.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, UpstreamError> {
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
     if buf.is_empty() {
         return Ok(None);
     }
     // Uninitialised slots: a zeroed array of MAX_HEADERS fields was a 4 KiB memset per answer.
     let mut fields =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_ANSWER_FIELDS];
     let mut parsed = httparse::Response::new(&mut []);
     let consumed = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut parsed,
@@ -478,18 +433,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(UpstreamError::Invalid("too many header fields"));
+            return Err(ExchangeError::Invalid("too many header fields"));
         }
-        Err(_) => return Err(UpstreamError::Invalid("malformed answer head")),
+        Err(_) => return Err(ExchangeError::Invalid("malformed answer head")),
     };
-    let status = parsed
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(UpstreamError::Invalid("invalid status code"))?;
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
+    let (status, version) = answer_status(&parsed)?;
     let mut seen = FieldsSeen::default();
     let base = buf.as_ptr() as usize;
     // A field's `name: value` text in `buf`.
@@ -497,7 +445,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
         let start = (field.name.as_ptr() as usize).saturating_sub(base);
         let end = (field.value.as_ptr() as usize).saturating_sub(base) + field.value.len();
         buf.get(start..end)
-            .ok_or(UpstreamError::Invalid("invalid header field"))
+            .ok_or(ExchangeError::Invalid("invalid header field"))
     };
     // The fields to pass on, one bit per field (a list of them was an allocation per answer),
     // and the room their lines take.
@@ -506,7 +454,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Upstr
     for (i, field) in parsed.headers.iter().enumerate() {
         if seen
             .note(field.name.as_bytes(), field.value)
-            .map_err(UpstreamError::Invalid)?
+            .map_err(ExchangeError::Invalid)?
         {
             kept |= 1 << i;
             kept_len += line(field)?.len() + 2;
@@ -579,7 +527,7 @@ impl HttpBody for UpstreamBody {
         };
         match ready!(
             this.framing
-                .poll_next(&mut conn.io, &mut conn.buf, READ_CHUNK, cx)
+                .poll_next(&mut conn.io, &mut conn.buf, UPSTREAM_READ_CHUNK, cx)
         ) {
             Ok(Some(data)) => {
                 // A length-delimited body is over with its last byte, and a reader that goes
@@ -619,6 +567,7 @@ impl HttpBody for UpstreamBody {
 mod tests {
     use super::*;
     use crate::inbound::answer::Fields;
+    use http::Version;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
@@ -786,7 +735,10 @@ mod tests {
             let err = try_send(&pool(addr), Method::GET, "/", full(Bytes::new()))
                 .await
                 .unwrap_err();
-            assert!(matches!(err, UpstreamError::Invalid(_)), "{err}");
+            assert!(
+                matches!(err, UpstreamError::Exchange(ExchangeError::Invalid(_))),
+                "{err}"
+            );
         }
     }
 
@@ -901,6 +853,9 @@ mod tests {
         let r = try_send(&pool(addr), Method::GET, "/", full(Bytes::new()))
             .await
             .unwrap_err();
-        assert!(matches!(r, UpstreamError::Invalid(_)), "{r}");
+        assert!(
+            matches!(r, UpstreamError::Exchange(ExchangeError::Invalid(_))),
+            "{r}"
+        );
     }
 }

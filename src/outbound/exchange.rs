@@ -12,22 +12,22 @@
 //! `Content-Length`, chunked or connection close ([`crate::framing`], shared with the inbound
 //! listener), interim 1xx answers skipped. h2 upstreams stay with hyper ([`super::own`]).
 
-use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use super::forward::UpstreamBody;
 use super::upstream::UpstreamStream;
+pub(crate) use crate::framing::ExchangeError;
 use crate::framing::{
-    FieldsSeen, Framing, WriteBodyError, fill_to, is_idempotent, length_field, poll_fill,
-    push_content_length, push_field, write_body,
+    FieldsSeen, Framing, MAX_ANSWER_FIELDS, UPSTREAM_READ_CHUNK, answer_status, fill_to,
+    is_idempotent, length_field, push_content_length, push_field, read_answer_head, write_body,
 };
 use crate::inbound::forward::BoxError;
 
@@ -35,40 +35,8 @@ use crate::inbound::forward::BoxError;
 /// on a new connection); answers of known length up to this size are read before the head
 /// is passed on.
 const KEPT_BODY_MAX: u64 = 64 * 1024;
-/// Largest answer head accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most answer header fields accepted (at most 128: one bit per field).
-const MAX_HEADERS: usize = 128;
-const _: () = assert!(MAX_HEADERS <= u128::BITS as usize);
-/// Read granularity.
-const READ_CHUNK: usize = 16 * 1024;
 /// Initial room for a request head: a homeserver's federation request fits.
 const HEAD_CAPACITY: usize = 1024;
-
-/// Why an exchange on the upstream connection failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ExchangeError {
-    #[error("sending the request failed: {0}")]
-    Write(io::Error),
-    #[error("reading the answer failed: {0}")]
-    Read(io::Error),
-    #[error("connection closed before an answer")]
-    Closed,
-    #[error("invalid answer: {0}")]
-    Invalid(&'static str),
-    #[error("reading the request body from the tunnel failed: {0}")]
-    RequestBody(BoxError),
-}
-
-impl ExchangeError {
-    /// Failures that mean a kept-alive connection was already dead before this request.
-    pub(crate) fn stale_connection(&self) -> bool {
-        matches!(
-            self,
-            ExchangeError::Write(_) | ExchangeError::Read(_) | ExchangeError::Closed
-        )
-    }
-}
 
 /// An HTTP/1.1 upstream connection and what was read from it but not used yet.
 pub(crate) struct Conn {
@@ -96,10 +64,6 @@ impl Conn {
     /// The connection, for the connector's idle list, if nothing is left unread.
     pub(crate) fn into_idle(self) -> Option<UpstreamStream> {
         self.buf.is_empty().then_some(*self.io)
-    }
-
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        poll_fill(self.io.tls(), &mut self.buf, READ_CHUNK, cx)
     }
 }
 
@@ -211,15 +175,17 @@ pub(crate) async fn exchange(
         .await
         .map_err(ExchangeError::Write)?;
     if let Some((mut body, chunked)) = request.streamed.take() {
-        Box::pin(write_body(tls, &mut body, chunked))
-            .await
-            .map_err(|e| match e {
-                WriteBodyError::Body(e) => ExchangeError::RequestBody(e),
-                WriteBodyError::Write(e) => ExchangeError::Write(e),
-            })?;
+        Box::pin(write_body(tls, &mut body, chunked)).await?;
     }
     tls.flush().await.map_err(ExchangeError::Write)?;
-    let head = read_head(&mut conn, &request.method).await?;
+    let method = &request.method;
+    let head = read_answer_head(
+        conn.io.tls(),
+        &mut conn.buf,
+        |buf| parse_head(buf, method),
+        |head| head.response.status(),
+    )
+    .await?;
     let Head {
         response,
         keep_alive,
@@ -230,7 +196,7 @@ pub(crate) async fn exchange(
     {
         let len = usize::try_from(n).unwrap_or(usize::MAX);
         let Conn { io, buf } = &mut conn;
-        if !fill_to(io.tls(), buf, len, READ_CHUNK)
+        if !fill_to(io.tls(), buf, len, UPSTREAM_READ_CHUNK)
             .await
             .map_err(ExchangeError::Read)?
         {
@@ -259,36 +225,6 @@ struct Head {
     framing: Framing,
 }
 
-/// Read the answer head, skipping interim 1xx answers.
-async fn read_head(conn: &mut Conn, method: &Method) -> Result<Head, ExchangeError> {
-    let mut received_any = false;
-    loop {
-        if let Some(head) = parse_head(&mut conn.buf, method)? {
-            if head.response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(ExchangeError::Invalid("unexpected protocol switch"));
-            }
-            if head.response.status().is_informational() {
-                continue;
-            }
-            return Ok(head);
-        }
-        if conn.buf.len() >= MAX_HEAD {
-            return Err(ExchangeError::Invalid("answer head too large"));
-        }
-        let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
-            .await
-            .map_err(ExchangeError::Read)?;
-        if n == 0 {
-            return Err(if received_any {
-                ExchangeError::Invalid("answer cut off")
-            } else {
-                ExchangeError::Closed
-            });
-        }
-        received_any = true;
-    }
-}
-
 /// The length of the head at the front of `buf` (through the empty line that ends it), once
 /// it is all there. A bare LF ends lines too, as the parser allows.
 fn head_len(buf: &[u8]) -> Option<usize> {
@@ -313,7 +249,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
     };
     let head = buf.split_to(len).freeze();
     let mut fields =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_ANSWER_FIELDS];
     let mut parsed = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut parsed,
@@ -326,14 +262,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
         }
         _ => return Err(ExchangeError::Invalid("malformed answer head")),
     }
-    let status = parsed
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(ExchangeError::Invalid("invalid status code"))?;
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
+    let (status, version) = answer_status(&parsed)?;
     let mut seen = FieldsSeen::default();
     // The fields to pass on, one bit per field.
     let mut kept: u128 = 0;
@@ -422,7 +351,7 @@ impl HttpBody for AnswerBody {
             State::Streaming { conn, framing, .. } => (conn, framing),
         };
         let Conn { io, buf } = conn;
-        match ready!(framing.poll_next(io.tls(), buf, READ_CHUNK, cx)) {
+        match ready!(framing.poll_next(io.tls(), buf, UPSTREAM_READ_CHUNK, cx)) {
             Ok(Some(data)) => {
                 // A length-delimited body is over with its last byte, and its reader asks no
                 // more once `is_end_stream` says so: the connection goes home now.
@@ -469,6 +398,7 @@ impl HttpBody for AnswerBody {
 mod tests {
     use super::*;
     use http_body_util::{Either, Full};
+    use std::io;
 
     async fn prepared(method: Method, body_len: usize) -> Prepared {
         let request = Request::builder()
