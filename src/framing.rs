@@ -121,8 +121,16 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// Whether `name` (any case) is `known` (lower case). Called for every field of every head
+/// both listeners read, where names nearly always arrive in lower case or with a few capitals:
+/// a byte equal to its lowercase form is settled by one comparison, where `eq_ignore_ascii_case`
+/// lowercases both sides of every byte.
 fn is(name: &[u8], known: &str) -> bool {
-    name.len() == known.len() && name.eq_ignore_ascii_case(known.as_bytes())
+    name.len() == known.len()
+        && name
+            .iter()
+            .zip(known.as_bytes())
+            .all(|(&b, &k)| b == k || (k.is_ascii_lowercase() && b | 0x20 == k))
 }
 
 impl FieldsSeen {
@@ -645,7 +653,11 @@ pub(crate) fn poll_fill<I: AsyncRead + Unpin>(
     chunk: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < chunk / 2 {
+    if buf.capacity() == 0 {
+        // The common case (a connection's buffer is given back between messages), and a
+        // fresh allocation costs half of what `reserve` pays to find out that it needs one.
+        *buf = BytesMut::with_capacity(chunk);
+    } else if buf.capacity() - buf.len() < chunk / 2 {
         buf.reserve(chunk);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
@@ -703,6 +715,29 @@ mod tests {
                 Decoded::Data(d) => out.extend_from_slice(&d),
                 Decoded::More | Decoded::End => return Ok((out, framing)),
             }
+        }
+    }
+
+    /// Field names match in any case, and only the letters fold: `-` and every other byte
+    /// must be the same, even where setting bit 5 would make them equal (CR and `-`).
+    #[test]
+    fn field_names_match_case_insensitively_and_exactly() {
+        for name in [
+            "content-length",
+            "Content-Length",
+            "CONTENT-LENGTH",
+            "cOnTeNt-LeNgTh",
+        ] {
+            assert!(is(name.as_bytes(), "content-length"), "{name}");
+        }
+        for name in [
+            &b"content_length"[..],
+            b"content\rlength",
+            b"content-lengt",
+            b"content-lengths",
+            b"kontent-length",
+        ] {
+            assert!(!is(name, "content-length"), "{}", name.escape_ascii());
         }
     }
 

@@ -599,18 +599,18 @@ struct Run {
 
 async fn fetch_federation(args: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let output = tokio::time::timeout(
-        TIMEOUT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_timproxy"))
-            .arg("fetch-federation")
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("TIMPROXY_LOG")
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_timproxy"));
+    cmd.arg("fetch-federation")
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("TIMPROXY_LOG");
+    // On a blocking thread, so that the test's servers keep running meanwhile (tokio's process
+    // driver is left out of the build: it would run on every park of the proxy's runtime).
+    let output = tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -49,7 +49,7 @@ async fn answer(State(state): State<Arc<ResponderState>>, body: Bytes) -> Respon
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let signer = *state.signer.lock().unwrap();
-    let mut cmd = tokio::process::Command::new("openssl");
+    let mut cmd = std::process::Command::new("openssl");
     cmd.current_dir(&state.dir)
         .args(["ocsp", "-index", "index.txt", "-CA", "ca.pem", "-rsigner"]);
     cmd.arg(format!("{signer}.pem"))
@@ -62,8 +62,10 @@ async fn answer(State(state): State<Arc<ResponderState>>, body: Bytes) -> Respon
     if let Some(minutes) = *state.next_update_minutes.lock().unwrap() {
         cmd.arg("-nmin").arg(minutes.to_string());
     }
-    match cmd.output().await {
-        Ok(out) if out.status.success() => match std::fs::read(&response) {
+    // std's process API on a blocking thread: the proxy's build leaves out tokio's process
+    // driver, which would run on every park of the runtime.
+    match tokio::task::spawn_blocking(move || cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => match std::fs::read(&response) {
             Ok(der) => ([("content-type", "application/ocsp-response")], der).into_response(),
             Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         },

@@ -86,7 +86,7 @@ fn poll_read_unbuffered<I: AsyncRead + Unpin>(
     // Sized to what arrived: a request head is usually a few hundred bytes, and a buffer of
     // READ_CHUNK per request in flight stays resident in the allocator after a burst of them.
     // A larger request grows it as it is read (`framing::poll_fill`).
-    buf.reserve(filled.len().max(FIRST_READ_ROOM));
+    *buf = BytesMut::with_capacity(filled.len().max(FIRST_READ_ROOM));
     buf.extend_from_slice(filled);
     Poll::Ready(Ok(filled.len()))
 }

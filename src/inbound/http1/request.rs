@@ -233,10 +233,26 @@ fn has_bare_line_feed(head: &[u8]) -> bool {
 /// A `Host` value: `host [":" port]`, the host a name, an IPv4 address or a bracketed IP
 /// literal (RFC 9110 §7.2, RFC 3986 §3.2.2). No userinfo, no whitespace.
 fn is_host(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    value.iter().all(|&b| HOST_BYTES[usize::from(b)])
 }
+
+/// The bytes a `Host` value may hold, as a table: every request has one, and searching the list
+/// of punctuation for each `.` of an address cost more than the rest of the check.
+const HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punctuation = b"-._~!$&'()*+,;=:[]%";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Whether a target not in origin-form is one this listener serves (RFC 9112 §3.2):
 /// absolute-form with an `http` or `https` scheme and no userinfo, or asterisk-form for
@@ -257,6 +273,36 @@ fn is_served_target(method: &Method, asterisk_form: bool, uri: &Uri) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names, addresses, IP literals and ports pass; userinfo, whitespace, paths and bytes
+    /// outside ASCII are refused with a 400.
+    #[test]
+    fn host_values_are_checked_byte_by_byte() {
+        for host in [
+            "hs1.test",
+            "127.0.0.1:8008",
+            "[::1]:8008",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(is_host(host.as_bytes()), "{host}");
+        }
+        for host in [
+            &b"user@hs1.test"[..],
+            b"hs1 .test",
+            b"hs1.test/x",
+            b"h\xc3\xbcs.test",
+            b"a\tb",
+        ] {
+            assert!(!is_host(host), "{}", host.escape_ascii());
+            let mut request = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            request.extend_from_slice(host);
+            request.extend_from_slice(b"\r\n\r\n");
+            match parse(&mut BytesMut::from(&request[..])) {
+                Err(refused) => assert_eq!(refused.reason, "invalid Host"),
+                Ok(_) => panic!("Host {} accepted", host.escape_ascii()),
+            }
+        }
+    }
 
     fn head(raw: &[u8]) -> (RequestHead, BytesMut) {
         let mut buf = BytesMut::from(raw);

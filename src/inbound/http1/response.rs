@@ -130,12 +130,16 @@ pub(crate) async fn write<I: AsyncWrite + Unpin>(
         Delimit::Length(n) if n < WRITE_BATCH as u64 => usize::try_from(n).unwrap_or(0),
         _ => 0,
     };
-    out.reserve(
-        HEAD_ROOM
-            + raw.as_ref().map_or(0, |raw| raw.block().len())
-            + parts.headers.len() * FIELD_ROOM
-            + body_in_batch,
-    );
+    let room = HEAD_ROOM
+        + raw.as_ref().map_or(0, |raw| raw.block().len())
+        + parts.headers.len() * FIELD_ROOM
+        + body_in_batch;
+    if out.capacity() == 0 {
+        // Allocated outright: `reserve` on an empty vector takes a slower path to the same end.
+        *out = Vec::with_capacity(room);
+    } else {
+        out.reserve(room);
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
