@@ -24,10 +24,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::forward::UpstreamBody;
 use super::upstream::UpstreamStream;
-pub(crate) use crate::framing::ExchangeError;
 use crate::framing::{
-    FieldsSeen, Framing, MAX_ANSWER_FIELDS, UPSTREAM_READ_CHUNK, answer_status, fill_to,
-    is_idempotent, length_field, push_content_length, push_field, read_answer_head, write_body,
+    ExchangeError, FieldsSeen, Framing, MAX_ANSWER_FIELDS, UPSTREAM_READ_CHUNK, answer_status,
+    fill_to, is_idempotent, length_field, push_content_length, push_field, read_answer_head,
+    write_body,
 };
 use crate::inbound::forward::BoxError;
 

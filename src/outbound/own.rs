@@ -24,9 +24,10 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::TokioExecutor;
 
-use super::exchange::{self, AnswerBody, Conn, ExchangeError, Home, Prepared};
+use super::exchange::{self, AnswerBody, Conn, Home, Prepared};
 use super::forward::UpstreamBody;
 use super::upstream::{DialError, UpstreamConnector, authority_key};
+use crate::framing::ExchangeError;
 
 /// An answer relayed from the tunnel's upstream connection: read by hyper from an h2
 /// connection, or by the tunnel's own HTTP/1.1 exchange.
